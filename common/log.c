@@ -1,0 +1,127 @@
+#include "common/log.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+static enum kms_log_level min_level = KMS_LOG_INFO;
+static FILE *stream;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *const names[] = {"debug", "info", "warn", "error"};
+
+int kms_log_level_parse(const char *s)
+{
+    for (size_t i = 0; i < KMS_ARRAY_LEN(names); i++)
+        if (strcmp(s, names[i]) == 0)
+            return (int)i;
+    if (strcmp(s, "warning") == 0)
+        return KMS_LOG_WARN;
+    return -1;
+}
+
+void kms_log_set_level(enum kms_log_level lvl) { min_level = lvl; }
+void kms_log_set_stream(FILE *f) { stream = f; }
+
+void kms_json_escape(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (cap == 0)
+        return;
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        char tmp[7];
+        size_t n = 0;
+        switch (*p) {
+        case '"': tmp[n++] = '\\'; tmp[n++] = '"'; break;
+        case '\\': tmp[n++] = '\\'; tmp[n++] = '\\'; break;
+        case '\n': tmp[n++] = '\\'; tmp[n++] = 'n'; break;
+        case '\r': tmp[n++] = '\\'; tmp[n++] = 'r'; break;
+        case '\t': tmp[n++] = '\\'; tmp[n++] = 't'; break;
+        default:
+            if (*p < 0x20 || *p == 0x7f) {
+                tmp[n++] = '\\'; tmp[n++] = 'u'; tmp[n++] = '0'; tmp[n++] = '0';
+                tmp[n++] = hex[*p >> 4]; tmp[n++] = hex[*p & 15];
+            } else {
+                tmp[n++] = (char)*p;
+            }
+        }
+        if (o + n >= cap)
+            break;
+        memcpy(out + o, tmp, n);
+        o += n;
+    }
+    out[o] = '\0';
+}
+
+void kms_log_timestamp(char *out, size_t cap)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    char base[24];
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, cap, "%s.%03ldZ", base, ts.tv_nsec / 1000000);
+}
+
+static void emit(enum kms_log_level lvl, const char *event, const char *req_id, const char *fields)
+{
+    char ts[40], ev[128], rid[80];
+    kms_log_timestamp(ts, sizeof(ts));
+    kms_json_escape(event, ev, sizeof(ev));
+    kms_json_escape(req_id ? req_id : "", rid, sizeof(rid));
+    FILE *f = stream ? stream : stderr;
+    pthread_mutex_lock(&lock);
+    if (req_id)
+        (void)fprintf(f, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\",\"req_id\":\"%s\"%s}\n", ts,
+                      names[lvl], ev, rid, fields);
+    else
+        (void)fprintf(f, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\",\"req_id\":null%s}\n", ts,
+                      names[lvl], ev, fields);
+    (void)fflush(f);
+    pthread_mutex_unlock(&lock);
+}
+
+void kms_log(enum kms_log_level lvl, const char *event, const char *req_id, ...)
+{
+    if (lvl < min_level)
+        return;
+    char fields[4096];
+    size_t used = 0;
+    fields[0] = '\0';
+    va_list ap;
+    va_start(ap, req_id);
+    const char *k;
+    while ((k = va_arg(ap, const char *)) != NULL) {
+        const char *v = va_arg(ap, const char *);
+        char ek[64], ev[1024];
+        kms_json_escape(k, ek, sizeof(ek));
+        int n;
+        if (v) {
+            kms_json_escape(v, ev, sizeof(ev));
+            n = snprintf(fields + used, sizeof(fields) - used, ",\"%s\":\"%s\"", ek, ev);
+        } else {
+            n = snprintf(fields + used, sizeof(fields) - used, ",\"%s\":null", ek);
+        }
+        if (n < 0 || (size_t)n >= sizeof(fields) - used) {
+            fields[used] = '\0';
+            break;
+        }
+        used += (size_t)n;
+    }
+    va_end(ap);
+    emit(lvl, event, req_id, fields);
+}
+
+void kms_logf(enum kms_log_level lvl, const char *event, const char *req_id, const char *fmt, ...)
+{
+    if (lvl < min_level)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    kms_log(lvl, event, req_id, "msg", msg, NULL);
+}

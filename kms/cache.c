@@ -1,0 +1,1 @@
+#include "kms/cache.h"

@@ -1,0 +1,90 @@
+/* kmsd configuration (SPEC §7): one table of properties — name, type,
+ * default, bounds, secret flag (Redis's standardConfig) — validated at load,
+ * immutable after, swapped whole on reload.
+ *
+ * Sources, lowest to highest precedence: the table's defaults, the
+ * kms.properties file, environment variables (KMS_SERVER_PORT for
+ * kms.server.port: upper-case, '.' and '-' become '_'; KMIP_SERVER_URL for the
+ * legacy kmip.server.url). A secret property P may instead be given as P.file
+ * (path of a file holding it; one trailing newline is dropped), in the file or
+ * the environment (KMS_KEYSTORE_PASSWORD_FILE). Legacy names
+ * (kmip.server.url/.port) fill kms.hsm.server.url/.port when those are unset. */
+#ifndef KMS_KMS_CONFIG_H
+#define KMS_KMS_CONFIG_H
+
+#include <stdio.h>
+
+#include "common/error.h"
+
+/* Every property kmsd knows: X(id, name). Types, defaults, bounds and the
+ * secret flag are in the table in config.c. */
+#define KMS_CONFIG_KEYS(X)                                                                      \
+    X(SERVER_ADDRESS, "kms.server.address")                                                      \
+    X(SERVER_PORT, "kms.server.port")                                                            \
+    X(SERVER_KEY_ALIAS, "kms.server.key.alias")                                                  \
+    X(SERVER_THREADS, "kms.server.threads")                                                      \
+    X(SERVER_MAX_BODY, "kms.server.max.body")                                                    \
+    X(SERVER_CONN_TIMEOUT, "kms.server.connection.timeout")                                      \
+    X(SERVER_CONN_LIMIT, "kms.server.connection.limit")                                          \
+    X(KEYSTORE_FILE, "kms.keystore.file")                                                        \
+    X(KEYSTORE_PASSWORD, "kms.keystore.password")                                                \
+    X(KEYSTORE_ALIAS, "kms.keystore.alias")                                                      \
+    X(HSM_PROTOCOL, "kms.hsm.protocol")                                                          \
+    X(HSM_SERVER_URL, "kms.hsm.server.url")                                                      \
+    X(HSM_SERVER_PORT, "kms.hsm.server.port")                                                    \
+    X(KMIP_SERVER_URL, "kmip.server.url")                                                        \
+    X(KMIP_SERVER_PORT, "kmip.server.port")                                                      \
+    X(HSM_MASTER_KEY, "kms.hsm.master.key")                                                      \
+    X(HSM_SOFT_FILE, "kms.hsm.soft.file")                                                        \
+    X(HSM_VAULT_NAMESPACE, "kms.hsm.vault.namespace")                                            \
+    X(HSM_VAULT_AUTH, "kms.hsm.vault.auth")                                                      \
+    X(HSM_VAULT_TOKEN, "kms.hsm.vault.token")                                                    \
+    X(HSM_VAULT_RENEW, "kms.hsm.vault.auth.renew-before-expiry")                                 \
+    X(HSM_VAULT_AZURE_ROLE, "kms.hsm.vault.auth.azure.role")                                     \
+    X(HSM_VAULT_AZURE_PATH, "kms.hsm.vault.auth.azure.path")                                     \
+    X(HSM_VAULT_AZURE_RESOURCE, "kms.hsm.vault.auth.azure.resource")                             \
+    X(CACHE_TYPE, "kms.cache.type")                                                              \
+    X(CACHE_CONFIG_FILE, "kms.distributed.cache.config.file")                                    \
+    X(CACHE_TTL, "kms.cache.ttl")                                                                \
+    X(CACHE_IDLE, "kms.cache.idle")                                                              \
+    X(CACHE_MAX_ENTRIES, "kms.cache.max.entries")                                                \
+    X(AUTH_ROLES, "kms.auth.roles")                                                              \
+    X(LOG_LEVEL, "kms.log.level")                                                                \
+    X(AUDIT_FILE, "kms.audit.file")                                                              \
+    X(NODE_NAME, "kms.node.name")
+
+enum kms_config_key {
+#define KMS_CFG_ENUM(id, name) KMS_CFG_##id,
+    KMS_CONFIG_KEYS(KMS_CFG_ENUM)
+#undef KMS_CFG_ENUM
+    KMS_CFG_COUNT
+};
+
+struct kms_config;
+
+/* Builds a configuration from defaults, then path (NULL: no file), then the
+ * environment envp (NULL-terminated "NAME=value" list; NULL: none).
+ * Unknown keys in the file (and unknown KMS_* environment variables) are
+ * warned about through warn(ctx, message) with the nearest known name
+ * ("unknown property 'kms.server.prot' (line 3); did you mean 'kms.server.port'?").
+ * Invalid values fail with KMS_ERR_CONFIG and a detail naming the key, the
+ * value (secrets: <redacted>) and why. Caller owns *out. */
+kms_rc kms_config_load(const char *path, char *const *envp, void (*warn)(void *ctx, const char *msg), void *ctx,
+                       struct kms_config **out) KMS_MUST_CHECK;
+void kms_config_free(struct kms_config **c);
+
+/* Typed reads; key must be of that type (STR/ENUM: never NULL, "" when unset). */
+const char *kms_config_str(const struct kms_config *c, enum kms_config_key key);
+long long kms_config_int(const struct kms_config *c, enum kms_config_key key);
+int kms_config_bool(const struct kms_config *c, enum kms_config_key key);
+/* Secret value (e.g. the keystore password), or NULL when unset. Borrowed;
+ * lives on the secure heap and is wiped by kms_config_free. */
+const char *kms_config_secret(const struct kms_config *c, enum kms_config_key key);
+const char *kms_config_name(enum kms_config_key key);
+/* Where the value came from: "default", "<file>:<line>", "env KMS_...", "file <path>". */
+const char *kms_config_source(const struct kms_config *c, enum kms_config_key key);
+
+/* Writes every property as "name = value  # source" with secrets as <redacted>. */
+void kms_config_dump(const struct kms_config *c, FILE *out);
+
+#endif

@@ -34,8 +34,10 @@ kms_rc kms_buf_append(struct kms_buf *b, const void *data, size_t len)
         b->data = p;
         b->cap = cap;
     }
-    if (len)
+    if (len && data)
         memcpy(b->data + b->len, data, len);
+    else if (len)
+        memset(b->data + b->len, 0, len);
     b->len += len;
     return KMS_OK;
 }
@@ -59,6 +61,13 @@ kms_rc kms_buf_append_u64be(struct kms_buf *b, uint64_t v)
 {
     KMS_GUARD(kms_buf_append_u32be(b, (uint32_t)(v >> 32)));
     return kms_buf_append_u32be(b, (uint32_t)v);
+}
+
+kms_rc kms_buf_extend(struct kms_buf *b, size_t n, uint8_t **at)
+{
+    KMS_GUARD(kms_buf_append(b, NULL, n));
+    *at = b->data + b->len - n;
+    return KMS_OK;
 }
 
 void kms_buf_reset(struct kms_buf *b)

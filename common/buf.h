@@ -22,6 +22,8 @@ kms_rc kms_buf_append_u8(struct kms_buf *b, uint8_t v) KMS_MUST_CHECK;
 kms_rc kms_buf_append_u16be(struct kms_buf *b, uint16_t v) KMS_MUST_CHECK;
 kms_rc kms_buf_append_u32be(struct kms_buf *b, uint32_t v) KMS_MUST_CHECK;
 kms_rc kms_buf_append_u64be(struct kms_buf *b, uint64_t v) KMS_MUST_CHECK;
+/* Appends n zero bytes and points *at to them (valid until the next append). */
+kms_rc kms_buf_extend(struct kms_buf *b, size_t n, uint8_t **at) KMS_MUST_CHECK;
 /* Wipes the contents and sets len to 0, keeping the allocation for reuse. */
 void kms_buf_reset(struct kms_buf *b);
 /* Wipes and frees the storage; the struct can be reused after kms_buf_init. */

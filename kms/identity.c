@@ -1,0 +1,235 @@
+#include "kms/identity.h"
+
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define ROLEMAP_MAX 64
+
+struct rule {
+    char pattern[128];
+    int prefix;
+    enum kms_role role;
+    int explicit_rule;
+};
+
+struct kms_rolemap {
+    size_t n;
+    struct rule rules[ROLEMAP_MAX];
+};
+
+const char *kms_role_name(enum kms_role r)
+{
+    switch (r) {
+    case KMS_ROLE_BACKEND: return "backend";
+    case KMS_ROLE_DEVICE: return "device";
+    case KMS_ROLE_ADMIN: return "admin";
+    default: return "none";
+    }
+}
+
+static int role_parse(const char *s, size_t len, enum kms_role *out)
+{
+    static const enum kms_role roles[] = {KMS_ROLE_BACKEND, KMS_ROLE_DEVICE, KMS_ROLE_ADMIN};
+    for (size_t i = 0; i < KMS_ARRAY_LEN(roles); i++) {
+        const char *name = kms_role_name(roles[i]);
+        if (strlen(name) == len && strncasecmp(s, name, len) == 0) {
+            *out = roles[i];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static kms_rc add_rule(struct kms_rolemap *m, const char *pat, size_t len, enum kms_role role, int explicit_rule)
+{
+    if (m->n == ROLEMAP_MAX)
+        return kms_fail(KMS_ERR_CONFIG, "kms.auth.roles: more than %d mappings", ROLEMAP_MAX);
+    struct rule *r = &m->rules[m->n];
+    r->prefix = len > 0 && pat[len - 1] == '*';
+    if (r->prefix)
+        len--;
+    if (len == 0 || len >= sizeof(r->pattern))
+        return kms_fail(KMS_ERR_CONFIG, "kms.auth.roles: empty or over-long alias pattern");
+    memcpy(r->pattern, pat, len);
+    r->pattern[len] = '\0';
+    r->role = role;
+    r->explicit_rule = explicit_rule;
+    m->n++;
+    return KMS_OK;
+}
+
+static void trim(const char **s, size_t *len)
+{
+    while (*len && isspace((unsigned char)**s)) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len && isspace((unsigned char)(*s)[*len - 1]))
+        (*len)--;
+}
+
+kms_rc kms_rolemap_parse(const char *spec, struct kms_rolemap **out)
+{
+    *out = NULL;
+    struct kms_rolemap *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return KMS_ERR_NO_MEMORY;
+    kms_rc rc = KMS_OK;
+    /* Configured rules first, so they win over the built-ins. */
+    const char *p = spec ? spec : "";
+    while (*p && rc == KMS_OK) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *seg = p;
+        p = end ? end + 1 : p + len;
+        trim(&seg, &len);
+        const char *eq = len ? memchr(seg, '=', len) : NULL;
+        enum kms_role role;
+        const char *rs = eq ? eq + 1 : NULL;
+        size_t rlen = eq ? (size_t)(seg + len - rs) : 0;
+        size_t plen = eq ? (size_t)(eq - seg) : 0;
+        if (eq) {
+            trim(&rs, &rlen);
+            trim(&seg, &plen);
+        }
+        if (eq == NULL || !role_parse(rs, rlen, &role)) {
+            rc = kms_fail(KMS_ERR_CONFIG,
+                          "kms.auth.roles: mapping %zu is not alias=backend|device|admin", m->n + 1);
+            break;
+        }
+        rc = add_rule(m, seg, plen, role, 1);
+    }
+    if (rc == KMS_OK)
+        rc = add_rule(m, "cmxbackend*", 11, KMS_ROLE_BACKEND, 0);
+    if (rc == KMS_OK)
+        rc = add_rule(m, "cmxdevice*", 10, KMS_ROLE_DEVICE, 0);
+    if (rc != KMS_OK) {
+        free(m);
+        return rc;
+    }
+    *out = m;
+    return KMS_OK;
+}
+
+void kms_rolemap_free(struct kms_rolemap **m)
+{
+    if (m == NULL || *m == NULL)
+        return;
+    free(*m);
+    *m = NULL;
+}
+
+enum kms_role kms_rolemap_lookup(const struct kms_rolemap *m, const char *alias, int is_ca)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        const struct rule *r = &m->rules[i];
+        if (is_ca && !r->explicit_rule)
+            continue;
+        size_t plen = strlen(r->pattern);
+        int match = r->prefix ? strncasecmp(alias, r->pattern, plen) == 0 : strcasecmp(alias, r->pattern) == 0;
+        if (match)
+            return r->role;
+    }
+    return KMS_ROLE_NONE;
+}
+
+const char *kms_auth_status_name(enum kms_auth_status s)
+{
+    switch (s) {
+    case KMS_AUTH_OK: return "ok";
+    case KMS_AUTH_NO_CERT: return "no_certificate";
+    case KMS_AUTH_UNKNOWN: return "unknown";
+    case KMS_AUTH_EXPIRED: return "expired";
+    case KMS_AUTH_NOT_YET_VALID: return "not_yet_valid";
+    case KMS_AUTH_CA_ENTRY: return "ca_entry";
+    case KMS_AUTH_NO_ROLE: return "no_role";
+    }
+    return "unknown";
+}
+
+const char *kms_auth_status_text(enum kms_auth_status s)
+{
+    switch (s) {
+    case KMS_AUTH_OK: return "accepted";
+    case KMS_AUTH_NO_CERT: return "the client presented no certificate";
+    case KMS_AUTH_UNKNOWN:
+        return "the client certificate matches no certificate entry of the keystore "
+               "(import it with kmsctl keystore import-cert or keytool -importcert)";
+    case KMS_AUTH_EXPIRED: return "the client certificate is in the keystore but has expired; issue and import a new one";
+    case KMS_AUTH_NOT_YET_VALID: return "the client certificate is in the keystore but is not valid yet (check clocks)";
+    case KMS_AUTH_CA_ENTRY:
+        return "the client certificate is a CA entry of the keystore, which grants no API access "
+               "unless kms.auth.roles maps its alias";
+    case KMS_AUTH_NO_ROLE:
+        return "the client certificate's keystore alias maps to no role "
+               "(aliases cmxBackend*/cmxDevice*, or configure kms.auth.roles)";
+    }
+    return "refused";
+}
+
+static void hex(const uint8_t *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+static void asn1_time_rfc3339(const ASN1_TIME *t, char *out, size_t cap, time_t *as_time)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    out[0] = '\0';
+    *as_time = 0;
+    if (ASN1_TIME_to_tm(t, &tm) != 1)
+        return;
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    *as_time = timegm(&tm);
+}
+
+void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap *m, const uint8_t *der,
+                         size_t len, time_t now, struct kms_identity *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->role = KMS_ROLE_NONE;
+    if (der == NULL || len == 0) {
+        out->status = KMS_AUTH_NO_CERT;
+        return;
+    }
+    uint8_t fp[SHA256_DIGEST_LENGTH];
+    SHA256(der, len, fp);
+    hex(fp, sizeof(fp), out->fingerprint);
+
+    const struct kms_ks_entry *e = kms_keystore_find_cert_der(ks, der, len);
+    if (e == NULL) {
+        out->status = KMS_AUTH_UNKNOWN;
+        return;
+    }
+    X509 *cert = kms_ks_entry_cert(e);
+    (void)snprintf(out->alias, sizeof(out->alias), "%s", kms_ks_entry_alias(e));
+    X509_NAME_oneline(X509_get_subject_name(cert), out->subject, (int)sizeof(out->subject));
+    asn1_time_rfc3339(X509_get0_notAfter(cert), out->not_after, sizeof(out->not_after), &out->not_after_t);
+
+    if (X509_cmp_time(X509_get0_notBefore(cert), &now) > 0) {
+        out->status = KMS_AUTH_NOT_YET_VALID;
+        return;
+    }
+    if (X509_cmp_time(X509_get0_notAfter(cert), &now) < 0) {
+        out->status = KMS_AUTH_EXPIRED;
+        return;
+    }
+    int is_ca = kms_ks_entry_is_ca(e);
+    out->role = kms_rolemap_lookup(m, out->alias, is_ca);
+    if (out->role == KMS_ROLE_NONE) {
+        out->status = is_ca ? KMS_AUTH_CA_ENTRY : KMS_AUTH_NO_ROLE;
+        return;
+    }
+    out->status = KMS_AUTH_OK;
+}

@@ -1,0 +1,61 @@
+/* Who is calling (SPEC §5): a client certificate is accepted when its DER
+ * exactly matches a certificate entry of the keystore (pinning), it is inside
+ * its validity period, and the entry's alias maps to a role. The decision is
+ * made once per TLS connection by the server and cached there. */
+#ifndef KMS_KMS_IDENTITY_H
+#define KMS_KMS_IDENTITY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "common/error.h"
+#include "kms/keystore.h"
+
+enum kms_role { KMS_ROLE_NONE, KMS_ROLE_BACKEND, KMS_ROLE_DEVICE, KMS_ROLE_ADMIN };
+
+/* Why a certificate was refused; KMS_AUTH_OK when it was not. */
+enum kms_auth_status {
+    KMS_AUTH_OK,
+    KMS_AUTH_NO_CERT,
+    KMS_AUTH_UNKNOWN,
+    KMS_AUTH_EXPIRED,
+    KMS_AUTH_NOT_YET_VALID,
+    KMS_AUTH_CA_ENTRY,
+    KMS_AUTH_NO_ROLE,
+};
+
+struct kms_identity {
+    enum kms_auth_status status;
+    enum kms_role role;
+    char alias[128];
+    char subject[256];
+    char fingerprint[65]; /* SHA-256 of the presented DER, lower-case hex */
+    char not_after[32];   /* RFC 3339 */
+    time_t not_after_t;
+};
+
+struct kms_rolemap;
+
+/* Parses "prefix=role,prefix=role" (role: backend|device|admin; prefixes
+ * case-insensitive; an entry ending in '*' is a prefix, otherwise an exact
+ * alias) on top of the built-in cmxbackend* -> backend, cmxdevice* -> device.
+ * KMS_ERR_CONFIG on bad syntax. Caller owns *out. */
+kms_rc kms_rolemap_parse(const char *spec, struct kms_rolemap **out) KMS_MUST_CHECK;
+void kms_rolemap_free(struct kms_rolemap **m);
+/* Role of alias. Built-ins apply to certificate entries that are not CAs;
+ * a CA entry only gets a role from an explicit configured mapping. */
+enum kms_role kms_rolemap_lookup(const struct kms_rolemap *m, const char *alias, int is_ca);
+
+/* Decides the identity of a client presenting der[0..len) (NULL: none) at
+ * time now. Always fills *out; never fails. */
+void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap *m, const uint8_t *der,
+                         size_t len, time_t now, struct kms_identity *out);
+
+const char *kms_role_name(enum kms_role r);
+/* Operator-facing explanation of a refusal ("certificate is not in the keystore ..."). */
+const char *kms_auth_status_text(enum kms_auth_status s);
+/* Short stable reason for logs/metrics ("unknown", "expired", ...). */
+const char *kms_auth_status_name(enum kms_auth_status s);
+
+#endif

@@ -1,0 +1,88 @@
+/* GET /health/live, /health/ready, /v1/whoami (SPEC §4). */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "server/internal.h"
+
+#define PROBE_INTERVAL_S 5
+
+kms_rc kms_handle_health_live(struct kms_server *s, struct kms_request *r)
+{
+    (void)s;
+    kms_jsonw_obj_begin(&r->reply);
+    kms_jsonw_kv(&r->reply, "status", "live");
+    kms_jsonw_obj_end(&r->reply);
+    return KMS_OK;
+}
+
+/* The backend probe, run at most once per PROBE_INTERVAL_S whatever the
+ * health-check rate (HAProxy checks every node every few seconds). */
+static kms_rc probe(struct kms_server *s, time_t *checked)
+{
+    time_t now = time(NULL);
+    pthread_mutex_lock(&s->probe_lock);
+    if (s->probe_at == 0 || now - s->probe_at >= PROBE_INTERVAL_S) {
+        s->probe_rc = s->d.backend->ops->probe(s->d.backend);
+        s->probe_at = now;
+        if (s->probe_rc != KMS_OK)
+            kms_log(KMS_LOG_WARN, "backend.probe_failed", NULL, "backend", s->d.backend_name, "code",
+                    kms_error_code(s->probe_rc), "detail", kms_error_detail(), NULL);
+    }
+    kms_rc rc = s->probe_rc;
+    *checked = s->probe_at;
+    pthread_mutex_unlock(&s->probe_lock);
+    return rc;
+}
+
+kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
+{
+    time_t checked;
+    kms_rc prc = probe(s, &checked);
+    char at[32];
+    struct tm tm;
+    gmtime_r(&checked, &tm);
+    strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+    struct kms_jsonw *w = &r->reply;
+    r->status = prc == KMS_OK ? 200 : 503;
+    kms_jsonw_obj_begin(w);
+    kms_jsonw_kv(w, "status", prc == KMS_OK ? "ready" : "not_ready");
+    kms_jsonw_kv(w, "node", s->d.node);
+    kms_jsonw_key(w, "keystore");
+    kms_jsonw_obj_begin(w);
+    kms_jsonw_kv(w, "file", kms_keystore_path(s->d.keystore));
+    kms_jsonw_kv(w, "format", kms_keystore_format_name(kms_keystore_format(s->d.keystore)));
+    kms_jsonw_key(w, "entries");
+    kms_jsonw_int(w, (long long)kms_keystore_count(s->d.keystore));
+    kms_jsonw_obj_end(w);
+    kms_jsonw_key(w, "backend");
+    kms_jsonw_obj_begin(w);
+    kms_jsonw_kv(w, "kind", s->d.backend_name);
+    kms_jsonw_kv(w, "status", prc == KMS_OK ? "ok" : kms_error_code(prc));
+    kms_jsonw_kv(w, "checked_at", at);
+    kms_jsonw_obj_end(w);
+    kms_jsonw_key(w, "cache");
+    kms_jsonw_obj_begin(w);
+    kms_jsonw_kv(w, "type", s->d.cache_type);
+    kms_jsonw_kv(w, "status", "ok");
+    kms_jsonw_obj_end(w);
+    kms_jsonw_obj_end(w);
+    return KMS_OK;
+}
+
+kms_rc kms_handle_whoami(struct kms_server *s, struct kms_request *r)
+{
+    (void)s;
+    const struct kms_identity *id = kms_request_identity(r);
+    struct kms_jsonw *w = &r->reply;
+    kms_jsonw_obj_begin(w);
+    kms_jsonw_kv(w, "alias", id->alias);
+    kms_jsonw_kv(w, "role", kms_role_name(id->role));
+    kms_jsonw_kv(w, "subject", id->subject);
+    kms_jsonw_kv(w, "fingerprint_sha256", id->fingerprint);
+    kms_jsonw_kv(w, "not_after", id->not_after);
+    kms_jsonw_obj_end(w);
+    return KMS_OK;
+}

@@ -1,0 +1,476 @@
+/* libmicrohttpd glue: daemon, TLS, per-connection identity, body collection,
+ * responses. See shared/reference/libmicrohttpd-mtls.md for the MHD/GnuTLS
+ * behaviours relied on here (cert request, keep-alive, socket context). */
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <gnutls/gnutls.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "common/secret.h"
+#include "server/internal.h"
+
+
+static gnutls_datum_t ticket_key; /* TLS session tickets (rotated per process start) */
+
+/* ---- connections ---------------------------------------------------------------- */
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct kms_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct kms_conn *conn = calloc(1, sizeof(*conn));
+        if (conn != NULL)
+            kms_buf_init(&conn->body, s->d.max_body);
+        *socket_context = conn;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        if (ci != NULL && ci->tls_session != NULL) {
+            gnutls_session_t tls = ci->tls_session;
+            /* why: request (not require) a client certificate so the /health paths work
+             * without one; MHD only requests with MEM_TRUST, which would also
+             * advertise a stale CA list after a keystore reload (reference 2.1, option E). */
+            gnutls_certificate_server_set_request(tls, GNUTLS_CERT_REQUEST);
+            if (ticket_key.data != NULL)
+                (void)gnutls_session_ticket_enable_server(tls, &ticket_key);
+        }
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        struct kms_conn *conn = *socket_context;
+        if (conn != NULL) {
+            kms_buf_free(&conn->body);
+            free(conn);
+        }
+        *socket_context = NULL;
+    }
+}
+
+static void decide_identity(struct kms_server *s, struct MHD_Connection *c, struct kms_conn *conn,
+                            const char *req_id)
+{
+    const uint8_t *der = NULL;
+    size_t len = 0;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (ci != NULL && ci->tls_session != NULL) {
+        unsigned n = 0;
+        const gnutls_datum_t *peers = gnutls_certificate_get_peers(ci->tls_session, &n);
+        if (peers != NULL && n > 0) {
+            der = peers[0].data;
+            len = peers[0].size;
+        }
+    }
+    kms_identity_decide(s->d.keystore, s->d.roles, der, len, time(NULL), &conn->id);
+    conn->decided = 1;
+    const struct kms_identity *id = &conn->id;
+    if (id->status == KMS_AUTH_OK) {
+        kms_log(KMS_LOG_DEBUG, "auth.accepted", req_id, "alias", id->alias, "role", kms_role_name(id->role),
+                "fingerprint", id->fingerprint, NULL);
+    } else {
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        char peer[INET6_ADDRSTRLEN] = "";
+        if (ai != NULL && ai->client_addr != NULL) {
+            const struct sockaddr *sa = ai->client_addr;
+            if (sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, peer, sizeof(peer));
+            else if (sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, peer,
+                          sizeof(peer));
+        }
+        kms_log(KMS_LOG_WARN, "auth.refused", req_id, "reason", kms_auth_status_name(id->status), "detail",
+                kms_auth_status_text(id->status), "alias", id->alias[0] ? id->alias : NULL, "subject",
+                id->subject[0] ? id->subject : NULL, "fingerprint", id->fingerprint[0] ? id->fingerprint : NULL,
+                "not_after", id->not_after[0] ? id->not_after : NULL, "peer", peer, NULL);
+    }
+}
+
+const struct kms_identity *kms_request_identity(const struct kms_request *r) { return &r->conn->id; }
+
+/* ---- responses ------------------------------------------------------------------ */
+
+struct wiped {
+    uint8_t *data;
+    size_t len;
+};
+
+static void free_wiped(void *cls)
+{
+    struct wiped *w = cls;
+    kms_wipe(w->data, w->len);
+    free(w->data);
+    free(w);
+}
+
+static enum MHD_Result send_reply(struct MHD_Connection *c, struct kms_request *r)
+{
+    struct wiped *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return MHD_NO;
+    /* why: hand the wiped-on-free buffer itself to MHD: no unwiped copy of key material */
+    w->data = r->reply.buf.data;
+    w->len = r->reply.buf.len;
+    r->reply.buf.data = NULL;
+    r->reply.buf.len = 0;
+    r->reply.buf.cap = 0;
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(w->len, w->data,
+                                                                                       free_wiped, w);
+    if (resp == NULL) {
+        free_wiped(w);
+        return MHD_NO;
+    }
+    (void)MHD_add_response_header(resp, "Content-Type", "application/json");
+    (void)MHD_add_response_header(resp, "X-Request-Id", r->id);
+    (void)MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r->status == MHD_HTTP_METHOD_NOT_ALLOWED && r->route == NULL)
+        (void)MHD_add_response_header(resp, "Allow", "GET, POST");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    r->responded = 1;
+    return ret;
+}
+
+static void build_error(struct kms_request *r, kms_rc rc)
+{
+    kms_jsonw_free(&r->reply);
+    kms_jsonw_init(&r->reply, 4096);
+    r->status = kms_error_status(rc);
+    kms_jsonw_obj_begin(&r->reply);
+    kms_jsonw_key(&r->reply, "error");
+    kms_jsonw_obj_begin(&r->reply);
+    kms_jsonw_kv(&r->reply, "code", kms_error_code(rc));
+    kms_jsonw_kv(&r->reply, "message", kms_error_message(rc));
+    kms_jsonw_kv(&r->reply, "request_id", r->id);
+    kms_jsonw_obj_end(&r->reply);
+    kms_jsonw_obj_end(&r->reply);
+}
+
+static double elapsed_ms(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) * 1e3 + (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
+static void audit(struct kms_server *s, struct kms_request *r, kms_rc rc)
+{
+    if (r->route == NULL || r->route->op == NULL)
+        return;
+    const struct kms_identity *id = r->conn ? &r->conn->id : NULL;
+    int authed = id != NULL && id->status == KMS_AUTH_OK;
+    struct kms_audit_record rec = {
+        .req_id = r->id,
+        .client_alias = authed ? id->alias : NULL,
+        .client_fp = (id != NULL && id->fingerprint[0]) ? id->fingerprint : NULL,
+        .operation = r->route->op,
+        .site_id = r->site_id[0] ? r->site_id : NULL,
+        .key_ref = r->key_ref[0] ? r->key_ref : NULL,
+        .outcome = rc == KMS_OK ? "ok" : kms_error_code(rc),
+        .status = r->status,
+        .latency_ms = elapsed_ms(&r->start),
+    };
+    kms_audit_write(s->d.audit, &rec);
+}
+
+static enum MHD_Result respond_error(struct kms_server *s, struct MHD_Connection *c, struct kms_request *r,
+                                     kms_rc rc)
+{
+    build_error(r, rc);
+    if (kms_jsonw_finish(&r->reply) != KMS_OK)
+        return MHD_NO;
+    if (kms_error_status(rc) >= 500)
+        kms_log(KMS_LOG_ERROR, "request.failed", r->id, "code", kms_error_code(rc), "detail", kms_error_detail(),
+                NULL);
+    else if (rc != KMS_ERR_UNAUTHENTICATED)
+        kms_log(KMS_LOG_INFO, "request.rejected", r->id, "code", kms_error_code(rc), "detail",
+                kms_error_detail(), NULL);
+    audit(s, r, rc);
+    return send_reply(c, r);
+}
+
+/* ---- requests ------------------------------------------------------------------- */
+
+static void new_request_id(char out[KMS_REQ_ID_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    uint8_t raw[KMS_REQ_ID_LEN / 2];
+    if (kms_random(raw, sizeof(raw)) != KMS_OK)
+        memset(raw, 0, sizeof(raw));
+    for (size_t i = 0; i < sizeof(raw); i++) {
+        out[2 * i] = digits[raw[i] >> 4];
+        out[2 * i + 1] = digits[raw[i] & 15];
+    }
+    out[KMS_REQ_ID_LEN] = '\0';
+}
+
+kms_rc kms_request_json(struct kms_request *r, json_t **out)
+{
+    json_error_t err;
+    *out = json_loadb((const char *)r->body->data, r->body->len, JSON_REJECT_DUPLICATES, &err);
+    if (*out == NULL)
+        return kms_fail(KMS_ERR_BAD_JSON, "line %d column %d: %s", err.line, err.column, err.text);
+    if (!json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        return kms_fail(KMS_ERR_INVALID_FIELD, "the body must be a JSON object");
+    }
+    return KMS_OK;
+}
+
+static int is_json_type(const char *ct)
+{
+    if (ct == NULL)
+        return 0;
+    static const char want[] = "application/json";
+    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
+        return 0;
+    char next = ct[sizeof(want) - 1];
+    return next == '\0' || next == ';' || next == ' ';
+}
+
+/* First call for a request: route, authenticate, authorize, check the
+ * announced body. Returns the error to answer with, or KMS_OK. */
+static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_request *r, const char *url,
+                    const char *method)
+{
+    int wrong_method = 0;
+    r->route = kms_router_match(method, url, r->param, sizeof(r->param), &wrong_method);
+    if (r->route == NULL)
+        return wrong_method ? kms_fail(KMS_ERR_METHOD, "%s %s", method, url) : kms_fail(KMS_ERR_NOT_FOUND, "%s", url);
+    if (r->route->roles != 0) {
+        if (!r->conn->decided)
+            decide_identity(s, c, r->conn, r->id);
+        if (r->conn->id.status != KMS_AUTH_OK)
+            return kms_fail(KMS_ERR_UNAUTHENTICATED, "%s", kms_auth_status_name(r->conn->id.status));
+        if ((r->route->roles & (1u << r->conn->id.role)) == 0)
+            return kms_fail(KMS_ERR_FORBIDDEN, "role %s may not %s %s", kms_role_name(r->conn->id.role), method,
+                            r->route->pattern);
+    }
+    if (r->route->body == KMS_BODY_JSON) {
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno != 0 || end == cl || *end != '\0' || n > s->d.max_body)
+                return kms_fail(KMS_ERR_TOO_LARGE, "Content-Length %s > %zu", cl, s->d.max_body);
+        }
+        if (!is_json_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
+            return kms_fail(KMS_ERR_MEDIA_TYPE, "Content-Type is not application/json");
+    }
+    return KMS_OK;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    (void)version;
+    struct kms_server *s = cls;
+    struct kms_request *r = *req_cls;
+
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return MHD_NO;
+        *req_cls = r;
+        clock_gettime(CLOCK_MONOTONIC, &r->start);
+        new_request_id(r->id);
+        kms_jsonw_init(&r->reply, 64 * 1024 + 4096);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->conn = ci ? ci->socket_context : NULL; /* the stored pointer itself (reference §3.4) */
+        if (r->conn == NULL)
+            return MHD_NO; /* connection context could not be allocated: drop it */
+        r->body = &r->conn->body;
+        kms_buf_reset(r->body);
+        kms_error_clear();
+        r->error = admit(s, c, r, url, method);
+        /* why: answering in the first call makes MHD close the connection
+         * (reference §3.1): right for refusals, so only errors answer here. */
+        if (r->error != KMS_OK)
+            return respond_error(s, c, r, r->error);
+        return MHD_YES;
+    }
+
+    if (r->responded) {
+        *upload_data_size = 0; /* discard the rest of a refused body */
+        return MHD_YES;
+    }
+
+    if (*upload_data_size > 0) {
+        if (r->route->body != KMS_BODY_JSON) {
+            *upload_data_size = 0;
+            return respond_error(s, c, r, kms_fail(KMS_ERR_BAD_REQUEST, "this resource takes no body"));
+        }
+        kms_rc rc = kms_buf_append(r->body, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        if (rc != KMS_OK)
+            return respond_error(s, c, r,
+                                 rc == KMS_ERR_TOO_LARGE ? kms_fail(rc, "body over %zu bytes", s->d.max_body) : rc);
+        return MHD_YES;
+    }
+
+    if (r->route->body == KMS_BODY_JSON && r->body->len == 0)
+        return respond_error(s, c, r, kms_fail(KMS_ERR_BAD_JSON, "empty body"));
+
+    kms_error_clear();
+    r->status = 200;
+    kms_rc rc = r->route->handler(s, r);
+    if (rc == KMS_OK)
+        rc = kms_jsonw_finish(&r->reply);
+    if (rc != KMS_OK)
+        return respond_error(s, c, r, rc);
+    audit(s, r, KMS_OK);
+    return send_reply(c, r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct kms_request *r = *req_cls;
+    if (r == NULL)
+        return;
+    if (r->body != NULL)
+        kms_buf_reset(r->body);
+    kms_jsonw_free(&r->reply);
+    free(r);
+    *req_cls = NULL;
+}
+
+/* ---- daemon --------------------------------------------------------------------- */
+
+/* PEM of the server's certificate chain (leaf first) and of its key. The key
+ * PEM is built in a secure-heap BIO and wiped by the caller after start. */
+static kms_rc server_pem(const struct kms_ks_entry *e, char **cert_pem, char **key_pem, size_t *key_len)
+{
+    kms_rc rc = KMS_ERR_CRYPTO;
+    BIO *cb = BIO_new(BIO_s_mem());
+    BIO *kb = BIO_new(BIO_s_secmem());
+    *cert_pem = NULL;
+    *key_pem = NULL;
+    if (cb == NULL || kb == NULL)
+        goto out;
+    if (PEM_write_bio_X509(cb, kms_ks_entry_cert(e)) != 1)
+        goto out;
+    STACK_OF(X509) *chain = kms_ks_entry_chain(e);
+    for (int i = 0; i < sk_X509_num(chain); i++)
+        if (PEM_write_bio_X509(cb, sk_X509_value(chain, i)) != 1)
+            goto out;
+    if (PEM_write_bio_PrivateKey(kb, kms_ks_entry_key(e), NULL, NULL, 0, NULL, NULL) != 1)
+        goto out;
+    char *p;
+    long n = BIO_get_mem_data(cb, &p);
+    *cert_pem = calloc(1, (size_t)n + 1);
+    if (*cert_pem == NULL)
+        goto out;
+    memcpy(*cert_pem, p, (size_t)n);
+    n = BIO_get_mem_data(kb, &p);
+    *key_pem = OPENSSL_secure_zalloc((size_t)n + 1);
+    if (*key_pem == NULL)
+        goto out;
+    memcpy(*key_pem, p, (size_t)n);
+    *key_len = (size_t)n + 1;
+    rc = KMS_OK;
+out:
+    if (rc != KMS_OK) {
+        kms_error_add_openssl();
+        free(*cert_pem);
+        *cert_pem = NULL;
+    }
+    BIO_free(cb);
+    BIO_free(kb); /* secmem BIO: wiped */
+    return rc;
+}
+
+kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out)
+{
+    *out = NULL;
+    const struct kms_ks_entry *e = kms_keystore_find(d->keystore, d->server_alias);
+    if (e == NULL || kms_ks_entry_type(e) != KMS_KS_PRIVATE_KEY)
+        return kms_fail(KMS_ERR_ALIAS_NOT_FOUND,
+                        "keystore %s has no private-key entry '%s' for the TLS server (kms.server.key.alias)",
+                        kms_keystore_path(d->keystore), d->server_alias);
+
+    union {
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } addr;
+    memset(&addr, 0, sizeof(addr));
+    unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, d->address, &addr.v4.sin_addr) == 1) {
+        addr.v4.sin_family = AF_INET;
+        addr.v4.sin_port = htons(d->port);
+    } else if (inet_pton(AF_INET6, d->address, &addr.v6.sin6_addr) == 1) {
+        addr.v6.sin6_family = AF_INET6;
+        addr.v6.sin6_port = htons(d->port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        return kms_fail(KMS_ERR_CONFIG, "kms.server.address '%s' is not an IPv4 or IPv6 address", d->address);
+    }
+
+    struct kms_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return KMS_ERR_NO_MEMORY;
+    s->d = *d;
+    pthread_mutex_init(&s->probe_lock, NULL);
+    kms_json_install_allocator();
+
+    if (ticket_key.data == NULL && gnutls_session_ticket_key_generate(&ticket_key) != GNUTLS_E_SUCCESS)
+        ticket_key.data = NULL;
+
+    char *cert_pem = NULL, *key_pem = NULL;
+    size_t key_len = 0;
+    kms_rc rc = server_pem(e, &cert_pem, &key_pem, &key_len);
+    if (rc != KMS_OK) {
+        free(s);
+        return rc;
+    }
+
+    struct MHD_OptionItem ops[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, key_pem},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
+        {MHD_OPTION_SOCK_ADDR, 0, &addr},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)d->conn_timeout_s, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)d->conn_limit, NULL},
+        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+        {d->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)d->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    s->daemon = MHD_start_daemon(flags, d->port, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
+    int saved = errno;
+    free(cert_pem);
+    OPENSSL_secure_clear_free(key_pem, key_len);
+    if (s->daemon == NULL) {
+        pthread_mutex_destroy(&s->probe_lock);
+        free(s);
+        return kms_fail(KMS_ERR_IO, "cannot listen on %s:%u: %s", d->address, (unsigned)d->port,
+                        saved ? strerror(saved) : "libmicrohttpd refused the configuration");
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : d->port;
+    *out = s;
+    return KMS_OK;
+}
+
+uint16_t kms_server_port(const struct kms_server *s) { return s->port; }
+
+void kms_server_stop(struct kms_server **sp)
+{
+    if (sp == NULL || *sp == NULL)
+        return;
+    struct kms_server *s = *sp;
+    MHD_stop_daemon(s->daemon);
+    pthread_mutex_destroy(&s->probe_lock);
+    free(s);
+    *sp = NULL;
+}

@@ -1,0 +1,96 @@
+/* Server-internal types shared by the HTTP glue, the router and the handlers. */
+#ifndef KMS_SERVER_INTERNAL_H
+#define KMS_SERVER_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "server/jsonw.h"
+#include "server/server.h"
+
+#define KMS_REQ_ID_LEN 16
+#define KMS_PATH_PARAM_MAX 256
+
+struct kms_server {
+    struct kms_server_deps d;
+    struct MHD_Daemon *daemon;
+    uint16_t port;
+    /* readiness probe result, refreshed at most every few seconds */
+    pthread_mutex_t probe_lock;
+    time_t probe_at;
+    kms_rc probe_rc;
+};
+
+/* Per TLS connection: the identity is decided once, on the first request that
+ * needs it, and reused for every keep-alive request (SPEC §5). */
+struct kms_conn {
+    int decided;
+    struct kms_identity id;
+    struct kms_buf body; /* reused for each request's body */
+};
+
+struct kms_request;
+
+/* A handler reads r->body (validated JSON), writes its reply into r->reply
+ * and sets r->status, and fills the audit fields it knows. It returns the
+ * error that becomes the response when it fails. */
+typedef kms_rc (*kms_handler)(struct kms_server *s, struct kms_request *r);
+
+enum { KMS_BODY_NONE = 0, KMS_BODY_JSON = 1 };
+
+struct kms_route {
+    const char *method;
+    const char *pattern;   /* "/v1/keys/{}/wrap": {} matches one path segment */
+    kms_handler handler;
+    unsigned roles;        /* bit (1 << kms_role); 0 = no certificate needed */
+    int body;
+    const char *op;        /* audit operation name; NULL: not audited */
+};
+
+struct kms_request {
+    char id[KMS_REQ_ID_LEN + 1];
+    struct timespec start;
+    const struct kms_route *route;
+    char param[KMS_PATH_PARAM_MAX + 1];
+    struct kms_conn *conn;
+    struct kms_buf *body;
+    kms_rc error;          /* decided before the handler runs */
+    int responded;
+    /* reply */
+    int status;
+    struct kms_jsonw reply;
+    /* audit */
+    char site_id[KMS_SITE_ID_MAX + 1];
+    char key_ref[160];
+};
+
+/* router.c */
+const struct kms_route *kms_router_match(const char *method, const char *url, char *param, size_t param_cap,
+                                         int *method_mismatch);
+
+/* request helpers (http.c) */
+/* Parses the body strictly (JSON_REJECT_DUPLICATES); KMS_ERR_BAD_JSON on failure. Caller owns *out. */
+kms_rc kms_request_json(struct kms_request *r, json_t **out) KMS_MUST_CHECK;
+const struct kms_identity *kms_request_identity(const struct kms_request *r);
+
+/* jsonin.c: strict field access over a parsed body */
+kms_rc kms_json_site_id(json_t *obj, const char *key, int required, char *out, size_t cap) KMS_MUST_CHECK;
+void kms_json_install_allocator(void);
+
+/* handlers */
+kms_rc kms_handle_health_live(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_whoami(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_customer_create(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_user_create(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_workspace_create(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_workspace_unwrap(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_key_wrap(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_key_unwrap(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_key_rewrap(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_key_datakey(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_key_info(struct kms_server *s, struct kms_request *r);
+
+#endif

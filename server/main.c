@@ -1,0 +1,258 @@
+/* kmsd: the key-management server. Loads kms.properties, the keystore and the
+ * backend, then serves HTTPS until SIGTERM/SIGINT. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/secret.h"
+#include "hsm/soft/soft.h"
+#include "kms/audit.h"
+#include "kms/cache.h"
+#include "kms/config.h"
+#include "kms/hierarchy.h"
+#include "kms/identity.h"
+#include "kms/keystore.h"
+#include "server/server.h"
+
+#define SECURE_HEAP_BYTES (4u << 20)
+#define DEFAULT_CONFIG "/etc/kmsd/kms.properties"
+
+extern char **environ;
+
+static void usage(FILE *f)
+{
+    (void)fprintf(f,
+                  "usage: kmsd [--config FILE] [--check-config] [--version]\n"
+                  "  --config FILE    kms.properties to load (default: $KMS_CONFIG, else " DEFAULT_CONFIG
+                  " if it exists)\n"
+                  "  --check-config   validate the configuration and the keystore, print the effective\n"
+                  "                   settings (secrets redacted) and exit 0, or exit 1 naming the problem\n"
+                  "Environment variables override the file: KMS_SERVER_PORT=9443 sets kms.server.port.\n");
+}
+
+static void warn_cb(void *ctx, const char *msg)
+{
+    (void)ctx;
+    kms_log(KMS_LOG_WARN, "config.warning", NULL, "msg", msg, NULL);
+}
+
+static int fail(const char *event, kms_rc rc)
+{
+    kms_log(KMS_LOG_ERROR, event, NULL, "code", kms_error_code(rc), "detail", kms_error_detail(), NULL);
+    return 1;
+}
+
+struct node {
+    struct kms_config *cfg;
+    struct kms_keystore *ks;
+    struct kms_rolemap *roles;
+    struct kms_backend *backend;
+    struct kms_cache *cache;
+    struct kms_hierarchy *hierarchy;
+    struct kms_audit *audit;
+    struct kms_server *server;
+    char name[256];
+};
+
+static void node_free(struct node *n)
+{
+    kms_server_stop(&n->server);
+    kms_hierarchy_free(&n->hierarchy);
+    kms_cache_free(&n->cache);
+    kms_backend_free(&n->backend);
+    kms_audit_close(&n->audit);
+    kms_rolemap_free(&n->roles);
+    kms_keystore_free(&n->ks);
+    kms_config_free(&n->cfg);
+}
+
+static kms_rc load_keystore(struct node *n)
+{
+    const char *file = kms_config_str(n->cfg, KMS_CFG_KEYSTORE_FILE);
+    if (file[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "kms.keystore.file is not set");
+    KMS_GUARD(kms_keystore_load(file, kms_config_secret(n->cfg, KMS_CFG_KEYSTORE_PASSWORD), &n->ks));
+    const char *alias = kms_config_str(n->cfg, KMS_CFG_SERVER_KEY_ALIAS);
+    const struct kms_ks_entry *e = kms_keystore_find(n->ks, alias);
+    if (e == NULL || kms_ks_entry_type(e) != KMS_KS_PRIVATE_KEY)
+        return kms_fail(KMS_ERR_ALIAS_NOT_FOUND, "%s has no private-key entry '%s' (kms.server.key.alias)", file,
+                        alias);
+    return KMS_OK;
+}
+
+static kms_rc open_backend(struct node *n)
+{
+    const char *protocol = kms_config_str(n->cfg, KMS_CFG_HSM_PROTOCOL);
+    if (strcmp(protocol, "soft") != 0)
+        return kms_fail(KMS_ERR_CONFIG,
+                        "kms.hsm.protocol=%s: this build of kmsd has only the soft backend; the KMIP and "
+                        "Vault backends are not implemented yet",
+                        protocol);
+    const char *password = kms_config_secret(n->cfg, KMS_CFG_KEYSTORE_PASSWORD);
+    KMS_GUARD(kms_soft_open(kms_config_str(n->cfg, KMS_CFG_HSM_SOFT_FILE), password ? password : "",
+                            kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &n->backend));
+    kms_log(KMS_LOG_WARN, "backend.soft", NULL, "msg",
+            "kms.hsm.protocol=soft: master keys are held by kmsd itself in a password-sealed file, NOT in an "
+            "HSM. For development only; never use it in production.",
+            "file", kms_config_str(n->cfg, KMS_CFG_HSM_SOFT_FILE), NULL);
+    return KMS_OK;
+}
+
+static kms_rc open_cache(struct node *n)
+{
+    const char *type = kms_config_str(n->cfg, KMS_CFG_CACHE_TYPE);
+    if (strcmp(type, "none") == 0)
+        return KMS_OK;
+    if (strcmp(type, "local") == 0)
+        return kms_cache_local_new((size_t)kms_config_int(n->cfg, KMS_CFG_CACHE_MAX_ENTRIES),
+                                   (unsigned)kms_config_int(n->cfg, KMS_CFG_CACHE_TTL),
+                                   (unsigned)kms_config_int(n->cfg, KMS_CFG_CACHE_IDLE), &n->cache);
+    return kms_fail(KMS_ERR_CONFIG, "kms.cache.type=%s is not implemented yet (use none or local)", type);
+}
+
+static kms_rc start(struct node *n)
+{
+    const char *node = kms_config_str(n->cfg, KMS_CFG_NODE_NAME);
+    if (node[0] != '\0')
+        (void)snprintf(n->name, sizeof(n->name), "%s", node);
+    else if (gethostname(n->name, sizeof(n->name) - 1) != 0)
+        (void)snprintf(n->name, sizeof(n->name), "kmsd");
+    KMS_GUARD(load_keystore(n));
+    KMS_GUARD(kms_rolemap_parse(kms_config_str(n->cfg, KMS_CFG_AUTH_ROLES), &n->roles));
+    KMS_GUARD(kms_audit_open(kms_config_str(n->cfg, KMS_CFG_AUDIT_FILE), n->name, &n->audit));
+    KMS_GUARD(open_backend(n));
+    KMS_GUARD(open_cache(n));
+    KMS_GUARD(kms_hierarchy_new(n->backend, n->cache, kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &n->hierarchy));
+    struct kms_server_deps d = {
+        .address = kms_config_str(n->cfg, KMS_CFG_SERVER_ADDRESS),
+        .port = (uint16_t)kms_config_int(n->cfg, KMS_CFG_SERVER_PORT),
+        .server_alias = kms_config_str(n->cfg, KMS_CFG_SERVER_KEY_ALIAS),
+        .threads = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_THREADS),
+        .max_body = (size_t)kms_config_int(n->cfg, KMS_CFG_SERVER_MAX_BODY),
+        .conn_timeout_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_TIMEOUT),
+        .conn_limit = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_LIMIT),
+        .node = n->name,
+        .master_key = kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY),
+        .cache_type = kms_config_str(n->cfg, KMS_CFG_CACHE_TYPE),
+        .backend_name = n->backend->ops->name,
+        .keystore = n->ks,
+        .roles = n->roles,
+        .backend = n->backend,
+        .cache = n->cache,
+        .hierarchy = n->hierarchy,
+        .audit = n->audit,
+    };
+    KMS_GUARD(kms_server_start(&d, &n->server));
+    char port[16];
+    (void)snprintf(port, sizeof(port), "%u", (unsigned)kms_server_port(n->server));
+    kms_log(KMS_LOG_INFO, "server.started", NULL, "address", d.address, "port", port, "node", n->name, "keystore",
+            kms_keystore_path(n->ks), "backend", d.backend_name, "master_key", d.master_key, "cache", d.cache_type,
+            NULL);
+    return KMS_OK;
+}
+
+static const char *config_path(const char *given)
+{
+    if (given != NULL)
+        return given;
+    const char *env = getenv("KMS_CONFIG");
+    if (env != NULL && env[0] != '\0')
+        return env;
+    if (access(DEFAULT_CONFIG, R_OK) == 0)
+        return DEFAULT_CONFIG;
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int check = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) && i + 1 < argc) {
+            path = argv[++i];
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            check = 1;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            (void)printf("kmsd 0.1.0\n");
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            (void)fprintf(stderr, "kmsd: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    if (kms_secmem_init(SECURE_HEAP_BYTES) != KMS_OK)
+        return fail("startup.secure_heap", KMS_ERR_CRYPTO);
+    if (kms_error_detail()[0] != '\0')
+        kms_log(KMS_LOG_WARN, "startup.secure_heap", NULL, "detail", kms_error_detail(), NULL);
+    (void)signal(SIGPIPE, SIG_IGN);
+
+    struct node n;
+    memset(&n, 0, sizeof(n));
+    path = config_path(path);
+    kms_rc rc = kms_config_load(path, environ, warn_cb, NULL, &n.cfg);
+    if (rc != KMS_OK)
+        return fail("config.invalid", rc);
+    int lvl = kms_log_level_parse(kms_config_str(n.cfg, KMS_CFG_LOG_LEVEL));
+    kms_log_set_level(lvl < 0 ? KMS_LOG_INFO : (enum kms_log_level)lvl);
+
+    if (check) {
+        rc = load_keystore(&n);
+        if (rc == KMS_OK)
+            rc = kms_rolemap_parse(kms_config_str(n.cfg, KMS_CFG_AUTH_ROLES), &n.roles);
+        if (rc != KMS_OK) {
+            (void)fprintf(stderr, "kmsd: configuration %s is NOT valid: %s\n", path ? path : "(defaults)",
+                          kms_error_detail());
+            node_free(&n);
+            return 1;
+        }
+        kms_config_dump(n.cfg, stdout);
+        (void)printf("# configuration %s is valid; keystore %s (%s) has %zu entries\n", path ? path : "(defaults)",
+                     kms_keystore_path(n.ks), kms_keystore_format_name(kms_keystore_format(n.ks)),
+                     kms_keystore_count(n.ks));
+        node_free(&n);
+        return 0;
+    }
+
+    /* why: block the signals before MHD starts its threads so that only the
+     * sigwait loop below ever sees them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    rc = start(&n);
+    if (rc != KMS_OK) {
+        int code = fail("startup.failed", rc);
+        node_free(&n);
+        return code;
+    }
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            kms_log(KMS_LOG_WARN, "reload.unsupported", NULL, "msg",
+                    "SIGHUP received: keystore reload is not implemented in this version; restart kmsd to "
+                    "apply keystore changes",
+                    NULL);
+            continue;
+        }
+        kms_log(KMS_LOG_INFO, "server.stopping", NULL, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+        break;
+    }
+    node_free(&n);
+    kms_log(KMS_LOG_INFO, "server.stopped", NULL, NULL);
+    return 0;
+}

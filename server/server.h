@@ -1,0 +1,50 @@
+/* The HTTPS server (SPEC §4–5): libmicrohttpd + GnuTLS, mutual TLS with the
+ * client certificate requested (not required), identity decided once per
+ * connection, one handler per resource. The only user of microhttpd.h. */
+#ifndef KMS_SERVER_SERVER_H
+#define KMS_SERVER_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "hsm/backend.h"
+#include "kms/audit.h"
+#include "kms/cache.h"
+#include "kms/hierarchy.h"
+#include "kms/identity.h"
+#include "kms/keystore.h"
+
+/* Everything the server uses, borrowed: it must outlive the server. */
+struct kms_server_deps {
+    const char *address;       /* listen address literal ("0.0.0.0", "::1") */
+    uint16_t port;             /* 0: pick a free port (tests) */
+    const char *server_alias;  /* keystore private-key entry presented to clients */
+    unsigned threads;
+    size_t max_body;
+    unsigned conn_timeout_s;
+    unsigned conn_limit;
+    const char *node;
+    const char *master_key;
+    const char *cache_type;
+    const char *backend_name;
+    struct kms_keystore *keystore;
+    struct kms_rolemap *roles;
+    struct kms_backend *backend;
+    struct kms_cache *cache;
+    struct kms_hierarchy *hierarchy;
+    struct kms_audit *audit;
+};
+
+struct kms_server;
+
+/* Starts listening. Errors: KMS_ERR_ALIAS_NOT_FOUND (no such private-key
+ * entry), KMS_ERR_CONFIG (bad address), KMS_ERR_IO (cannot bind),
+ * KMS_ERR_CRYPTO. The caller owns *out (kms_server_stop). */
+kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out) KMS_MUST_CHECK;
+/* Stops accepting, finishes in-flight requests, frees; takes NULL. */
+void kms_server_stop(struct kms_server **s);
+/* The port actually bound. */
+uint16_t kms_server_port(const struct kms_server *s);
+
+#endif

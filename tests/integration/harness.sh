@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Integration harness: starts and stops a real kmsd for the integration tests.
+#
+#   harness.sh start DIR KMSD_BINARY   PKI (dev-pki.sh) + extra client certificates,
+#                                      kms.properties, kmsd on 127.0.0.1:<free port>
+#   harness.sh stop DIR                SIGTERM by PID, bounded wait, then checks the exit
+#                                      status and that the log holds no sanitizer report
+#
+# DIR/it.env is what the tests read: KMS_IT_PORT, KMS_IT_PKI, KMS_IT_PASSWORD, ...
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cmd=${1:?start|stop}
+dir=${2:?DIR}
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+make_extra_certs() { # the certificates the negative tests present
+  local pki=$1
+  cd "$pki"
+  export KMS_PKI_PW; KMS_PKI_PW=$(cat password.txt)
+  cat > extra.cnf <<'CNF'
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+[ca]
+default_ca = it_ca
+[it_ca]
+database = it-ca/index.txt
+new_certs_dir = it-ca
+serial = it-ca/serial
+default_md = sha256
+policy = any
+copy_extensions = none
+[any]
+organizationName = optional
+organizationalUnitName = optional
+commonName = supplied
+CNF
+  mkdir -p it-ca && : > it-ca/index.txt && echo 1000 > it-ca/serial
+  sign() { # sign NAME SUBJECT [CA-ARGS...]: a client cert from the intermediate CA
+    local name=$1 subj=$2; shift 2
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$name.key"
+    openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr"
+    openssl ca -batch -config extra.cnf -cert intermediateCA.crt -keyfile intermediateCA.key -notext \
+      -extfile extra.cnf -extensions client -in "$name.csr" -out "$name.crt" "$@" >/dev/null 2>&1
+    openssl pkcs12 -export -name "$name" -inkey "$name.key" -in "$name.crt" -passout env:KMS_PKI_PW -out "$name.p12"
+  }
+  # CA-signed, never imported: must get 401.
+  sign stranger "/O=kmsd dev/OU=cmxBackend/CN=cmxBackend" -days 30
+  # Expired, imported into the keystore: must get 401.
+  sign expiredDevice "/O=kmsd dev/OU=cmxDevice/CN=cmxDevice expired" -startdate 20200101000000Z -enddate 20210101000000Z
+  # A rotated device certificate beside the first: must work.
+  sign cmxDevice20261122 "/O=kmsd dev/OU=cmxDevice/CN=cmxDevice 2026" -days 30
+  # Self-signed with the real device's subject: must get 401.
+  openssl req -new -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue.key \
+    -subj "/O=kmsd dev/OU=cmxDevice/CN=cmxDevice" -days 30 -out rogue.crt 2>/dev/null
+  openssl pkcs12 -export -name rogue -inkey rogue.key -in rogue.crt -passout env:KMS_PKI_PW -out rogue.p12
+  keytool -importcert -noprompt -alias cmxDeviceExpired -file expiredDevice.crt -keystore kms.jks \
+    -storepass:env KMS_PKI_PW >/dev/null 2>&1
+  keytool -importcert -noprompt -alias cmxDevice20261122 -file cmxDevice20261122.crt -keystore kms.jks \
+    -storepass:env KMS_PKI_PW >/dev/null 2>&1
+  cd - >/dev/null
+}
+
+start() {
+  local bin=${1:?KMSD_BINARY}
+  rm -rf "$dir" && mkdir -p "$dir"
+  "$root/deploy/pki/dev-pki.sh" "$dir/pki" >/dev/null
+  make_extra_certs "$dir/pki"
+  local port; port=$(free_port)
+  cat > "$dir/kms.properties" <<PROPS
+# written by tests/integration/harness.sh
+kms.server.address = 127.0.0.1
+kms.server.port = $port
+kms.keystore.file = $dir/pki/kms.jks
+kms.keystore.password.file = $dir/pki/password.txt
+kms.hsm.protocol = soft
+kms.hsm.soft.file = $dir/soft-keys.bin
+kms.cache.type = local
+kms.audit.file = $dir/audit.log
+kms.log.level = debug
+PROPS
+  # The wrapper records kmsd's exit status for `stop`; kmsd's own PID is what we signal.
+  ( "$bin" --config "$dir/kms.properties" 2>"$dir/kmsd.log" & echo $! > "$dir/kmsd.pid"; wait $!; echo $? > "$dir/kmsd.rc" ) </dev/null >/dev/null 2>&1 &
+  local deadline=$((SECONDS + 30))
+  until curl -fsS --max-time 2 --cacert "$dir/pki/rootCA.crt" "https://127.0.0.1:$port/health/live" >/dev/null 2>&1; do
+    if [ -f "$dir/kmsd.rc" ] || [ $SECONDS -ge $deadline ]; then
+      echo "harness: kmsd did not come up on port $port; its log:" >&2
+      cat "$dir/kmsd.log" >&2
+      [ -f "$dir/kmsd.pid" ] && kill "$(cat "$dir/kmsd.pid")" 2>/dev/null || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+  cat > "$dir/it.env" <<ENV
+KMS_IT_DIR=$dir
+KMS_IT_PORT=$port
+KMS_IT_PKI=$dir/pki
+KMS_IT_PASSWORD=$(cat "$dir/pki/password.txt")
+ENV
+  echo "harness: kmsd pid $(cat "$dir/kmsd.pid") on 127.0.0.1:$port"
+}
+
+stop() {
+  [ -f "$dir/kmsd.pid" ] || { echo "harness: no kmsd.pid in $dir" >&2; exit 1; }
+  local pid; pid=$(cat "$dir/kmsd.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while [ ! -f "$dir/kmsd.rc" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  if [ ! -f "$dir/kmsd.rc" ]; then
+    echo "harness: kmsd (pid $pid) did not stop within 30 s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    exit 1
+  fi
+  local rc; rc=$(cat "$dir/kmsd.rc")
+  if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$dir/kmsd.log"; then
+    echo "harness: sanitizer report in kmsd's log:" >&2
+    grep -A30 -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$dir/kmsd.log" >&2
+    exit 1
+  fi
+  if [ "$rc" != 0 ]; then
+    echo "harness: kmsd exited with status $rc; log tail:" >&2
+    tail -20 "$dir/kmsd.log" >&2
+    exit 1
+  fi
+  echo "harness: kmsd stopped cleanly (status 0)"
+}
+
+case "$cmd" in
+  start) start "${3:-}" ;;
+  stop) stop ;;
+  *) echo "usage: harness.sh start|stop DIR [KMSD]" >&2; exit 2 ;;
+esac

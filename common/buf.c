@@ -59,8 +59,11 @@ kms_rc kms_buf_append_u32be(struct kms_buf *b, uint32_t v)
 
 kms_rc kms_buf_append_u64be(struct kms_buf *b, uint64_t v)
 {
-    KMS_GUARD(kms_buf_append_u32be(b, (uint32_t)(v >> 32)));
-    return kms_buf_append_u32be(b, (uint32_t)v);
+    /* why: one append, so a value that does not fit leaves nothing half-written */
+    uint8_t p[8];
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+    return kms_buf_append(b, p, sizeof(p));
 }
 
 kms_rc kms_buf_extend(struct kms_buf *b, size_t n, uint8_t **at)

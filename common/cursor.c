@@ -15,7 +15,8 @@ kms_rc kms_cursor_bytes(struct kms_cursor *c, size_t n, const uint8_t **out)
 {
     if (n > kms_cursor_remaining(c))
         return KMS_ERR_MALFORMED;
-    *out = c->data + c->pos;
+    /* why: NULL + 0 is undefined behaviour (clang's UBSan reports it) */
+    *out = c->data ? c->data + c->pos : c->data;
     c->pos += n;
     return KMS_OK;
 }

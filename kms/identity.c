@@ -82,10 +82,14 @@ kms_rc kms_rolemap_parse(const char *spec, struct kms_rolemap **out)
     kms_rc rc = KMS_OK;
     /* Configured rules first, so they win over the built-ins. */
     const char *p = spec ? spec : "";
-    while (*p && rc == KMS_OK) {
+    size_t speclen = strlen(p);
+    trim(&p, &speclen);
+    /* why: every comma-separated segment counts, so "a=x," and "a=x,,b=y" are errors */
+    for (int more = speclen > 0; more && rc == KMS_OK;) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         const char *seg = p;
+        more = end != NULL;
         p = end ? end + 1 : p + len;
         trim(&seg, &len);
         const char *eq = len ? memchr(seg, '=', len) : NULL;

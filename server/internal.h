@@ -63,7 +63,7 @@ struct kms_request {
     struct kms_jsonw reply;
     /* audit */
     char site_id[KMS_SITE_ID_MAX + 1];
-    char key_ref[160];
+    char key_ref[KMS_PATH_PARAM_MAX + 64];
 };
 
 /* router.c */

@@ -51,7 +51,8 @@
     X(AUTH_ROLES, "kms.auth.roles")                                                              \
     X(LOG_LEVEL, "kms.log.level")                                                                \
     X(AUDIT_FILE, "kms.audit.file")                                                              \
-    X(NODE_NAME, "kms.node.name")
+    X(NODE_NAME, "kms.node.name")                                                                \
+    X(CONFIG_STRICT, "kms.config.strict")
 
 enum kms_config_key {
 #define KMS_CFG_ENUM(id, name) KMS_CFG_##id,
@@ -66,9 +67,14 @@ struct kms_config;
  * environment envp (NULL-terminated "NAME=value" list; NULL: none).
  * Unknown keys in the file (and unknown KMS_* environment variables) are
  * warned about through warn(ctx, message) with the nearest known name
- * ("unknown property 'kms.server.prot' (line 3); did you mean 'kms.server.port'?").
+ * ("unknown property 'kms.server.prot' in kms.properties (line 3); did you mean
+ * 'kms.server.port'?"), or refused with KMS_ERR_CONFIG when kms.config.strict
+ * is true. A key set twice in the file is warned about (the later one wins).
  * Invalid values fail with KMS_ERR_CONFIG and a detail naming the key, the
- * value (secrets: <redacted>) and why. Caller owns *out. */
+ * value (secrets: <redacted>) and why; so do P and P.file both given in one
+ * source, an unreadable secret file, and the cross-field checks (kmip1 and
+ * VAULT need kms.hsm.server.url; azure auth needs its role). KMS_ERR_IO /
+ * KMS_ERR_MALFORMED when the file cannot be read or parsed. Caller owns *out. */
 kms_rc kms_config_load(const char *path, char *const *envp, void (*warn)(void *ctx, const char *msg), void *ctx,
                        struct kms_config **out) KMS_MUST_CHECK;
 void kms_config_free(struct kms_config **c);
@@ -81,6 +87,8 @@ int kms_config_bool(const struct kms_config *c, enum kms_config_key key);
  * lives on the secure heap and is wiped by kms_config_free. */
 const char *kms_config_secret(const struct kms_config *c, enum kms_config_key key);
 const char *kms_config_name(enum kms_config_key key);
+/* One-line description of the property (for --help, dumps and docs). Never NULL. */
+const char *kms_config_description(enum kms_config_key key);
 /* Where the value came from: "default", "<file>:<line>", "env KMS_...", "file <path>". */
 const char *kms_config_source(const struct kms_config *c, enum kms_config_key key);
 

@@ -1,0 +1,949 @@
+#include "kms/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/properties.h"
+#include "common/secret.h"
+
+/* why: the secret type tops out at 64 KiB and we keep a NUL after the value */
+#define SECRET_MAX_LEN (64 * 1024 - 1)
+#define SECRET_FILE_MAX (64 * 1024)
+#define NAME_MAX_LEN 64   /* longest property name + "_FILE" fits */
+#define SUGGEST_MAX_LEN 128 /* unknown names longer than this get no suggestion */
+#define SHOW_MAX 64       /* characters of an invalid value quoted in a detail */
+
+enum type { T_STR = 1, T_INT, T_BOOL, T_ENUM, T_SECRET };
+
+/* Extra validation of a string value: 0 = fine (may set *canon to a
+ * normalised, malloc'd replacement), -1 = invalid with the reason in why. */
+typedef int (*check_fn)(const char *v, char **canon, char *why, size_t cap);
+
+struct row {
+    enum type type;
+    const char *def; /* default, as text: it goes through the same parser */
+    long long min, max;
+    const char *const *allowed; /* ENUM: canonical spellings, NULL-terminated */
+    check_fn check;
+    const char *desc;
+};
+
+static int check_address(const char *v, char **canon, char *why, size_t cap);
+static int check_roles(const char *v, char **canon, char *why, size_t cap);
+
+static const char *const protocols[] = {"kmip1", "VAULT", "soft", NULL};
+static const char *const vault_auths[] = {"token", "azure", NULL};
+static const char *const cache_types[] = {"none", "local", "distributed", NULL};
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+#define STR(d, desc) {T_STR, d, 0, 0, NULL, NULL, desc}
+#define INT(d, lo, hi, desc) {T_INT, d, lo, hi, NULL, NULL, desc}
+#define ENUM(d, list, desc) {T_ENUM, d, 0, 0, list, NULL, desc}
+#define SECRET(desc) {T_SECRET, NULL, 0, 0, NULL, NULL, desc}
+
+/* SPEC §7. The install guide's properties keep their meaning and defaults. */
+static const struct row rows[KMS_CFG_COUNT] = {
+    [KMS_CFG_SERVER_ADDRESS] = {T_STR, "0.0.0.0", 0, 0, NULL, check_address,
+                                "address the HTTPS API listens on (IPv4/IPv6 literal or host name)"},
+    [KMS_CFG_SERVER_PORT] = INT("8443", 1, 65535, "TCP port of the HTTPS API"),
+    [KMS_CFG_SERVER_KEY_ALIAS] = STR("kmsserver", "keystore alias of the TLS server identity (private-key entry)"),
+    [KMS_CFG_SERVER_THREADS] = INT("2", 1, 64, "worker threads serving requests"),
+    [KMS_CFG_SERVER_MAX_BODY] = INT("65536", 1024, 16777216, "largest accepted request body, in bytes"),
+    [KMS_CFG_SERVER_CONN_TIMEOUT] = INT("30", 1, 3600, "seconds before an idle or slow client connection is closed"),
+    [KMS_CFG_SERVER_CONN_LIMIT] = INT("1024", 1, 100000, "most concurrent client connections"),
+    [KMS_CFG_KEYSTORE_FILE] = STR("", "keystore (JKS, PKCS#12 or PEM) with kmsServer, kmsClient, the HSM CA and "
+                                      "the client certificates; required to start the server"),
+    [KMS_CFG_KEYSTORE_PASSWORD] = SECRET("keystore password (or kms.keystore.password.file, a file holding it)"),
+    [KMS_CFG_KEYSTORE_ALIAS] = STR("kmsclient", "keystore alias of the identity presented to the HSM (kmsClient)"),
+    [KMS_CFG_HSM_PROTOCOL] = ENUM("kmip1", protocols,
+                                  "master-key backend: kmip1 (KMIP HSM), VAULT (Vault Transit) or soft (development)"),
+    [KMS_CFG_HSM_SERVER_URL] = STR("", "HSM host name (kmip1) or Vault address such as https://vault:8200 (VAULT)"),
+    [KMS_CFG_HSM_SERVER_PORT] = INT("5696", 1, 65535, "HSM KMIP port"),
+    [KMS_CFG_KMIP_SERVER_URL] = STR("", "legacy name of kms.hsm.server.url, used when that is unset"),
+    [KMS_CFG_KMIP_SERVER_PORT] = INT("5696", 1, 65535, "legacy name of kms.hsm.server.port, used when that is unset"),
+    [KMS_CFG_HSM_MASTER_KEY] = STR("kms-master", "name of the master key in the HSM or Vault"),
+    [KMS_CFG_HSM_SOFT_FILE] = STR("kms-soft-keys.bin", "sealed master-key file of the soft backend"),
+    [KMS_CFG_HSM_VAULT_NAMESPACE] = STR("", "Vault namespace (X-Vault-Namespace); empty for none"),
+    [KMS_CFG_HSM_VAULT_AUTH] = ENUM("token", vault_auths, "Vault authentication: token or azure"),
+    [KMS_CFG_HSM_VAULT_TOKEN] = SECRET("Vault token for token auth (or kms.hsm.vault.token.file)"),
+    [KMS_CFG_HSM_VAULT_RENEW] = INT("30", 0, 86400, "renew the Vault token this many seconds before it expires"),
+    [KMS_CFG_HSM_VAULT_AZURE_ROLE] = STR("", "Vault role for Azure auth (required when kms.hsm.vault.auth=azure)"),
+    [KMS_CFG_HSM_VAULT_AZURE_PATH] = STR("/v1/auth/azure/login", "Vault login path for Azure auth"),
+    [KMS_CFG_HSM_VAULT_AZURE_RESOURCE] = STR("https://vault.hashicorp.com/",
+                                             "resource asked of the Azure instance metadata service for Vault login"),
+    [KMS_CFG_CACHE_TYPE] = ENUM("none", cache_types,
+                                "customer-key cache: none, local (this node) or distributed (Redis, encrypted)"),
+    [KMS_CFG_CACHE_CONFIG_FILE] = STR("", "configuration file of the distributed cache (Redis)"),
+    [KMS_CFG_CACHE_TTL] = INT("3600", 0, 604800, "seconds a cached customer key lives (0: no limit)"),
+    [KMS_CFG_CACHE_IDLE] = INT("900", 0, 604800, "seconds an unused cached customer key is kept (0: no limit)"),
+    [KMS_CFG_CACHE_MAX_ENTRIES] = INT("10000", 0, 10000000, "most customer keys held in the local cache"),
+    [KMS_CFG_AUTH_ROLES] = {T_STR, "", 0, 0, NULL, check_roles,
+                            "extra alias-prefix to role mappings: prefix=role,... with role backend, device or admin"},
+    [KMS_CFG_LOG_LEVEL] = ENUM("info", log_levels, "log level: debug, info, warn or error"),
+    [KMS_CFG_AUDIT_FILE] = STR("", "audit log file (JSON lines); empty: audit lines go to the application log"),
+    [KMS_CFG_NODE_NAME] = STR("", "node name in logs, audit and cluster heartbeats; empty: the host name"),
+    [KMS_CFG_CONFIG_STRICT] = {T_BOOL, "false", 0, 0, NULL, NULL,
+                               "refuse to start on unknown properties or KMS_* variables instead of warning"},
+};
+
+#undef STR
+#undef INT
+#undef ENUM
+#undef SECRET
+
+static const char *const names[KMS_CFG_COUNT] = {
+#define KMS_CFG_NAME(id, name) [KMS_CFG_##id] = name,
+    KMS_CONFIG_KEYS(KMS_CFG_NAME)
+#undef KMS_CFG_NAME
+};
+
+struct slot {
+    char *str;                 /* STR, ENUM: owned, never NULL after a successful load */
+    long long num;             /* INT, BOOL */
+    struct kms_secret *secret; /* SECRET: NUL-terminated, on the secure heap; NULL = unset */
+    char *source;              /* owned */
+    int set;                   /* given by the file or the environment */
+};
+
+struct kms_config {
+    struct slot v[KMS_CFG_COUNT];
+};
+
+/* One candidate assignment of a property: a value, or (secrets) a path. */
+struct input {
+    const char *text; /* borrowed from the parsed file or envp */
+    char *where;      /* owned: "kms.properties:7" or "env KMS_SERVER_PORT" */
+};
+
+struct layer {
+    struct input val[KMS_CFG_COUNT];
+    struct input path[KMS_CFG_COUNT]; /* P.file / P_FILE */
+};
+
+struct loader {
+    const char *path;
+    char *const *envp;
+    void (*warn)(void *ctx, const char *msg);
+    void *ctx;
+    struct kms_props *props;
+    struct layer file, env;
+    char env_name[KMS_CFG_COUNT][NAME_MAX_LEN];
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static char *dupf(const char *fmt, ...) KMS_PRINTF(1, 2);
+static char *dupf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (s == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    (void)vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static char *dupn(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d != NULL) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+static int has_control(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 1;
+    return 0;
+}
+
+static char tolower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
+
+static const char *ellipsis(const char *v) { return strlen(v) > SHOW_MAX ? "..." : ""; }
+
+static void emit(const struct loader *L, const char *msg)
+{
+    if (L->warn != NULL)
+        L->warn(L->ctx, msg);
+}
+
+/* Case-insensitive Levenshtein distance; both strings at most SUGGEST_MAX_LEN. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t prev[SUGGEST_MAX_LEN + 1], cur[SUGGEST_MAX_LEN + 1];
+    if (la > SUGGEST_MAX_LEN || lb > SUGGEST_MAX_LEN)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = tolower_ascii(a[i - 1]) != tolower_ascii(b[j - 1]);
+            size_t best = prev[j] + 1;
+            if (cur[j - 1] + 1 < best)
+                best = cur[j - 1] + 1;
+            if (prev[j - 1] + cost < best)
+                best = prev[j - 1] + cost;
+            cur[j] = best;
+        }
+        memcpy(prev, cur, (lb + 1) * sizeof(prev[0]));
+    }
+    return prev[lb];
+}
+
+/* Nearest of cands[0..n) to name, or NULL when none is close enough
+ * (distance <= max(2, len/4)). */
+static const char *nearest(const char *name, const char *const *cands, size_t n)
+{
+    size_t len = strlen(name);
+    if (len > SUGGEST_MAX_LEN)
+        return NULL;
+    size_t limit = len / 4 > 2 ? len / 4 : 2;
+    const char *best = NULL;
+    size_t best_d = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = distance(name, cands[i]);
+        if (d < best_d) {
+            best_d = d;
+            best = cands[i];
+        }
+    }
+    return best_d <= limit ? best : NULL;
+}
+
+/* ---- value checks -------------------------------------------------------- */
+
+static int is_host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+}
+
+/* An IPv4/IPv6 literal, or a host name (RFC 1123 labels). */
+static int check_address(const char *v, char **canon, char *why, size_t cap)
+{
+    (void)canon;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, v, &a6) == 1 || inet_pton(AF_INET6, v, &a6) == 1)
+        return 0;
+    size_t len = strlen(v), label = 0;
+    int all_numeric = 1, ok = len > 0 && len <= 253;
+    for (size_t i = 0; ok && i <= len; i++) {
+        char c = v[i];
+        if (c == '.' || c == '\0') {
+            ok = label > 0 && label <= 63 && v[i - 1] != '-' && v[i - label] != '-';
+            label = 0;
+            continue;
+        }
+        if (!is_host_char(c))
+            ok = 0;
+        if (!(c >= '0' && c <= '9'))
+            all_numeric = 0;
+        label++;
+    }
+    if (ok && !all_numeric) /* why: "999.1.1.1" is a bad address, not a host name */
+        return 0;
+    snprintf(why, cap, "expected an IPv4 or IPv6 address (without brackets) or a host name");
+    return -1;
+}
+
+static const char *trim(const char *s, const char *e, const char **end)
+{
+    while (s < e && (*s == ' ' || *s == '\t'))
+        s++;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    *end = e;
+    return s;
+}
+
+/* "prefix=role,prefix=role"; stored lower-cased (aliases are case-insensitive,
+ * SPEC §5) without spaces, so the identity module parses a canonical form. */
+static int check_roles(const char *v, char **canon, char *why, size_t cap)
+{
+    static const char *const roles[] = {"backend", "device", "admin"};
+    size_t len = strlen(v), item = 0;
+    if (len == 0)
+        return 0;
+    char *out = malloc(len + 1);
+    if (out == NULL) {
+        snprintf(why, cap, "out of memory");
+        return -1;
+    }
+    size_t w = 0;
+    const char *p = v, *end = v + len;
+    while (p <= end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *ie = comma ? comma : end, *ee;
+        const char *is = trim(p, ie, &ee);
+        const char *eq = memchr(is, '=', (size_t)(ee - is));
+        item++;
+        if (is == ee || eq == NULL) {
+            snprintf(why, cap, "item %zu ('%.*s') is not prefix=role; expected prefix=role[,prefix=role...]", item,
+                     (int)((ee - is) > SHOW_MAX ? SHOW_MAX : (ee - is)), is);
+            goto bad;
+        }
+        const char *pe, *re;
+        const char *ps = trim(is, eq, &pe), *rs = trim(eq + 1, ee, &re);
+        if (ps == pe) {
+            snprintf(why, cap, "item %zu has an empty alias prefix", item);
+            goto bad;
+        }
+        for (const char *c = ps; c < pe; c++) {
+            if (*c == ' ' || *c == '\t' || *c == '=') {
+                snprintf(why, cap, "item %zu: the alias prefix may not contain spaces or '='", item);
+                goto bad;
+            }
+        }
+        size_t r = 0;
+        while (r < KMS_ARRAY_LEN(roles) &&
+               !((size_t)(re - rs) == strlen(roles[r]) && strncasecmp(rs, roles[r], strlen(roles[r])) == 0))
+            r++;
+        if (r == KMS_ARRAY_LEN(roles)) {
+            snprintf(why, cap, "item %zu: unknown role '%.*s'; expected backend, device or admin", item,
+                     (int)((re - rs) > SHOW_MAX ? SHOW_MAX : (re - rs)), rs);
+            goto bad;
+        }
+        size_t plen = (size_t)(pe - ps);
+        /* Duplicate prefix: search what was already written, case-insensitively. */
+        for (size_t k = 0; k < w;) {
+            size_t ke = k;
+            while (out[ke] != '=')
+                ke++;
+            if (ke - k == plen && strncasecmp(out + k, ps, plen) == 0) {
+                snprintf(why, cap, "alias prefix '%.*s' is listed twice", (int)(plen > SHOW_MAX ? SHOW_MAX : plen),
+                         ps);
+                goto bad;
+            }
+            while (k < w && out[k] != ',')
+                k++;
+            k++;
+        }
+        if (w)
+            out[w++] = ',';
+        for (size_t k = 0; k < plen; k++)
+            out[w++] = tolower_ascii(ps[k]);
+        out[w++] = '=';
+        memcpy(out + w, roles[r], strlen(roles[r]));
+        w += strlen(roles[r]);
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    out[w] = '\0';
+    *canon = out;
+    return 0;
+bad:
+    free(out);
+    return -1;
+}
+
+/* Decimal digits only (no sign, no spaces, no 0x), through strtoll with
+ * every check, then the row's bounds. */
+static int parse_int(const char *v, size_t n, long long *out)
+{
+    char buf[32];
+    if (n == 0 || n >= sizeof(buf))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    char *end = NULL;
+    errno = 0;
+    long long x = strtoll(buf, &end, 10);
+    if (errno != 0 || end != buf + n)
+        return -1;
+    *out = x;
+    return 0;
+}
+
+static int parse_bool(const char *v, size_t n, long long *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < KMS_ARRAY_LEN(yes); i++) {
+        if (n == strlen(yes[i]) && strncasecmp(v, yes[i], n) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (n == strlen(no[i]) && strncasecmp(v, no[i], n) == 0) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* ---- storing values -------------------------------------------------------- */
+
+static kms_rc set_source(struct slot *s, char *source)
+{
+    if (source == NULL)
+        return kms_fail(KMS_ERR_NO_MEMORY, "config: out of memory");
+    free(s->source);
+    s->source = source;
+    return KMS_OK;
+}
+
+/* Copies v[0..n) into a NUL-terminated secret on the secure heap. */
+static kms_rc store_secret(struct slot *s, const uint8_t *v, size_t n)
+{
+    struct kms_secret *sec;
+    KMS_GUARD(kms_secret_new(n + 1, &sec));
+    if (n)
+        memcpy(kms_secret_data(sec), v, n);
+    kms_secret_truncate(sec, n); /* the byte after the value stays 0 */
+    kms_secret_free(&s->secret);
+    s->secret = sec;
+    return KMS_OK;
+}
+
+/* Converts text (from where, NULL for the default) into key k's slot. */
+static kms_rc set_value(struct kms_config *c, enum kms_config_key k, const char *text, const char *where)
+{
+    const struct row *r = &rows[k];
+    struct slot *s = &c->v[k];
+    const char *from = where ? where : "default";
+    char why[200] = "";
+
+    if (r->type == T_SECRET) {
+        size_t n = strlen(text);
+        if (n > SECRET_MAX_LEN)
+            return kms_fail(KMS_ERR_CONFIG, "invalid value <redacted> for %s (from %s): longer than %d bytes",
+                            names[k], from, SECRET_MAX_LEN);
+        KMS_GUARD(store_secret(s, (const uint8_t *)text, n));
+        return set_source(s, dupf("%s", from));
+    }
+
+    /* why: invisible trailing blanks ("8443 ") are a classic properties mistake */
+    size_t n = strlen(text);
+    while (n > 0 && (text[n - 1] == ' ' || text[n - 1] == '\t'))
+        n--;
+    char *str = NULL;
+    long long num = 0;
+    int bad = 0;
+    if (has_control(text, n)) {
+        snprintf(why, sizeof(why), "control characters are not allowed");
+        bad = 1;
+    } else if (r->type == T_INT) {
+        if (parse_int(text, n, &num) != 0 || num < r->min || num > r->max) {
+            snprintf(why, sizeof(why), "expected an integer between %lld and %lld", r->min, r->max);
+            bad = 1;
+        }
+    } else if (r->type == T_BOOL) {
+        if (parse_bool(text, n, &num) != 0) {
+            snprintf(why, sizeof(why), "expected true or false (also yes/no, on/off, 1/0)");
+            bad = 1;
+        }
+    } else if (r->type == T_ENUM) {
+        size_t i = 0;
+        while (r->allowed[i] != NULL && !(n == strlen(r->allowed[i]) && strncasecmp(text, r->allowed[i], n) == 0))
+            i++;
+        if (r->allowed[i] == NULL) {
+            size_t w = (size_t)snprintf(why, sizeof(why), "expected one of");
+            for (size_t j = 0; r->allowed[j] != NULL && w < sizeof(why); j++)
+                w += (size_t)snprintf(why + w, sizeof(why) - w, "%s %s", j ? "," : "", r->allowed[j]);
+            bad = 1;
+        } else {
+            str = dupn(r->allowed[i], strlen(r->allowed[i]));
+        }
+    } else {
+        str = dupn(text, n);
+        if (str != NULL && r->check != NULL) {
+            char *canon = NULL;
+            if (r->check(str, &canon, why, sizeof(why)) != 0) {
+                bad = 1;
+            } else if (canon != NULL) {
+                free(str);
+                str = canon;
+            }
+        }
+    }
+    if (bad) {
+        free(str);
+        if (where == NULL)
+            return kms_fail(KMS_ERR_INTERNAL, "config: default of %s is invalid: %s", names[k], why);
+        return kms_fail(KMS_ERR_CONFIG, "invalid value '%.*s%s' for %s (from %s): %s", SHOW_MAX, text,
+                        ellipsis(text), names[k], from, why);
+    }
+    if ((r->type == T_STR || r->type == T_ENUM) && str == NULL)
+        return kms_fail(KMS_ERR_NO_MEMORY, "config: out of memory");
+    free(s->str);
+    s->str = str;
+    s->num = num;
+    return set_source(s, dupf("%s", from));
+}
+
+/* A secret read from a file: at most 64 KiB, one trailing "\n" or "\r\n"
+ * dropped. The detail names the key and the path, never the content. */
+static kms_rc set_secret_file(struct kms_config *c, enum kms_config_key k, const char *path, const char *where)
+{
+    struct slot *s = &c->v[k];
+    if (path[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "cannot read %s from a file (from %s): the path is empty", names[k], where);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): %s", names[k], path, where,
+                        strerror(errno));
+    struct kms_secret *buf;
+    kms_rc rc = kms_secret_new(SECRET_FILE_MAX, &buf);
+    if (rc != KMS_OK) {
+        close(fd);
+        return rc;
+    }
+    uint8_t *d = kms_secret_data(buf);
+    size_t len = 0;
+    int err = 0;
+    for (;;) {
+        /* why: one extra byte in a probe, so "exactly 64 KiB" differs from "more" */
+        uint8_t probe = 0;
+        ssize_t n = len < SECRET_FILE_MAX ? read(fd, d + len, SECRET_FILE_MAX - len) : read(fd, &probe, 1);
+        kms_wipe(&probe, sizeof(probe));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err = errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (len == SECRET_FILE_MAX) {
+            err = EFBIG;
+            break;
+        }
+        len += (size_t)n;
+    }
+    close(fd);
+    if (err == EFBIG) {
+        rc = kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): larger than %d bytes", names[k],
+                      path, where, SECRET_FILE_MAX);
+    } else if (err != 0) {
+        rc = kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): %s", names[k], path, where,
+                      strerror(err));
+    } else {
+        if (len > 0 && d[len - 1] == '\n') {
+            len--;
+            if (len > 0 && d[len - 1] == '\r')
+                len--;
+        }
+        if (memchr(d, '\0', len) != NULL)
+            rc = kms_fail(KMS_ERR_CONFIG, "invalid value <redacted> for %s (from file '%s'): contains a NUL byte",
+                          names[k], path);
+        else if (len > SECRET_MAX_LEN)
+            rc = kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): longer than %d bytes", names[k],
+                          path, where, SECRET_MAX_LEN);
+        else
+            rc = store_secret(s, d, len);
+    }
+    kms_secret_free(&buf);
+    KMS_GUARD(rc);
+    return set_source(s, dupf("file %s", path));
+}
+
+/* ---- collecting the file and the environment ------------------------------ */
+
+static int lookup_name(const char *name)
+{
+    for (int k = 0; k < KMS_CFG_COUNT; k++)
+        if (strcmp(name, names[k]) == 0)
+            return k;
+    return -1;
+}
+
+/* "P.file" for a secret P: returns P's index, else -1. */
+static int lookup_secret_file(const char *name)
+{
+    size_t n = strlen(name);
+    static const char suffix[] = ".file";
+    if (n <= sizeof(suffix) - 1 || strcmp(name + n - (sizeof(suffix) - 1), suffix) != 0)
+        return -1;
+    for (int k = 0; k < KMS_CFG_COUNT; k++)
+        if (rows[k].type == T_SECRET && strlen(names[k]) == n - (sizeof(suffix) - 1) &&
+            strncmp(name, names[k], n - (sizeof(suffix) - 1)) == 0)
+            return k;
+    return -1;
+}
+
+static kms_rc set_input(struct input *in, const char *text, char *where)
+{
+    if (where == NULL)
+        return kms_fail(KMS_ERR_NO_MEMORY, "config: out of memory");
+    free(in->where);
+    in->text = text;
+    in->where = where;
+    return KMS_OK;
+}
+
+static kms_rc collect_file(struct loader *L)
+{
+    for (size_t i = 0; i < kms_props_count(L->props); i++) {
+        const char *key = kms_props_key(L->props, i);
+        int k = lookup_name(key);
+        struct input *in = NULL;
+        if (k >= 0)
+            in = &L->file.val[k];
+        else if ((k = lookup_secret_file(key)) >= 0)
+            in = &L->file.path[k];
+        if (in != NULL)
+            KMS_GUARD(set_input(in, kms_props_value(L->props, i),
+                                dupf("%s:%u", L->path, kms_props_line(L->props, i))));
+    }
+    return KMS_OK;
+}
+
+/* Environment variable name of a property: upper case, '.' and '-' -> '_'. */
+static kms_rc make_env_names(struct loader *L)
+{
+    for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        size_t n = strlen(names[k]);
+        if (n + sizeof("_FILE") > NAME_MAX_LEN)
+            return kms_fail(KMS_ERR_INTERNAL, "config: property name %s too long", names[k]);
+        for (size_t i = 0; i <= n; i++) {
+            char ch = names[k][i];
+            L->env_name[k][i] = (ch == '.' || ch == '-') ? '_' : (ch >= 'a' && ch <= 'z') ? (char)(ch - 32) : ch;
+        }
+    }
+    return KMS_OK;
+}
+
+/* Index of the property whose variable is name[0..n) (or its _FILE form). */
+static int lookup_env(const struct loader *L, const char *name, size_t n, int *is_file)
+{
+    for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        size_t e = strlen(L->env_name[k]);
+        if (n == e && memcmp(name, L->env_name[k], n) == 0) {
+            *is_file = 0;
+            return k;
+        }
+        if (rows[k].type == T_SECRET && n == e + 5 && memcmp(name, L->env_name[k], e) == 0 &&
+            memcmp(name + e, "_FILE", 5) == 0) {
+            *is_file = 1;
+            return k;
+        }
+    }
+    return -1;
+}
+
+static kms_rc collect_env(struct loader *L)
+{
+    for (char *const *e = L->envp; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        int is_file;
+        int k = lookup_env(L, *e, (size_t)(eq - *e), &is_file);
+        if (k < 0)
+            continue;
+        struct input *in = is_file ? &L->env.path[k] : &L->env.val[k];
+        if (in->text != NULL)
+            continue; /* why: getenv() sees the first of duplicate variables; so do we */
+        KMS_GUARD(set_input(in, eq + 1, dupf("env %.*s", (int)(eq - *e), *e)));
+    }
+    return KMS_OK;
+}
+
+/* The environment wins over the file; inside one source, P and P.file clash. */
+static kms_rc resolve(struct loader *L, struct kms_config *c, enum kms_config_key k)
+{
+    const struct layer *layers[] = {&L->env, &L->file};
+    for (size_t i = 0; i < KMS_ARRAY_LEN(layers); i++) {
+        const struct input *val = &layers[i]->val[k], *path = &layers[i]->path[k];
+        if (val->text != NULL && path->text != NULL)
+            return kms_fail(KMS_ERR_CONFIG, "%s is set twice, as a value (%s) and as a file (%s); keep only one",
+                            names[k], val->where, path->where);
+        if (val->text != NULL) {
+            c->v[k].set = 1;
+            return set_value(c, k, val->text, val->where);
+        }
+        if (path->text != NULL) {
+            c->v[k].set = 1;
+            return set_secret_file(c, k, path->text, path->where);
+        }
+    }
+    if (rows[k].type == T_SECRET)
+        return set_source(&c->v[k], dupf("default"));
+    return set_value(c, k, rows[k].def, NULL);
+}
+
+/* Warnings for unknown names (errors when kms.config.strict is on), and for
+ * properties set twice in the file. */
+static kms_rc report_unknown(struct loader *L, int strict)
+{
+    const char *cands[2 * KMS_CFG_COUNT];
+    char file_names[KMS_CFG_COUNT][NAME_MAX_LEN], env_files[KMS_CFG_COUNT][NAME_MAX_LEN + 8];
+    char msg[600];
+    size_t n = 0;
+
+    for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        cands[n++] = names[k];
+        if (rows[k].type == T_SECRET) {
+            snprintf(file_names[k], sizeof(file_names[k]), "%s.file", names[k]);
+            cands[n++] = file_names[k];
+        }
+    }
+    for (size_t i = 0; i < kms_props_count(L->props); i++) {
+        const char *key = kms_props_key(L->props, i);
+        unsigned line = kms_props_line(L->props, i), first = kms_props_first_line(L->props, i);
+        if (first != line) {
+            snprintf(msg, sizeof(msg), "property '%.128s' is set more than once in %s (lines %u and %u); line %u wins",
+                     key, L->path, first, line, line);
+            emit(L, msg);
+        }
+        if (lookup_name(key) >= 0 || lookup_secret_file(key) >= 0)
+            continue;
+        size_t len = strlen(key);
+        int base = -1;
+        if (len > 5 && strcmp(key + len - 5, ".file") == 0) {
+            char tmp[NAME_MAX_LEN];
+            if (len - 5 < sizeof(tmp)) {
+                memcpy(tmp, key, len - 5);
+                tmp[len - 5] = '\0';
+                base = lookup_name(tmp);
+            }
+        }
+        if (base >= 0) {
+            snprintf(msg, sizeof(msg),
+                     "property '%s' in %s (line %u): only secrets (kms.keystore.password, kms.hsm.vault.token) "
+                     "can be read from a file",
+                     key, L->path, line);
+        } else {
+            const char *near = nearest(key, cands, n);
+            snprintf(msg, sizeof(msg), "unknown property '%.128s%s' in %s (line %u)%s%s%s", key,
+                     len > 128 ? "..." : "", L->path, line, near ? "; did you mean '" : "", near ? near : "",
+                     near ? "'?" : "");
+        }
+        if (strict)
+            return kms_fail(KMS_ERR_CONFIG, "%s (kms.config.strict is on)", msg);
+        emit(L, msg);
+    }
+
+    n = 0;
+    for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        cands[n++] = L->env_name[k];
+        if (rows[k].type == T_SECRET) {
+            snprintf(env_files[k], sizeof(env_files[k]), "%s_FILE", L->env_name[k]);
+            cands[n++] = env_files[k];
+        }
+    }
+    for (char *const *e = L->envp; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        int is_file;
+        if (eq == NULL || strncmp(*e, "KMS_", 4) != 0 || lookup_env(L, *e, (size_t)(eq - *e), &is_file) >= 0)
+            continue;
+        size_t len = (size_t)(eq - *e);
+        if ((len == 10 && strncmp(*e, "KMS_CONFIG", 10) == 0) || strncmp(*e, "KMS_TEST_", 9) == 0 ||
+            strncmp(*e, "KMS_SOURCE_DIR", 14) == 0 || strncmp(*e, "KMS_BINARY_DIR", 14) == 0)
+            continue;
+        char name[SUGGEST_MAX_LEN + 1];
+        const char *near = NULL;
+        if (len <= SUGGEST_MAX_LEN) {
+            memcpy(name, *e, len);
+            name[len] = '\0';
+            near = nearest(name, cands, n);
+        }
+        snprintf(msg, sizeof(msg), "unknown environment variable %.*s%s%s%s%s", (int)(len > 128 ? 128 : len), *e,
+                 len > 128 ? "..." : "", near ? "; did you mean " : "", near ? near : "", near ? "?" : "");
+        if (strict)
+            return kms_fail(KMS_ERR_CONFIG, "%s (kms.config.strict is on)", msg);
+        emit(L, msg);
+    }
+    return KMS_OK;
+}
+
+/* Legacy kmip.server.url/.port fill kms.hsm.server.url/.port (install guide). */
+static kms_rc apply_legacy(struct kms_config *c)
+{
+    struct slot *url = &c->v[KMS_CFG_HSM_SERVER_URL], *port = &c->v[KMS_CFG_HSM_SERVER_PORT];
+    const struct slot *old_url = &c->v[KMS_CFG_KMIP_SERVER_URL], *old_port = &c->v[KMS_CFG_KMIP_SERVER_PORT];
+    if (url->str[0] == '\0' && old_url->set && old_url->str[0] != '\0') {
+        char *copy = dupn(old_url->str, strlen(old_url->str));
+        if (copy == NULL)
+            return kms_fail(KMS_ERR_NO_MEMORY, "config: out of memory");
+        free(url->str);
+        url->str = copy;
+        url->set = 1;
+        KMS_GUARD(set_source(url, dupf("legacy kmip.server.url (%s)", old_url->source)));
+    }
+    if (!port->set && old_port->set) {
+        port->num = old_port->num;
+        port->set = 1;
+        KMS_GUARD(set_source(port, dupf("legacy kmip.server.port (%s)", old_port->source)));
+    }
+    return KMS_OK;
+}
+
+static kms_rc cross_check(const struct kms_config *c)
+{
+    const char *proto = c->v[KMS_CFG_HSM_PROTOCOL].str;
+    const char *psrc = c->v[KMS_CFG_HSM_PROTOCOL].source;
+    if (c->v[KMS_CFG_HSM_SERVER_URL].str[0] == '\0') {
+        if (strcmp(proto, "kmip1") == 0)
+            return kms_fail(KMS_ERR_CONFIG,
+                            "kms.hsm.protocol=kmip1 needs kms.hsm.server.url (or legacy kmip.server.url); "
+                            "kms.hsm.protocol from %s",
+                            psrc);
+        if (strcmp(proto, "VAULT") == 0)
+            return kms_fail(KMS_ERR_CONFIG,
+                            "kms.hsm.protocol=VAULT needs kms.hsm.server.url (the Vault address); "
+                            "kms.hsm.protocol from %s",
+                            psrc);
+    }
+    if (strcmp(c->v[KMS_CFG_HSM_VAULT_AUTH].str, "azure") == 0 && c->v[KMS_CFG_HSM_VAULT_AZURE_ROLE].str[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "kms.hsm.vault.auth=azure (from %s) needs kms.hsm.vault.auth.azure.role",
+                        c->v[KMS_CFG_HSM_VAULT_AUTH].source);
+    return KMS_OK;
+}
+
+static kms_rc load(struct loader *L, struct kms_config *c)
+{
+    for (int k = 0; k < KMS_CFG_COUNT; k++)
+        if (rows[k].type == 0 || rows[k].desc == NULL || (rows[k].type != T_SECRET && rows[k].def == NULL))
+            return kms_fail(KMS_ERR_INTERNAL, "config: no table row for %s", names[k]);
+    KMS_GUARD(make_env_names(L));
+    if (L->path != NULL) {
+        KMS_GUARD(kms_props_load(L->path, &L->props));
+        KMS_GUARD(collect_file(L));
+    }
+    KMS_GUARD(collect_env(L));
+    /* why: strict decides whether unknown names are warnings or errors, so it goes first */
+    KMS_GUARD(resolve(L, c, KMS_CFG_CONFIG_STRICT));
+    KMS_GUARD(report_unknown(L, (int)c->v[KMS_CFG_CONFIG_STRICT].num));
+    for (int k = 0; k < KMS_CFG_COUNT; k++)
+        if (k != KMS_CFG_CONFIG_STRICT)
+            KMS_GUARD(resolve(L, c, (enum kms_config_key)k));
+    KMS_GUARD(apply_legacy(c));
+    return cross_check(c);
+}
+
+static void free_layer(struct layer *l)
+{
+    for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        free(l->val[k].where);
+        free(l->path[k].where);
+    }
+}
+
+kms_rc kms_config_load(const char *path, char *const *envp, void (*warn)(void *ctx, const char *msg), void *ctx,
+                       struct kms_config **out)
+{
+    *out = NULL;
+    struct loader *L = calloc(1, sizeof(*L));
+    struct kms_config *c = calloc(1, sizeof(*c));
+    kms_rc rc;
+    if (L == NULL || c == NULL) {
+        rc = kms_fail(KMS_ERR_NO_MEMORY, "config: out of memory");
+    } else {
+        L->path = path;
+        L->envp = envp;
+        L->warn = warn;
+        L->ctx = ctx;
+        rc = load(L, c);
+    }
+    if (L != NULL) {
+        kms_props_free(&L->props); /* wipes the values read from the file */
+        free_layer(&L->file);
+        free_layer(&L->env);
+        free(L);
+    }
+    if (rc != KMS_OK) {
+        kms_config_free(&c);
+        return rc;
+    }
+    *out = c;
+    return KMS_OK;
+}
+
+void kms_config_free(struct kms_config **c)
+{
+    if (c == NULL || *c == NULL)
+        return;
+    for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        struct slot *s = &(*c)->v[k];
+        free(s->str);
+        free(s->source);
+        kms_secret_free(&s->secret);
+    }
+    free(*c);
+    *c = NULL;
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+static int valid(enum kms_config_key key) { return (unsigned)key < KMS_CFG_COUNT; }
+
+const char *kms_config_str(const struct kms_config *c, enum kms_config_key key)
+{
+    if (c == NULL || !valid(key) || (rows[key].type != T_STR && rows[key].type != T_ENUM) || c->v[key].str == NULL)
+        return ""; /* why: never hand out a secret through the plain-string reader */
+    return c->v[key].str;
+}
+
+long long kms_config_int(const struct kms_config *c, enum kms_config_key key)
+{
+    if (c == NULL || !valid(key) || rows[key].type != T_INT)
+        return 0;
+    return c->v[key].num;
+}
+
+int kms_config_bool(const struct kms_config *c, enum kms_config_key key)
+{
+    if (c == NULL || !valid(key) || rows[key].type != T_BOOL)
+        return 0;
+    return c->v[key].num != 0;
+}
+
+const char *kms_config_secret(const struct kms_config *c, enum kms_config_key key)
+{
+    if (c == NULL || !valid(key) || rows[key].type != T_SECRET || c->v[key].secret == NULL)
+        return NULL;
+    return (const char *)kms_secret_cdata(c->v[key].secret);
+}
+
+const char *kms_config_name(enum kms_config_key key) { return valid(key) ? names[key] : "?"; }
+
+const char *kms_config_description(enum kms_config_key key)
+{
+    return valid(key) && rows[key].desc ? rows[key].desc : "";
+}
+
+const char *kms_config_source(const struct kms_config *c, enum kms_config_key key)
+{
+    if (c == NULL || !valid(key) || c->v[key].source == NULL)
+        return "default";
+    return c->v[key].source;
+}
+
+void kms_config_dump(const struct kms_config *c, FILE *out)
+{
+    for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        const struct slot *s = &c->v[k];
+        fprintf(out, "# %s\n", rows[k].desc);
+        switch (rows[k].type) {
+        case T_INT: fprintf(out, "%s = %lld", names[k], s->num); break;
+        case T_BOOL: fprintf(out, "%s = %s", names[k], s->num ? "true" : "false"); break;
+        case T_SECRET: fprintf(out, "%s = %s", names[k], s->secret ? "<redacted>" : "<unset>"); break;
+        default: fprintf(out, "%s = %s", names[k], s->str ? s->str : ""); break;
+        }
+        fprintf(out, "   # %s\n", kms_config_source(c, (enum kms_config_key)k));
+    }
+}

@@ -182,8 +182,11 @@ Test(wrapped, largest_key_fits_the_text_limit, .timeout = 60)
     struct kms_wrapped *w = NULL;
     master_blob(&h, KMS_BACKEND_CT_MAX, &b);
     cr_assert_eq(kms_wrapped_to_text(b.data, b.len, &text), KMS_OK);
+    cr_assert_eq(b.len, 4522, "docs/wrapped-key-format.md: size limits");
+    cr_assert_eq(strlen(text), 6039);
     cr_assert_leq(strlen(text), KMS_WRAPPED_TEXT_MAX);
     cr_assert_eq(kms_wrapped_parse(text, &w), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(w->header_len, 424);
     cr_assert_eq(w->ct_len, KMS_BACKEND_CT_MAX);
     cr_assert_eq(strlen(w->hdr.master.name), KMS_MASTER_NAME_MAX);
     kms_wrapped_free(&w);

@@ -96,6 +96,14 @@ static kms_rc open_backend(struct node *n)
     const char *password = kms_config_secret(n->cfg, KMS_CFG_KEYSTORE_PASSWORD);
     KMS_GUARD(kms_soft_open(kms_config_str(n->cfg, KMS_CFG_HSM_SOFT_FILE), password ? password : "",
                             kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &n->backend));
+    /* why: a renamed kms.hsm.master.key would otherwise fail every customer-key
+     * creation with key_not_found; for the development backend, create it. */
+    const char *master = kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY);
+    struct kms_master_ref ref;
+    if (n->backend->ops->resolve(n->backend, master, &ref) == KMS_ERR_KEY_NOT_FOUND) {
+        KMS_GUARD(kms_soft_create_key(n->backend, master));
+        kms_log(KMS_LOG_INFO, "backend.soft.key_created", NULL, "master_key", master, NULL);
+    }
     kms_log(KMS_LOG_WARN, "backend.soft", NULL, "msg",
             "kms.hsm.protocol=soft: master keys are held by kmsd itself in a password-sealed file, NOT in an "
             "HSM. For development only; never use it in production.",

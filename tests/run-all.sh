@@ -15,7 +15,21 @@ run_suite() { # run_suite BUILD_DIR CMAKE_ARGS...
   cmake -S "$root" -B "$root/$dir" -DKMS_WERROR=ON "$@" >/dev/null
   cmake --build "$root/$dir" -j"$jobs"
   echo "=== test $dir"
-  ctest --test-dir "$root/$dir" --output-on-failure --timeout 600
+  local log="$root/$dir/ctest-verbose.log"
+  local rc=0
+  ctest --test-dir "$root/$dir" --output-on-failure --timeout 600 -V >"$log" 2>&1 || rc=$?
+  grep -E '^[0-9]+: \[====\] Synthesis|tests passed|Test +#' "$log" || true
+  if [ $rc -ne 0 ]; then
+    grep -vE '^[0-9]+: \[(RUN|PASS) ' "$log" | tail -200
+    echo "=== $dir: ctest failed (full log: $log)"
+    return $rc
+  fi
+  # why: a leak or UB report inside a Criterion worker does not change its exit
+  # status, so a green ctest alone proves nothing under the sanitizers.
+  if grep -nE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log"; then
+    echo "=== $dir: sanitizer report (full log: $log)"
+    return 1
+  fi
 }
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1

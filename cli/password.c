@@ -1,0 +1,95 @@
+/* Keystore password sources for kmsctl commands. */
+#include "cli/kmsctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PASSWORD_FILE_MAX 4096
+
+static char *dup_len(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* First line of the file, without its line end. */
+static int read_password_file(const char *path, char **out)
+{
+    char buf[PASSWORD_FILE_MAX + 1];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        fprintf(stderr, "kmsctl: %s: cannot open the password file: %s\n", path, strerror(errno));
+        return KMSCTL_EXIT_ERROR;
+    }
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            OPENSSL_cleanse(buf, sizeof(buf));
+            fprintf(stderr, "kmsctl: %s: cannot read the password file: %s\n", path, strerror(e));
+            return KMSCTL_EXIT_ERROR;
+        }
+        if (n == 0 || (len += (size_t)n) == sizeof(buf))
+            break;
+    }
+    close(fd);
+    size_t end = 0;
+    while (end < len && buf[end] != '\n' && buf[end] != '\0')
+        end++;
+    if (end == len && len > PASSWORD_FILE_MAX) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        fprintf(stderr, "kmsctl: %s: the password file's first line is longer than %d bytes\n", path,
+                PASSWORD_FILE_MAX);
+        return KMSCTL_EXIT_ERROR;
+    }
+    if (end > 0 && buf[end - 1] == '\r')
+        end--;
+    *out = dup_len(buf, end);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (*out == NULL) {
+        fprintf(stderr, "kmsctl: out of memory\n");
+        return KMSCTL_EXIT_ERROR;
+    }
+    return KMSCTL_EXIT_OK;
+}
+
+int kmsctl_password_get(const struct kmsctl_password_source *src, char **out)
+{
+    *out = NULL;
+    if (src->argument != NULL)
+        fprintf(stderr, "kmsctl: warning: a password on the command line (--storepass) is visible to other users; "
+                        "use --password-file or KMS_KEYSTORE_PASSWORD\n");
+    if (src->file != NULL)
+        return read_password_file(src->file, out);
+    const char *env = getenv("KMS_KEYSTORE_PASSWORD");
+    const char *pw = env != NULL ? env : src->argument;
+    if (pw == NULL)
+        return KMSCTL_EXIT_OK;
+    if ((*out = dup_len(pw, strlen(pw))) == NULL) {
+        fprintf(stderr, "kmsctl: out of memory\n");
+        return KMSCTL_EXIT_ERROR;
+    }
+    return KMSCTL_EXIT_OK;
+}
+
+void kmsctl_password_free(char **pw)
+{
+    if (pw == NULL || *pw == NULL)
+        return;
+    OPENSSL_cleanse(*pw, strlen(*pw));
+    free(*pw);
+    *pw = NULL;
+}

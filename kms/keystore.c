@@ -62,6 +62,45 @@ int kms_ks_legacy_provider(void)
     return provider_legacy != NULL;
 }
 
+/* ---- password-based encryption parameters ------------------------------ */
+
+kms_rc kms_ks_pbe_check(const struct kms_keystore *ks, const X509_ALGOR *alg, const char *what)
+{
+    long iter = -1;
+    if (alg == NULL || alg->parameter == NULL)
+        return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: the %s have no encryption parameters", ks->path, what);
+    if (OBJ_obj2nid(alg->algorithm) == NID_pbes2) {
+        PBE2PARAM *p2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter);
+        if (p2 != NULL && p2->keyfunc != NULL && OBJ_obj2nid(p2->keyfunc->algorithm) != NID_id_pbkdf2) {
+            PBE2PARAM_free(p2);
+            ERR_clear_error();
+            return kms_fail(KMS_ERR_KEYSTORE_FORMAT, "%s: the %s use a key derivation other than PBKDF2", ks->path,
+                            what);
+        }
+        PBKDF2PARAM *kdf = NULL;
+        if (p2 != NULL && p2->keyfunc != NULL && p2->keyfunc->parameter != NULL)
+            kdf = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM), p2->keyfunc->parameter);
+        if (kdf != NULL && kdf->iter != NULL)
+            iter = ASN1_INTEGER_get(kdf->iter);
+        PBKDF2PARAM_free(kdf);
+        PBE2PARAM_free(p2);
+    } else {
+        PBEPARAM *pbe = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBEPARAM), alg->parameter);
+        if (pbe != NULL && pbe->iter != NULL)
+            iter = ASN1_INTEGER_get(pbe->iter);
+        PBEPARAM_free(pbe);
+    }
+    ERR_clear_error();
+    if (iter < 1)
+        return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: the encryption parameters of the %s are unreadable",
+                        ks->path, what);
+    if (iter > KMS_KS_MAX_ITERATIONS)
+        return kms_fail(KMS_ERR_KEYSTORE_CORRUPT,
+                        "%s: the %s ask for %ld key-derivation iterations (limit %ld); refusing to spend that long",
+                        ks->path, what, iter, KMS_KS_MAX_ITERATIONS);
+    return KMS_OK;
+}
+
 /* ---- aliases and names -------------------------------------------------- */
 
 /* Length of the UTF-8 sequence at s[0..n) or 0 when invalid (RFC 3629: no

@@ -14,6 +14,7 @@
 #define KMS_KS_MAX_CHAIN 16u      /* certificates in one chain */
 #define KMS_KS_MAX_ALIAS 1024u    /* bytes of UTF-8 */
 #define KMS_KS_MAX_KEYID 64u      /* localKeyId bytes we pair by */
+#define KMS_KS_MAX_ITERATIONS 1000000L /* PBKDF2 / PKCS#12 KDF rounds (keytool: 10000-100000) */
 
 struct kms_ks_entry {
     char *alias;
@@ -88,6 +89,13 @@ kms_rc kms_ks_p12_parse(struct kms_keystore *ks, const uint8_t *data, size_t len
                         const char *password) KMS_MUST_CHECK;
 kms_rc kms_ks_pem_parse(struct kms_keystore *ks, const uint8_t *data, size_t len,
                         const char *password) KMS_MUST_CHECK;
+
+/* Checks a password-based encryption AlgorithmIdentifier before it is used:
+ * PBES2 must use PBKDF2, and no KDF may ask for more than
+ * KMS_KS_MAX_ITERATIONS rounds (a crafted file must not stall the loader).
+ * what names the protected thing in the detail. KMS_ERR_KEYSTORE_CORRUPT,
+ * KMS_ERR_KEYSTORE_FORMAT. */
+kms_rc kms_ks_pbe_check(const struct kms_keystore *ks, const X509_ALGOR *alg, const char *what) KMS_MUST_CHECK;
 
 /* Loads OpenSSL's "legacy" and "default" providers once per process
  * (pthread_once). Returns 1 when the legacy provider is available. */

@@ -288,6 +288,42 @@ static int password_decrypts(PKCS12 *p12, const char *pw, int pwlen)
     return ok && encrypted;
 }
 
+/* Bounds every key derivation before anything runs one (MAC, probe, walk). */
+static kms_rc check_kdfs(struct p12 *p, STACK_OF(PKCS7) *asafes, PKCS12 *p12)
+{
+    if (PKCS12_mac_present(p12)) {
+        const ASN1_INTEGER *iter = NULL;
+        PKCS12_get0_mac(NULL, NULL, NULL, &iter, p12);
+        long n = iter != NULL ? ASN1_INTEGER_get(iter) : 1;
+        if (n < 1 || n > KMS_KS_MAX_ITERATIONS)
+            return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: the PKCS#12 MAC asks for %ld iterations (limit %ld)",
+                            p->ks->path, n, KMS_KS_MAX_ITERATIONS);
+    }
+    for (int i = 0; i < sk_PKCS7_num(asafes); i++) {
+        PKCS7 *p7 = sk_PKCS7_value(asafes, i);
+        if (OBJ_obj2nid(p7->type) == NID_pkcs7_encrypted) {
+            KMS_GUARD(kms_ks_pbe_check(p->ks, encdata_alg(p7), "encrypted certificates"));
+        } else if (OBJ_obj2nid(p7->type) == NID_pkcs7_data) {
+            STACK_OF(PKCS12_SAFEBAG) *bags = PKCS12_unpack_p7data(p7);
+            kms_rc rc = KMS_OK;
+            for (int b = 0; rc == KMS_OK && b < sk_PKCS12_SAFEBAG_num(bags); b++) {
+                const PKCS12_SAFEBAG *bag = sk_PKCS12_SAFEBAG_value(bags, b);
+                if (PKCS12_SAFEBAG_get_nid(bag) == NID_pkcs8ShroudedKeyBag) {
+                    const X509_ALGOR *alg = NULL;
+                    const X509_SIG *sig = PKCS12_SAFEBAG_get0_pkcs8(bag);
+                    if (sig != NULL)
+                        X509_SIG_get0(sig, &alg, NULL);
+                    rc = kms_ks_pbe_check(p->ks, alg, "private keys");
+                }
+            }
+            sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
+            ERR_clear_error();
+            KMS_GUARD(rc);
+        }
+    }
+    return KMS_OK;
+}
+
 static kms_rc check_mac(struct p12 *p, PKCS12 *p12, const char *password)
 {
     p->pw = password != NULL ? password : "";
@@ -378,12 +414,14 @@ kms_rc kms_ks_p12_parse(struct kms_keystore *ks, const uint8_t *data, size_t len
     p.trusted_oid = OBJ_txt2obj("2.16.840.1.113894.746875.1.1", 1);
     if (p.trusted_oid == NULL)
         rc = kms_fail(KMS_ERR_NO_MEMORY, "%s: out of memory", ks->path);
-    if (rc == KMS_OK)
-        rc = check_mac(&p, p12, password);
     if (rc == KMS_OK && (asafes = PKCS12_unpack_authsafes(p12)) == NULL) {
         ERR_clear_error();
         rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: the PKCS#12 contents cannot be parsed", ks->path);
     }
+    if (rc == KMS_OK)
+        rc = check_kdfs(&p, asafes, p12);
+    if (rc == KMS_OK)
+        rc = check_mac(&p, p12, password);
     if (rc == KMS_OK)
         rc = walk_authsafes(&p, asafes);
     if (rc == KMS_OK)

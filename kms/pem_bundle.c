@@ -165,6 +165,13 @@ static kms_rc decode_block(struct pem *pm, struct kms_ks_item *it, size_t line, 
             X509_SIG_free(sig);
             return bad_block(pm, it, line, name, "is not a valid encrypted PKCS#8 private key");
         }
+        const X509_ALGOR *alg = NULL;
+        X509_SIG_get0(sig, &alg, NULL);
+        kms_rc rc = kms_ks_pbe_check(pm->ks, alg, "encrypted private keys");
+        if (rc != KMS_OK) {
+            X509_SIG_free(sig);
+            return rc;
+        }
         PKCS8_PRIV_KEY_INFO *p8 = pm->pw != NULL ? PKCS8_decrypt(sig, pm->pw, (int)strlen(pm->pw)) : NULL;
         X509_SIG_free(sig);
         if (p8 == NULL)

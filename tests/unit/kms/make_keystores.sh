@@ -27,6 +27,7 @@
 #   server-trad.key, server-trad-enc.key  traditional "EC PRIVATE KEY", plain and
 #                    AES-256 Proc-Type encrypted under PASSWORD
 #   ks-keypass.jks   JKS whose key password differs from the store password
+#   slow-mac.p12, slow-pbe.p12, slow.p8  1000001 KDF iterations (over the limit)
 #   *.crt / *.der    the certificates (PEM / DER) for comparisons
 # With --openssl-only the keytool files are skipped (faster).
 set -eu
@@ -111,6 +112,11 @@ ossl pkcs12 -export -in server.crt -inkey server.key -name kmsserver -certfile c
 ossl pkcs12 -export -in server.crt -inkey server.key -name kmsserver -certfile backend.crt \
     -caname KMSServer -passout env:KS_PASS -out dup.p12
 ossl ec -in server.key -out server-trad.key
+ossl pkcs12 -export -in server.crt -inkey server.key -name kmsserver -keypbe NONE -certpbe NONE \
+    -iter 1000001 -passout env:KS_PASS -out slow-mac.p12
+ossl pkcs12 -export -in server.crt -inkey server.key -name kmsserver -certpbe NONE -iter 1000001 \
+    -nomaciter -passout env:KS_PASS -out slow-pbe.p12
+ossl pkcs8 -topk8 -v2 aes-256-cbc -iter 1000001 -in server.key -passout env:KS_PASS -out slow.p8
 ossl ec -in server.key -aes256 -passout env:KS_PASS -out server-trad-enc.key
 
 # PEM bundle, written by hand as an operator would: key, leaf, chain, then named certificates.

@@ -480,6 +480,22 @@ Test(keystore, pkcs12_trailing_bytes_are_corrupt)
     free(big);
 }
 
+/* A crafted iteration count must not stall the loader (checked before use). */
+Test(keystore, kdf_iterations_are_bounded)
+{
+    struct kms_keystore *ks = NULL;
+    expect_rc(load_fx("slow-mac.p12", PASSWORD, &ks), KMS_ERR_KEYSTORE_CORRUPT, "slow MAC");
+    expect_detail("MAC asks for 1000001 iterations");
+    expect_rc(load_fx("slow-pbe.p12", PASSWORD, &ks), KMS_ERR_KEYSTORE_CORRUPT, "slow key PBE");
+    expect_detail("1000001 key-derivation iterations");
+    const char *pem[] = {"slow.p8", "server.crt", NULL};
+    size_t n;
+    uint8_t *d = concat(&n, pem);
+    expect_rc(load_as(d, n, "slow.pem", PASSWORD, &ks), KMS_ERR_KEYSTORE_CORRUPT, "slow PEM key");
+    expect_detail("1000001 key-derivation iterations");
+    free(d);
+}
+
 /* Each test runs in its own process, so the providers are not loaded yet. */
 Test(keystore, legacy_pkcs12_without_legacy_provider_says_so)
 {

@@ -140,6 +140,7 @@ static int load(const struct options *o, struct kms_keystore **ks)
         return rc;
     kms_error_clear();
     kms_rc r = kms_keystore_load(o->keystore, pw, ks);
+    int had_password = pw != NULL;
     kmsctl_password_free(&pw);
     if (r != KMS_OK) {
         const char *d = kms_error_detail();
@@ -149,6 +150,9 @@ static int load(const struct options *o, struct kms_keystore **ks)
             fprintf(stderr, "kmsctl: %s: %s\n", o->keystore, kms_error_message(r));
         return KMSCTL_EXIT_ERROR;
     }
+    if (!had_password && kms_keystore_format(*ks) == KMS_KEYSTORE_JKS)
+        fprintf(stderr, "kmsctl: warning: %s: no password given, so the JKS integrity check was skipped\n",
+                o->keystore);
     return KMSCTL_EXIT_OK;
 }
 

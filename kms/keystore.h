@@ -23,7 +23,9 @@ struct kms_keystore;
 struct kms_ks_entry;
 
 /* Loads path with password (may be NULL or "" for none). Detects the format
- * from the first bytes. Errors, each with a detail naming the file:
+ * from the first bytes. A NULL password loads a JKS file without its
+ * integrity check (as Java's KeyStore.load(in, null) does) and then fails on
+ * any private-key entry. Errors, each with a detail naming the file:
  *   KMS_ERR_IO               the file cannot be read (or is larger than 16 MiB)
  *   KMS_ERR_KEYSTORE_FORMAT  not JKS, PKCS#12 or PEM (includes the empty file)
  *   KMS_ERR_KEYSTORE_PASSWORD the integrity check/MAC fails with this password
@@ -42,10 +44,14 @@ const char *kms_keystore_path(const struct kms_keystore *ks);
 size_t kms_keystore_count(const struct kms_keystore *ks);
 /* Entries in file order; i < count. Borrowed from ks. */
 const struct kms_ks_entry *kms_keystore_entry(const struct kms_keystore *ks, size_t i);
-/* Case-insensitive alias lookup; NULL when absent. */
+/* Case-insensitive alias lookup (strcasecmp: ASCII letters fold, other UTF-8
+ * bytes must match exactly); NULL when absent. Aliases are unique under this
+ * comparison (a file with duplicates is KMS_ERR_KEYSTORE_CORRUPT). */
 const struct kms_ks_entry *kms_keystore_find(const struct kms_keystore *ks, const char *alias);
 /* The certificate entry whose certificate DER is byte-for-byte der[0..len);
- * NULL when none (private-key entries' certificates are not pinned clients). */
+ * NULL when none (private-key entries' certificates are not pinned clients).
+ * CA certificate entries are found too: check kms_ks_entry_is_ca before
+ * granting anything (SPEC §5). */
 const struct kms_ks_entry *kms_keystore_find_cert_der(const struct kms_keystore *ks, const uint8_t *der,
                                                       size_t len);
 

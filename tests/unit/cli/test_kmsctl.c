@@ -357,3 +357,59 @@ Test(kmsctl, help_lists_the_commands)
         expect(r.out, "Usage: kmsctl");
     }
 }
+
+/* A one-entry JKS (v2, trusted certificate backend.der) digested under PASSWORD. */
+static void write_jks(const char *path)
+{
+    char der_path[512];
+    uint8_t der[4096], b[8192], md[20];
+    size_t n = 0;
+    fx(der_path, sizeof(der_path), "backend.der");
+    FILE *f = fopen(der_path, "rb");
+    cr_assert_not_null(f);
+    size_t dl = fread(der, 1, sizeof(der), f);
+    fclose(f);
+    static const uint8_t head[] = {0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2,
+                                   0, 10, 'c', 'm', 'x', 'b', 'a', 'c', 'k', 'e', 'n', 'd',
+                                   0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 'X', '.', '5', '0', '9'};
+    memcpy(b, head, sizeof(head));
+    n = sizeof(head);
+    b[n++] = (uint8_t)(dl >> 24), b[n++] = (uint8_t)(dl >> 16), b[n++] = (uint8_t)(dl >> 8), b[n++] = (uint8_t)dl;
+    memcpy(b + n, der, dl);
+    n += dl;
+    uint8_t u16[64];
+    size_t k = 0;
+    for (const char *p = PASSWORD; *p; p++)
+        u16[k++] = 0, u16[k++] = (uint8_t)*p;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    cr_assert(EVP_DigestInit_ex(c, EVP_sha1(), NULL) == 1 && EVP_DigestUpdate(c, u16, k) == 1 &&
+              EVP_DigestUpdate(c, "Mighty Aphrodite", 16) == 1 && EVP_DigestUpdate(c, b, n) == 1 &&
+              EVP_DigestFinal_ex(c, md, NULL) == 1);
+    EVP_MD_CTX_free(c);
+    memcpy(b + n, md, 20);
+    n += 20;
+    f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+Test(kmsctl, jks_without_password_warns_that_integrity_was_not_checked)
+{
+    struct result r;
+    char ks[512];
+    fx(ks, sizeof(ks), "trust.jks");
+    write_jks(ks);
+    kmsctl(&r, NULL, (const char *[]){"keystore", "list", "--keystore", ks, NULL});
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
+    expect(r.out, "(JKS, 1 entry)");
+    expect(r.out, "cmxbackend ");
+    expect(r.err, "integrity check was skipped");
+    kmsctl(&r, ENV_PW, (const char *[]){"keystore", "list", "--keystore", ks, NULL});
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
+    cr_assert_eq(r.err[0], '\0', "unexpected stderr: %s", r.err);
+    kmsctl(&r, "KMS_KEYSTORE_PASSWORD=" WRONG, (const char *[]){"keystore", "list", "--keystore", ks, NULL});
+    cr_assert_eq(r.status, 1);
+    expect(r.err, "password is incorrect");
+    unlink(ks);
+}

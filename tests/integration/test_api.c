@@ -225,6 +225,13 @@ static void make_chain(const char *site, struct chain *c)
     resp_free(&r);
 }
 
+static void chain_free(struct chain *c)
+{
+    free(c->customer);
+    free(c->user);
+    free(c->workspace);
+}
+
 static void unwrap_ws(const char *cert, const char *site, const char *cust, const char *user, const char *ws,
                       struct resp *r)
 {
@@ -322,6 +329,7 @@ Test(api, full_hierarchy_backend_creates_device_unwraps)
     resp_free(&b);
     resp_free(&w2);
     resp_free(&u2);
+    chain_free(&c);
 }
 
 Test(api, device_may_not_create)
@@ -338,6 +346,7 @@ Test(api, device_may_not_create)
     http("cmxDevice", "POST", "/v1/workspace-keys", body, &r);
     expect_error(&r, 403, "forbidden");
     resp_free(&r);
+    chain_free(&c);
 }
 
 Test(api, ca_signed_certificate_not_in_keystore_is_401)
@@ -380,6 +389,7 @@ Test(api, rotated_device_certificate_works_beside_the_first)
     unwrap_ws("cmxDevice20261122", "site-rot", c.customer, c.user, c.workspace, &r);
     cr_assert_eq(r.status, 200, "%s", r.body);
     resp_free(&r);
+    chain_free(&c);
 }
 
 static void flip_bit(char *wrapped, size_t pos)
@@ -432,6 +442,8 @@ Test(api, tampered_replayed_or_cross_site_keys_fail_with_one_error)
     resp_free(&r);
     still_serving();
     resp_free(&ok);
+    chain_free(&c);
+    chain_free(&c2);
 }
 
 Test(api, malformed_requests_get_4xx_and_server_keeps_serving)

@@ -132,7 +132,9 @@ kms_rc kms_handle_workspace_unwrap(struct kms_server *s, struct kms_request *r)
     if (rc == KMS_OK) {
         kms_jsonw_obj_begin(&r->reply);
         kms_jsonw_kv(&r->reply, "site_id", q.site_id);
-        kms_jsonw_key(&r->reply, "workspace_key");
+        /* why: "plaintext", as the generic unwrap says it: the request's
+         * workspace_key is the wrapped form, so the reply must not reuse the name */
+        kms_jsonw_key(&r->reply, "plaintext");
         kms_jsonw_b64(&r->reply, kms_secret_cdata(key), kms_secret_len(key));
         kms_jsonw_obj_end(&r->reply);
     }

@@ -301,11 +301,11 @@ Test(api, full_hierarchy_backend_creates_device_unwraps)
     struct resp d, b;
     unwrap_ws("cmxDevice", "site-hier", c.customer, c.user, c.workspace, &d);
     cr_assert_eq(d.status, 200, "%s", d.body);
-    const char *key = jstr(&d, "workspace_key");
+    const char *key = jstr(&d, "plaintext");
     cr_assert(key != NULL && strlen(key) == 44, "32-byte key in base64: %s", d.body);
     unwrap_ws("cmxBackend", "site-hier", c.customer, c.user, c.workspace, &b);
     cr_assert_eq(b.status, 200, "%s", b.body);
-    cr_assert_str_eq(jstr(&b, "workspace_key"), key, "device and backend see the same key");
+    cr_assert_str_eq(jstr(&b, "plaintext"), key, "device and backend see the same key");
 
     /* a second workspace under the same user is a different key */
     struct resp w2, u2;
@@ -316,7 +316,7 @@ Test(api, full_hierarchy_backend_creates_device_unwraps)
     cr_assert_eq(w2.status, 201);
     unwrap_ws("cmxDevice", "site-hier", c.customer, c.user, jstr(&w2, "workspace_key"), &u2);
     cr_assert_eq(u2.status, 200);
-    cr_assert_str_neq(jstr(&u2, "workspace_key"), key);
+    cr_assert_str_neq(jstr(&u2, "plaintext"), key);
 
     /* key material never reaches the logs or the audit trail */
     char path[600], cmd[1400];

@@ -520,6 +520,8 @@ class State:
         if isinstance(policies, str):
             policies = [p for p in policies.split(",") if p]
         is_root = "root" in policies
+        if not is_root and not spec.get("no_default_policy", False):
+            policies = list(policies) + ["default"]     # as auth/token/create does
         renewable = bool(spec.get("renewable", not is_root and ttl > 0)) and ttype == "service"
         t = Token(
             id=spec.get("id"), policies=sorted(set(policies)),
@@ -1172,7 +1174,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pass
             return True
         if f.mode == "oversized":
-            pad = max(0, f.size - 40)
+            pad = max(0, f.size - 20)
             body = b'{"data":{"pad":"' + b"A" * pad + b'"}}\n'
             self._send(200, body)
             return True

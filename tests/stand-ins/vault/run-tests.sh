@@ -5,4 +5,5 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 echo "=== VAULT STAND-IN self-tests (a stand-in written from Vault's documented API, not Vault)"
 cd "$here"
+export PYTHONDONTWRITEBYTECODE=1
 exec timeout 300 /usr/bin/python3 -m unittest -v test_vault_standin

@@ -32,6 +32,7 @@ const char *kms_error_name(kms_rc rc) { return lookup(rc)->name; }
 
 static _Thread_local char detail[512];
 
+static void vset(const char *fmt, va_list ap) KMS_PRINTF(1, 0);
 static void vset(const char *fmt, va_list ap)
 {
     int n = vsnprintf(detail, sizeof(detail), fmt, ap);

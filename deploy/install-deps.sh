@@ -8,7 +8,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libgnutls28-dev libssl-dev libjansson-dev
       openssl curl ca-certificates default-jre-headless python3)
 if [ "${1:-}" = --test ]; then
-  pkgs+=(libcriterion-dev)
+  pkgs+=(libcriterion-dev clang libclang-rt-14-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

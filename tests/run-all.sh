@@ -36,4 +36,6 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run_suite build-asan -DKMS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
-echo "=== all suites passed (normal and ASan+UBSan builds)"
+echo "=== fuzz every parser for ${KMS_FUZZ_SECONDS:-15} s each (clang, libFuzzer, ASan+UBSan)"
+"$root/tests/fuzz/run.sh" "${KMS_FUZZ_SECONDS:-15}"
+echo "=== all suites passed (normal and ASan+UBSan builds, fuzzers)"

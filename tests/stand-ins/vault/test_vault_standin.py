@@ -914,6 +914,37 @@ class TestStatsAndFaults(StandInCase):
         self.assertEqual(self.s.imds("/metadata/instance?api-version=2018-02-01", {"Metadata": "true"})[0], 200)
 
 
+class TestHttp(StandInCase):
+    def test_keep_alive_connection_serves_several_requests(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.s.port, timeout=10)
+        try:
+            for _ in range(3):
+                conn.request("GET", "/v1/auth/token/lookup-self", headers={"X-Vault-Token": self.s.root})
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200)
+                self.assertNotEqual(r.getheader("Connection"), "close")
+        finally:
+            conn.close()
+
+    def test_request_over_32mb_is_413(self):
+        with socket.create_connection(("127.0.0.1", self.s.port), timeout=10) as sk:
+            sk.sendall(b"POST /v1/transit/encrypt/k HTTP/1.1\r\nHost: x\r\nX-Vault-Token: " +
+                       self.s.root.encode() + b"\r\nContent-Length: %d\r\n\r\n" % (32 * 1024 * 1024 + 1))
+            head = sk.recv(65536)
+        self.assertTrue(head.startswith(b"HTTP/1.1 413 "), head)
+
+    def test_short_body_and_delay_faults(self):
+        self.s.control("fault", {"mode": "short"})
+        with self.assertRaises(http.client.IncompleteRead):
+            self.s.raw("GET", "/v1/sys/health")
+        self.s.control("fault", {"mode": "delay", "delay_ms": 400})
+        with self.assertRaises((socket.timeout, TimeoutError)):
+            self.s.raw("GET", "/v1/sys/health", timeout=0.1)
+        self.s.control("fault/clear")
+        self.assertEqual(self.s.raw("GET", "/v1/sys/health")[0], 200)
+
+
 class TestProcess(unittest.TestCase):
     def test_refuses_other_addresses(self):
         for host in ("0.0.0.0", "::", "localhost", "192.168.1.1"):

@@ -1405,6 +1405,7 @@ class VaultHandler(Handler):
             return path
         rel = path[len("/v1/"):]
         qs = urllib.parse.parse_qs(query, keep_blank_values=True)
+        raw = self._read_body()     # why: keep-alive needs every body consumed, even an ignored one
         if rel in ("sys/health", "sys/health/") and method in ("GET", "HEAD"):
             self._endpoint = "/v1/sys/health"
             self.health(qs, method == "HEAD")
@@ -1413,7 +1414,6 @@ class VaultHandler(Handler):
             self._endpoint = "/v1/sys/seal-status"
             self.seal_status()
             return
-        raw = self._read_body()
         body = {}
         if raw.strip() and method in ("POST", "PUT", "PATCH", "DELETE"):
             try:
@@ -1927,13 +1927,21 @@ class Server(http.server.ThreadingHTTPServer):
 
     def finish_request(self, request, client_address):
         # why: the TLS handshake runs in the worker thread, so a slow client cannot stall accept().
-        if self.tls_ctx is not None:
-            request.settimeout(30)
+        if self.tls_ctx is None:
+            self.RequestHandlerClass(request, client_address, self)
+            return
+        request.settimeout(30)
+        try:
+            tls = self.tls_ctx.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
             try:
-                request = self.tls_ctx.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError):
-                return
-        self.RequestHandlerClass(request, client_address, self)
+                tls.close()
+            except OSError:
+                pass
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]

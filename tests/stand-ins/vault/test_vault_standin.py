@@ -422,6 +422,16 @@ class TestEnvelopeAndErrors(StandInCase):
         self.assertVaultError(self.s.call("POST", "/v1/transit/decrypt/de", {"ciphertext": v1}), 400,
                               "ciphertext or signature version is disallowed by policy (too old)")
 
+    def test_nonce_refused_on_encrypt_ignored_on_decrypt(self):
+        self.new_key("nk")
+        nonce = b64(b"\1" * 12)
+        self.assertVaultError(self.s.call("POST", "/v1/transit/encrypt/nk", {"plaintext": "YQ==", "nonce": nonce}),
+                              400, "provided nonce not allowed for this key")
+        st, parsed, raw = self.s.call("POST", "/v1/transit/encrypt/nk", {"plaintext": "YQ=="})
+        st, parsed, raw = self.s.call("POST", "/v1/transit/decrypt/nk",
+                                      {"ciphertext": parsed["data"]["ciphertext"], "nonce": nonce})
+        self.assertEqual(parsed["data"]["plaintext"], "YQ==")
+
     def test_unknown_key_type(self):
         self.assertVaultError(self.s.call("POST", "/v1/transit/keys/kt", {"type": "foo"}), 400, "unknown key type foo")
 

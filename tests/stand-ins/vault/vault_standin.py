@@ -1396,7 +1396,7 @@ def envelope(data=None, auth=None, warnings=None, mount_type=""):
 
 ROUTES = [
     # (regex on the namespace-relative path, endpoint label, methods)
-    (r"transit/keys", "transit/keys", ("LIST", "GET")),
+    (r"transit/keys", "transit/keys", ("LIST",)),     # GET ?list=true becomes LIST
     (r"transit/keys/" + KEY_NAME_RE, "transit/keys/:name", ("GET", "POST", "PUT", "DELETE")),
     (r"transit/keys/" + KEY_NAME_RE + r"/rotate", "transit/keys/:name/rotate", ("POST", "PUT")),
     (r"transit/keys/" + KEY_NAME_RE + r"/config", "transit/keys/:name/config", ("POST", "PUT")),

@@ -654,6 +654,8 @@ static kms_rc collect_env(struct loader *L)
         int k = lookup_env(L, *e, (size_t)(eq - *e), &is_file);
         if (k < 0)
             continue;
+        if (is_file && eq[1] == '\0')
+            continue; /* why: KMS_X_FILE= (empty) is how a container unsets it; no path to read */
         struct input *in = is_file ? &L->env.path[k] : &L->env.val[k];
         if (in->text != NULL)
             continue; /* why: getenv() sees the first of duplicate variables; so do we */

@@ -18,6 +18,10 @@
 #include "common/secret.h"
 #include "server/internal.h"
 
+/* A refused request's body is read and dropped up to this many bytes so the
+ * answer is not lost to a reset (see on_request); past it the connection closes. */
+#define DRAIN_MAX ((unsigned long long)4 << 20)
+
 
 static gnutls_datum_t ticket_key; /* TLS session tickets (rotated per process start) */
 
@@ -183,12 +187,11 @@ static enum MHD_Result respond_error(struct kms_server *s, struct MHD_Connection
     build_error(r, rc);
     if (kms_jsonw_finish(&r->reply) != KMS_OK)
         return MHD_NO;
+    const char *detail = r->detail[0] ? r->detail : kms_error_detail();
     if (kms_error_status(rc) >= 500)
-        kms_log(KMS_LOG_ERROR, "request.failed", r->id, "code", kms_error_code(rc), "detail", kms_error_detail(),
-                NULL);
+        kms_log(KMS_LOG_ERROR, "request.failed", r->id, "code", kms_error_code(rc), "detail", detail, NULL);
     else if (rc != KMS_ERR_UNAUTHENTICATED)
-        kms_log(KMS_LOG_INFO, "request.rejected", r->id, "code", kms_error_code(rc), "detail",
-                kms_error_detail(), NULL);
+        kms_log(KMS_LOG_INFO, "request.rejected", r->id, "code", kms_error_code(rc), "detail", detail, NULL);
     audit(s, r, rc);
     return send_reply(c, r);
 }
@@ -220,6 +223,13 @@ kms_rc kms_request_json(struct kms_request *r, json_t **out)
         return kms_fail(KMS_ERR_INVALID_FIELD, "the body must be a JSON object");
     }
     return KMS_OK;
+}
+
+/* Keeps the failure's detail with the request: the thread-local record may be
+ * overwritten by other connections before the answer is sent. */
+static void keep_detail(struct kms_request *r)
+{
+    (void)snprintf(r->detail, sizeof(r->detail), "%s", kms_error_detail());
 }
 
 static int is_json_type(const char *ct)
@@ -257,7 +267,10 @@ static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_r
             char *end = NULL;
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
-            if (errno != 0 || end == cl || *end != '\0' || n > s->d.max_body)
+            if (errno != 0 || end == cl || *end != '\0')
+                return kms_fail(KMS_ERR_BAD_REQUEST, "invalid Content-Length");
+            r->announced = n;
+            if (n > s->d.max_body)
                 return kms_fail(KMS_ERR_TOO_LARGE, "Content-Length %s > %zu", cl, s->d.max_body);
         }
         if (!is_json_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
@@ -290,10 +303,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         kms_buf_reset(r->body);
         kms_error_clear();
         r->error = admit(s, c, r, url, method);
-        /* why: answering in the first call makes MHD close the connection
-         * (reference §3.1): right for refusals, so only errors answer here. */
-        if (r->error != KMS_OK)
-            return respond_error(s, c, r, r->error);
+        if (r->error != KMS_OK) {
+            keep_detail(r);
+            /* why: answering in this first call makes MHD close the connection
+             * (reference §3.1) while the client may still be sending: the
+             * unread body turns the close into a reset that can destroy the
+             * answer. So drain a bounded body and answer at its end; answer at
+             * once only when the announced body is past the drain cap. */
+            if (r->announced > DRAIN_MAX)
+                return respond_error(s, c, r, r->error);
+        }
         return MHD_YES;
     }
 
@@ -303,20 +322,36 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
 
     if (*upload_data_size > 0) {
-        if (r->route->body != KMS_BODY_JSON) {
-            *upload_data_size = 0;
-            return respond_error(s, c, r, kms_fail(KMS_ERR_BAD_REQUEST, "this resource takes no body"));
-        }
-        kms_rc rc = kms_buf_append(r->body, upload_data, *upload_data_size);
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (rc != KMS_OK)
-            return respond_error(s, c, r,
-                                 rc == KMS_ERR_TOO_LARGE ? kms_fail(rc, "body over %zu bytes", s->d.max_body) : rc);
+        if (r->error == KMS_OK && r->route->body != KMS_BODY_JSON) {
+            r->error = kms_fail(KMS_ERR_BAD_REQUEST, "this resource takes no body");
+            keep_detail(r);
+        }
+        if (r->error == KMS_OK) {
+            kms_rc rc = kms_buf_append(r->body, upload_data, n);
+            if (rc != KMS_OK) {
+                r->error = rc == KMS_ERR_TOO_LARGE ? kms_fail(rc, "body over %zu bytes", s->d.max_body) : rc;
+                keep_detail(r);
+                r->drained = r->body->len;
+                kms_buf_reset(r->body);
+            }
+        }
+        if (r->error != KMS_OK) {
+            r->drained += n;
+            if (r->drained > DRAIN_MAX)
+                return respond_error(s, c, r, r->error);
+        }
         return MHD_YES;
     }
 
-    if (r->route->body == KMS_BODY_JSON && r->body->len == 0)
-        return respond_error(s, c, r, kms_fail(KMS_ERR_BAD_JSON, "empty body"));
+    if (r->error != KMS_OK)
+        return respond_error(s, c, r, r->error);
+    if (r->route->body == KMS_BODY_JSON && r->body->len == 0) {
+        kms_fail(KMS_ERR_BAD_JSON, "empty body");
+        keep_detail(r);
+        return respond_error(s, c, r, KMS_ERR_BAD_JSON);
+    }
 
     kms_error_clear();
     r->status = 200;

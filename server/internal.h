@@ -57,6 +57,9 @@ struct kms_request {
     struct kms_conn *conn;
     struct kms_buf *body;
     kms_rc error;          /* decided before the handler runs */
+    char detail[256];      /* the error's log detail, kept with the request */
+    unsigned long long announced; /* Content-Length, 0 when absent */
+    unsigned long long drained;   /* bytes of a refused body read and dropped */
     int responded;
     /* reply */
     int status;

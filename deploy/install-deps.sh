@@ -5,10 +5,10 @@
 #   install-deps.sh          build + run (quickstart)
 #   install-deps.sh --test   also what the test suite needs
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libgnutls28-dev libssl-dev libjansson-dev
+pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libgnutls28-dev libssl-dev libjansson-dev libcurl4-openssl-dev
       openssl curl ca-certificates default-jre-headless python3)
 if [ "${1:-}" = --test ]; then
-  pkgs+=(libcriterion-dev clang libclang-rt-14-dev)
+  pkgs+=(libcriterion-dev clang libclang-rt-14-dev python3-cryptography python3-pykmip)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

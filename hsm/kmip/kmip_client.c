@@ -466,9 +466,11 @@ static kms_rc exchange(struct kms_kmip_client *c, struct conn *k, const struct k
     if (r == IO_OK)
         r = read_full(k, hdr, sizeof(hdr), deadline, got_any);
     if (r == IO_OK) {
-        kms_rc rc = kms_ttlv_frame_len(hdr, resp->max, &total);
-        if (rc != KMS_OK)
-            return kms_fail(KMS_ERR_BACKEND, "KMIP server %s: unusable answer: %s", c->endpoint, kms_error_detail());
+        if (kms_ttlv_frame_len(hdr, resp->max, &total) != KMS_OK) {
+            char why[300];
+            snprintf(why, sizeof(why), "%s", kms_error_detail());
+            return kms_fail(KMS_ERR_BACKEND, "KMIP server %s: unusable answer: %s", c->endpoint, why);
+        }
         if (kms_buf_append(resp, hdr, sizeof(hdr)) != KMS_OK ||
             kms_buf_extend(resp, total - sizeof(hdr), &rest) != KMS_OK)
             return kms_fail(KMS_ERR_NO_MEMORY, "KMIP server %s: answer of %zu bytes", c->endpoint, total);
@@ -665,14 +667,14 @@ static kms_rc make_ctx(struct kms_kmip_client *c, const struct kms_kmip_client_o
      * certificate; an intermediate trusted there is an anchor too */
     if (X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(c->ctx), X509_V_FLAG_PARTIAL_CHAIN) != 1)
         goto fail;
+    if (X509_check_private_key(o->cert, o->key) != 1) {
+        ERR_clear_error();
+        return kms_fail(KMS_ERR_CONFIG, "KMIP client key does not match its certificate");
+    }
     if (SSL_CTX_use_certificate(c->ctx, o->cert) != 1 || SSL_CTX_use_PrivateKey(c->ctx, o->key) != 1) {
         kms_fail(KMS_ERR_CONFIG, "KMIP client certificate or key not usable");
         kms_error_add_openssl();
         return KMS_ERR_CONFIG;
-    }
-    if (SSL_CTX_check_private_key(c->ctx) != 1) {
-        ERR_clear_error();
-        return kms_fail(KMS_ERR_CONFIG, "KMIP client key does not match its certificate");
     }
     if (o->chain != NULL && SSL_CTX_set1_chain(c->ctx, o->chain) != 1)
         goto fail;

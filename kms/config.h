@@ -36,6 +36,10 @@
     X(KMIP_SERVER_PORT, "kmip.server.port")                                                      \
     X(HSM_MASTER_KEY, "kms.hsm.master.key")                                                      \
     X(HSM_SOFT_FILE, "kms.hsm.soft.file")                                                        \
+    X(HSM_POOL_SIZE, "kms.hsm.pool.size")                                                        \
+    X(HSM_CONNECT_TIMEOUT, "kms.hsm.connect.timeout.ms")                                         \
+    X(HSM_TIMEOUT, "kms.hsm.timeout.ms")                                                         \
+    X(HSM_CA_FILE, "kms.hsm.ca.file")                                                            \
     X(HSM_VAULT_NAMESPACE, "kms.hsm.vault.namespace")                                            \
     X(HSM_VAULT_AUTH, "kms.hsm.vault.auth")                                                      \
     X(HSM_VAULT_TOKEN, "kms.hsm.vault.token")                                                    \
@@ -43,6 +47,7 @@
     X(HSM_VAULT_AZURE_ROLE, "kms.hsm.vault.auth.azure.role")                                     \
     X(HSM_VAULT_AZURE_PATH, "kms.hsm.vault.auth.azure.path")                                     \
     X(HSM_VAULT_AZURE_RESOURCE, "kms.hsm.vault.auth.azure.resource")                             \
+    X(HSM_VAULT_AZURE_IMDS, "kms.hsm.vault.auth.azure.imds")                                     \
     X(CACHE_TYPE, "kms.cache.type")                                                              \
     X(CACHE_CONFIG_FILE, "kms.distributed.cache.config.file")                                    \
     X(CACHE_TTL, "kms.cache.ttl")                                                                \

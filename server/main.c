@@ -10,8 +10,8 @@
 
 #include "common/log.h"
 #include "common/secret.h"
-#include "hsm/soft/soft.h"
 #include "kms/audit.h"
+#include "kms/backend_select.h"
 #include "kms/cache.h"
 #include "kms/config.h"
 #include "kms/hierarchy.h"
@@ -87,27 +87,23 @@ static kms_rc load_keystore(struct node *n)
 
 static kms_rc open_backend(struct node *n)
 {
-    const char *protocol = kms_config_str(n->cfg, KMS_CFG_HSM_PROTOCOL);
-    if (strcmp(protocol, "soft") != 0)
-        return kms_fail(KMS_ERR_CONFIG,
-                        "kms.hsm.protocol=%s: this build of kmsd has only the soft backend; the KMIP and "
-                        "Vault backends are not implemented yet",
-                        protocol);
-    const char *password = kms_config_secret(n->cfg, KMS_CFG_KEYSTORE_PASSWORD);
-    KMS_GUARD(kms_soft_open(kms_config_str(n->cfg, KMS_CFG_HSM_SOFT_FILE), password ? password : "",
-                            kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &n->backend));
-    /* why: a renamed kms.hsm.master.key would otherwise fail every customer-key
-     * creation with key_not_found; for the development backend, create it. */
-    const char *master = kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY);
+    KMS_GUARD(kms_backend_open_configured(n->cfg, n->ks, &n->backend));
+    if (n->backend->ops->kind == KMS_BACKEND_SOFT)
+        kms_log(KMS_LOG_WARN, "backend.soft", NULL, "msg",
+                "kms.hsm.protocol=soft: master keys are held by kmsd itself in a password-sealed file, NOT in an "
+                "HSM. For development only; never use it in production.",
+                "file", kms_config_str(n->cfg, KMS_CFG_HSM_SOFT_FILE), NULL);
+    /* why: fail at start, not on the first request, when the master key is missing */
     struct kms_master_ref ref;
-    if (n->backend->ops->resolve(n->backend, master, &ref) == KMS_ERR_KEY_NOT_FOUND) {
-        KMS_GUARD(kms_soft_create_key(n->backend, master));
-        kms_log(KMS_LOG_INFO, "backend.soft.key_created", NULL, "master_key", master, NULL);
+    kms_rc rc = n->backend->ops->resolve(n->backend, kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &ref);
+    if (rc != KMS_OK) {
+        char why[512];
+        (void)snprintf(why, sizeof(why), "%s", kms_error_detail()); /* why: kms_fail rewrites the detail */
+        return kms_fail(rc, "master key '%s' (kms.hsm.master.key) cannot be used: %s",
+                        kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), why);
     }
-    kms_log(KMS_LOG_WARN, "backend.soft", NULL, "msg",
-            "kms.hsm.protocol=soft: master keys are held by kmsd itself in a password-sealed file, NOT in an "
-            "HSM. For development only; never use it in production.",
-            "file", kms_config_str(n->cfg, KMS_CFG_HSM_SOFT_FILE), NULL);
+    kms_log(KMS_LOG_INFO, "backend.ready", NULL, "backend", n->backend->ops->name, "master_key",
+            kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), "master_ref", ref.name, NULL);
     return KMS_OK;
 }
 

@@ -1,0 +1,142 @@
+#include "kms/backend_select.h"
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "hsm/kmip/kmip_backend.h"
+#include "hsm/soft/soft.h"
+#include "hsm/vault/vault_backend.h"
+
+static kms_rc open_soft(const struct kms_config *cfg, struct kms_backend **out)
+{
+    const char *password = kms_config_secret(cfg, KMS_CFG_KEYSTORE_PASSWORD);
+    const char *master = kms_config_str(cfg, KMS_CFG_HSM_MASTER_KEY);
+    KMS_GUARD(kms_soft_open(kms_config_str(cfg, KMS_CFG_HSM_SOFT_FILE), password ? password : "", master, out));
+    /* why: a renamed kms.hsm.master.key would otherwise fail every customer-key
+     * creation with key_not_found; in the development backend, create it. */
+    struct kms_master_ref ref;
+    if ((*out)->ops->resolve(*out, master, &ref) == KMS_ERR_KEY_NOT_FOUND) {
+        kms_rc rc = kms_soft_create_key(*out, master);
+        if (rc != KMS_OK) {
+            kms_backend_free(out);
+            return rc;
+        }
+        kms_log(KMS_LOG_INFO, "backend.soft.key_created", NULL, "master_key", master, NULL);
+    }
+    return KMS_OK;
+}
+
+/* The keystore's CA certificate entries: what kmsd trusts for its HSM. */
+static size_t add_keystore_cas(const struct kms_keystore *ks, X509_STORE *store, STACK_OF(X509) *stack)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < kms_keystore_count(ks); i++) {
+        const struct kms_ks_entry *e = kms_keystore_entry(ks, i);
+        if (kms_ks_entry_type(e) != KMS_KS_CERTIFICATE || !kms_ks_entry_is_ca(e))
+            continue;
+        if (store != NULL)
+            (void)X509_STORE_add_cert(store, kms_ks_entry_cert(e));
+        if (stack != NULL && X509_up_ref(kms_ks_entry_cert(e)) == 1 && !sk_X509_push(stack, kms_ks_entry_cert(e)))
+            X509_free(kms_ks_entry_cert(e));
+        n++;
+    }
+    return n;
+}
+
+static kms_rc open_kmip(const struct kms_config *cfg, const struct kms_keystore *ks, struct kms_backend **out)
+{
+    const char *alias = kms_config_str(cfg, KMS_CFG_KEYSTORE_ALIAS);
+    const struct kms_ks_entry *id = kms_keystore_find(ks, alias);
+    if (id == NULL || kms_ks_entry_type(id) != KMS_KS_PRIVATE_KEY)
+        return kms_fail(KMS_ERR_ALIAS_NOT_FOUND,
+                        "%s has no private-key entry '%s' (kms.keystore.alias, kmsd's identity toward the HSM)",
+                        kms_keystore_path(ks), alias);
+    X509_STORE *trust = X509_STORE_new();
+    if (trust == NULL)
+        return KMS_ERR_NO_MEMORY;
+    const char *ca_file = kms_config_str(cfg, KMS_CFG_HSM_CA_FILE);
+    kms_rc rc = KMS_OK;
+    if (ca_file[0] != '\0') {
+        if (X509_STORE_load_file(trust, ca_file) != 1) {
+            kms_error_add_openssl();
+            rc = kms_fail(KMS_ERR_CONFIG, "kms.hsm.ca.file %s: no PEM certificates could be read", ca_file);
+        }
+    } else if (add_keystore_cas(ks, trust, NULL) == 0) {
+        rc = kms_fail(KMS_ERR_CONFIG,
+                      "%s has no trusted CA entry (such as kmipSigningCA) to verify the HSM, and kms.hsm.ca.file "
+                      "is not set",
+                      kms_keystore_path(ks));
+    }
+    if (rc == KMS_OK) {
+        struct kms_kmip_options o;
+        memset(&o, 0, sizeof(o));
+        o.client.host = kms_config_str(cfg, KMS_CFG_HSM_SERVER_URL);
+        o.client.port = (uint16_t)kms_config_int(cfg, KMS_CFG_HSM_SERVER_PORT);
+        o.client.cert = kms_ks_entry_cert(id);
+        o.client.key = kms_ks_entry_key(id);
+        o.client.chain = kms_ks_entry_chain(id);
+        o.client.trust = trust;
+        o.client.pool_size = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_POOL_SIZE);
+        o.client.connect_timeout_ms = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_CONNECT_TIMEOUT);
+        o.client.io_timeout_ms = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_TIMEOUT);
+        rc = kms_kmip_backend_open(&o, out);
+    }
+    X509_STORE_free(trust); /* the client holds its own reference */
+    return rc;
+}
+
+static kms_rc open_vault(const struct kms_config *cfg, const struct kms_keystore *ks, struct kms_backend **out)
+{
+    char address[512];
+    /* why: the install guide's port default (5696) is KMIP's; a Vault URL
+     * carries its own port, so only an explicitly set port is added. */
+    long port = strcmp(kms_config_source(cfg, KMS_CFG_HSM_SERVER_PORT), "default") == 0
+                    ? 0
+                    : (long)kms_config_int(cfg, KMS_CFG_HSM_SERVER_PORT);
+    KMS_GUARD(kms_vault_address(kms_config_str(cfg, KMS_CFG_HSM_SERVER_URL), port, address, sizeof(address)));
+    struct kms_vault_options o;
+    kms_vault_options_init(&o);
+    o.address = address;
+    o.ns = kms_config_str(cfg, KMS_CFG_HSM_VAULT_NAMESPACE);
+    o.auth = strcmp(kms_config_str(cfg, KMS_CFG_HSM_VAULT_AUTH), "azure") == 0 ? KMS_VAULT_AUTH_AZURE
+                                                                             : KMS_VAULT_AUTH_TOKEN;
+    o.token = kms_config_secret(cfg, KMS_CFG_HSM_VAULT_TOKEN);
+    if (o.auth == KMS_VAULT_AUTH_TOKEN && (o.token == NULL || o.token[0] == '\0'))
+        return kms_fail(KMS_ERR_CONFIG, "kms.hsm.vault.auth=token needs kms.hsm.vault.token (or .file, or "
+                                        "KMS_HSM_VAULT_TOKEN)");
+    o.renew_before_expiry = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_VAULT_RENEW);
+    o.azure_role = kms_config_str(cfg, KMS_CFG_HSM_VAULT_AZURE_ROLE);
+    o.azure_path = kms_config_str(cfg, KMS_CFG_HSM_VAULT_AZURE_PATH);
+    o.azure_resource = kms_config_str(cfg, KMS_CFG_HSM_VAULT_AZURE_RESOURCE);
+    o.imds_address = kms_config_str(cfg, KMS_CFG_HSM_VAULT_AZURE_IMDS);
+    o.connect_timeout_ms = (long)kms_config_int(cfg, KMS_CFG_HSM_CONNECT_TIMEOUT);
+    o.timeout_ms = (long)kms_config_int(cfg, KMS_CFG_HSM_TIMEOUT);
+    const char *ca_file = kms_config_str(cfg, KMS_CFG_HSM_CA_FILE);
+    STACK_OF(X509) *cas = sk_X509_new_null();
+    if (cas == NULL)
+        return KMS_ERR_NO_MEMORY;
+    if (ca_file[0] != '\0')
+        o.ca_file = ca_file;
+    else if (add_keystore_cas(ks, NULL, cas) > 0)
+        o.ca_certs = cas;
+    kms_rc rc = kms_vault_backend_open(&o, out);
+    sk_X509_pop_free(cas, X509_free);
+    return rc;
+}
+
+kms_rc kms_backend_open_configured(const struct kms_config *cfg, const struct kms_keystore *ks,
+                                   struct kms_backend **out)
+{
+    *out = NULL;
+    const char *protocol = kms_config_str(cfg, KMS_CFG_HSM_PROTOCOL);
+    if (strcmp(protocol, "soft") == 0)
+        return open_soft(cfg, out);
+    if (strcmp(protocol, "kmip1") == 0)
+        return open_kmip(cfg, ks, out);
+    if (strcmp(protocol, "VAULT") == 0)
+        return open_vault(cfg, ks, out);
+    return kms_fail(KMS_ERR_CONFIG, "kms.hsm.protocol=%s is not a backend kmsd knows", protocol);
+}

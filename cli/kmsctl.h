@@ -19,6 +19,8 @@ enum {
 /* Command groups. argv[0] is the group name. */
 int kmsctl_keystore_main(int argc, char **argv);
 void kmsctl_keystore_usage(FILE *f);
+int kmsctl_hsm_main(int argc, char **argv);
+void kmsctl_hsm_usage(FILE *f);
 
 /* Where a keystore password comes from, in this order of precedence:
  * --password-file FILE (first line), the environment variable

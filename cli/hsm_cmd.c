@@ -1,0 +1,258 @@
+/* kmsctl hsm: check and manage the master-key backend that kms.properties
+ * names (KMIP HSM, Vault Transit, or the soft development backend), so that
+ * setting up a site needs no other KMIP or Vault tool. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/kmsctl.h"
+#include "common/log.h"
+#include "hsm/kmip/kmip_backend.h"
+#include "hsm/soft/soft.h"
+#include "hsm/vault/vault_backend.h"
+#include "kms/backend_select.h"
+#include "kms/config.h"
+#include "kms/keystore.h"
+
+extern char **environ;
+
+void kmsctl_hsm_usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: kmsctl hsm [--config FILE] COMMAND [ARGS]\n\n"
+            "The backend, the HSM address and kmsd's identity toward it come from kms.properties\n"
+            "(--config FILE, else $KMS_CONFIG, else /etc/kmsd/kms.properties).\n\n"
+            "Commands:\n"
+            "  status             reach the backend: KMIP versions and server information, or Vault health\n"
+            "                     and token state; exit 1 when it cannot be reached\n"
+            "  create-key NAME    create an AES-256 master key NAME (KMIP: Create + Activate, prints the UID)\n"
+            "  show NAME|UID      master key metadata (state, algorithm, versions) - never key material\n"
+            "  locate NAME        KMIP: the unique identifiers carrying Name NAME\n"
+            "  rotate NAME        Vault, soft: add a new version of NAME (old wrapped keys keep unwrapping)\n");
+}
+
+static void warn_cb(void *ctx, const char *msg)
+{
+    (void)ctx;
+    fprintf(stderr, "kmsctl: warning: %s\n", msg);
+}
+
+static int fail(const char *what, kms_rc rc)
+{
+    fprintf(stderr, "kmsctl hsm: %s: %s (%s)\n", what, kms_error_detail()[0] ? kms_error_detail() : kms_error_message(rc),
+            kms_error_code(rc));
+    return KMSCTL_EXIT_ERROR;
+}
+
+static int status(struct kms_backend *b)
+{
+    printf("backend:   %s\n", b->ops->name);
+    if (b->ops->kind == KMS_BACKEND_KMIP) {
+        struct kms_kmip_client *c = kms_kmip_backend_client(b);
+        struct kms_kmip_version v[16];
+        size_t n = 0;
+        printf("endpoint:  %s\n", kms_kmip_client_endpoint(c));
+        kms_rc rc = kms_kmip_discover(c, v, KMS_ARRAY_LEN(v), &n);
+        if (rc != KMS_OK)
+            return fail("DiscoverVersions", rc);
+        printf("versions: ");
+        for (size_t i = 0; i < n; i++)
+            printf(" %d.%d", v[i].major, v[i].minor);
+        struct kms_kmip_version nv;
+        if (kms_kmip_client_version(c, &nv) == KMS_OK)
+            printf("   (kmsd speaks %d.%d)", nv.major, nv.minor);
+        printf("\n");
+        struct kms_kmip_server_info *info = calloc(1, sizeof(*info));
+        if (info == NULL)
+            return fail("Query", KMS_ERR_NO_MEMORY);
+        rc = kms_kmip_query(c, info);
+        if (rc != KMS_OK) {
+            free(info);
+            return fail("Query", rc);
+        }
+        printf("vendor:    %s\n", info->vendor[0] ? info->vendor : "(not given)");
+        printf("operations:");
+        for (size_t i = 0; i < info->n_operations; i++)
+            printf(" %s", kms_kmip_operation_name(info->operations[i]));
+        printf("\nobjects:   ");
+        for (size_t i = 0; i < info->n_objects; i++)
+            printf(" %s", kms_kmip_object_type_name(info->objects[i]));
+        printf("\n");
+        free(info);
+        return KMSCTL_EXIT_OK;
+    }
+    if (b->ops->kind == KMS_BACKEND_VAULT) {
+        struct kms_vault_status st;
+        kms_rc rc = kms_vault_status(b, &st);
+        printf("address:   %s\n", st.address);
+        if (rc != KMS_OK)
+            return fail("sys/health", rc);
+        printf("health:    HTTP %ld, initialized %s, sealed %s, standby %s, version %s\n", st.health.status,
+               st.health.initialized ? "yes" : "no", st.health.sealed ? "yes" : "no",
+               st.health.standby ? "yes" : "no", st.health.version);
+        printf("token:     %s, %s, ttl %lld s, %lu renewals, %lu logins\n", st.auth.valid ? "valid" : "NOT valid",
+               st.auth.renewable ? "renewable" : "not renewable", st.auth.ttl, st.auth.renewals, st.auth.logins);
+        return st.health.sealed || !st.auth.valid ? KMSCTL_EXIT_ERROR : KMSCTL_EXIT_OK;
+    }
+    kms_rc rc = b->ops->probe(b);
+    if (rc != KMS_OK)
+        return fail("probe", rc);
+    printf("status:    ok (soft backend: master keys in a sealed file, NOT an HSM)\n");
+    return KMSCTL_EXIT_OK;
+}
+
+static int create_key(struct kms_backend *b, const char *name)
+{
+    kms_rc rc;
+    if (b->ops->kind == KMS_BACKEND_KMIP) {
+        char uid[KMS_KMIP_UID_MAX + 1] = "";
+        rc = kms_kmip_create_key(kms_kmip_backend_client(b), name, uid);
+        if (rc != KMS_OK)
+            return fail("Create", rc);
+        printf("created AES-256 key '%s': unique identifier %s (Active)\n", name, uid);
+        return KMSCTL_EXIT_OK;
+    }
+    rc = b->ops->kind == KMS_BACKEND_VAULT ? kms_vault_create_key(b, name) : kms_soft_create_key(b, name);
+    if (rc != KMS_OK)
+        return fail("create-key", rc);
+    printf("created master key '%s' (version 1)\n", name);
+    return KMSCTL_EXIT_OK;
+}
+
+static int show(struct kms_backend *b, const char *name)
+{
+    struct kms_key_info info;
+    memset(&info, 0, sizeof(info));
+    kms_rc rc = b->ops->describe(b, name, &info);
+    if (rc != KMS_OK)
+        return fail("show", rc);
+    char created[32] = "unknown";
+    if (info.created > 0) {
+        time_t t = (time_t)info.created;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    printf("name:      %s\nbackend:   %s\nstate:     %s\nalgorithm: %s\nversions:  current %u, oldest "
+           "decryptable %u\ncreated:   %s\n",
+           info.name, info.backend ? info.backend : b->ops->name, info.state, info.algorithm, info.current_version,
+           info.min_version, created);
+    return KMSCTL_EXIT_OK;
+}
+
+static int locate(struct kms_backend *b, const char *name)
+{
+    if (b->ops->kind != KMS_BACKEND_KMIP) {
+        fprintf(stderr, "kmsctl hsm: locate is a KMIP operation; this node's backend is %s\n", b->ops->name);
+        return KMSCTL_EXIT_USAGE;
+    }
+    char uids[32][KMS_KMIP_UID_MAX + 1];
+    size_t found = 0;
+    kms_rc rc = kms_kmip_locate(kms_kmip_backend_client(b), name, uids, KMS_ARRAY_LEN(uids), &found);
+    if (rc != KMS_OK)
+        return fail("Locate", rc);
+    for (size_t i = 0; i < found && i < KMS_ARRAY_LEN(uids); i++)
+        printf("%s\n", uids[i]);
+    if (found == 0)
+        fprintf(stderr, "kmsctl hsm: no key named '%s'\n", name);
+    return found ? KMSCTL_EXIT_OK : KMSCTL_EXIT_ERROR;
+}
+
+static int rotate(struct kms_backend *b, const char *name)
+{
+    kms_rc rc;
+    uint32_t version = 0;
+    if (b->ops->kind == KMS_BACKEND_KMIP) {
+        fprintf(stderr, "kmsctl hsm: KMIP keys have no versions: create a new key (kmsctl hsm create-key NEW), set "
+                        "kms.hsm.master.key=NEW on every node, then rewrap (POST /v1/keys/NEW/rewrap); keys "
+                        "wrapped under the old key keep unwrapping while it exists\n");
+        return KMSCTL_EXIT_USAGE;
+    }
+    if (b->ops->kind == KMS_BACKEND_VAULT) {
+        rc = kms_vault_rotate_key(b, name, &version);
+    } else {
+        rc = kms_soft_rotate(b, name);
+        struct kms_master_ref ref;
+        if (rc == KMS_OK && b->ops->resolve(b, name, &ref) == KMS_OK)
+            version = ref.version;
+    }
+    if (rc != KMS_OK)
+        return fail("rotate", rc);
+    printf("rotated '%s': new version %u; older versions keep unwrapping\n", name, version);
+    return KMSCTL_EXIT_OK;
+}
+
+int kmsctl_hsm_main(int argc, char **argv)
+{
+    const char *config = getenv("KMS_CONFIG");
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            kmsctl_hsm_usage(stdout);
+            return KMSCTL_EXIT_OK;
+        } else {
+            fprintf(stderr, "kmsctl hsm: unknown option '%s'\n", argv[i]);
+            kmsctl_hsm_usage(stderr);
+            return KMSCTL_EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        kmsctl_hsm_usage(stderr);
+        return KMSCTL_EXIT_USAGE;
+    }
+    const char *cmd = argv[i];
+    const char *arg = i + 1 < argc ? argv[i + 1] : NULL;
+    int needs_arg = strcmp(cmd, "status") != 0;
+    if ((needs_arg && arg == NULL) || i + 1 + needs_arg != argc) {
+        fprintf(stderr, "kmsctl hsm: wrong arguments for '%s'\n", cmd);
+        kmsctl_hsm_usage(stderr);
+        return KMSCTL_EXIT_USAGE;
+    }
+    if (config == NULL || config[0] == '\0')
+        config = "/etc/kmsd/kms.properties";
+    kms_log_set_level(KMS_LOG_WARN);
+
+    struct kms_config *cfg = NULL;
+    struct kms_keystore *ks = NULL;
+    struct kms_backend *b = NULL;
+    int code;
+    kms_rc rc = kms_config_load(config, environ, warn_cb, NULL, &cfg);
+    if (rc != KMS_OK) {
+        code = fail(config, rc);
+        goto out;
+    }
+    rc = kms_keystore_load(kms_config_str(cfg, KMS_CFG_KEYSTORE_FILE),
+                           kms_config_secret(cfg, KMS_CFG_KEYSTORE_PASSWORD), &ks);
+    if (rc != KMS_OK) {
+        code = fail("keystore", rc);
+        goto out;
+    }
+    rc = kms_backend_open_configured(cfg, ks, &b);
+    if (rc != KMS_OK) {
+        code = fail("cannot open the backend", rc);
+        goto out;
+    }
+    if (strcmp(cmd, "status") == 0)
+        code = status(b);
+    else if (strcmp(cmd, "create-key") == 0)
+        code = create_key(b, arg);
+    else if (strcmp(cmd, "show") == 0)
+        code = show(b, arg);
+    else if (strcmp(cmd, "locate") == 0)
+        code = locate(b, arg);
+    else if (strcmp(cmd, "rotate") == 0)
+        code = rotate(b, arg);
+    else {
+        fprintf(stderr, "kmsctl hsm: unknown command '%s'\n", cmd);
+        kmsctl_hsm_usage(stderr);
+        code = KMSCTL_EXIT_USAGE;
+    }
+out:
+    kms_backend_free(&b);
+    kms_keystore_free(&ks);
+    kms_config_free(&cfg);
+    return code;
+}

@@ -205,6 +205,8 @@ static kms_rc run(struct pass *p, const uint8_t *msg, size_t len)
     struct kms_ttlv *root = NULL;
     kms_cursor_init(&c, msg, len);
     KMS_GUARD(item(p, &c, 1, &root));
+    if (len >= KMS_TTLV_HEADER_LEN && msg[3] != KMS_TTLV_STRUCTURE)
+        return kms_fail(KMS_ERR_MALFORMED, "TTLV: a message is a Structure, not a %s", kms_ttlv_type_name(msg[3]));
     if (kms_cursor_remaining(&c) != 0)
         return kms_fail(KMS_ERR_MALFORMED, "TTLV: %zu trailing bytes after the message", kms_cursor_remaining(&c));
     return KMS_OK;

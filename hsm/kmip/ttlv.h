@@ -9,7 +9,7 @@
  * Structure's children must consume exactly its length, Booleans are 0 or 1,
  * Text Strings are UTF-8 without NUL, Big Integers are a non-zero multiple of
  * 8 bytes, tags are 0x42xxxx (KMIP) or 0x54xxxx (extensions), and a message is
- * one item with nothing after it, at most KMS_TTLV_MAX_MESSAGE bytes and
+ * one Structure with nothing after it, at most KMS_TTLV_MAX_MESSAGE bytes and
  * KMS_TTLV_MAX_DEPTH levels deep. It does not know what tags mean: that is
  * kmip_msg.c's job.
  *

@@ -359,6 +359,10 @@ Test(ttlv, unknown_types_and_tags_are_refused, .timeout = 60)
     cr_assert_eq(decode(buf, 24), KMS_OK);
     put_hdr(buf, 0x000078, KMS_TTLV_STRUCTURE, 16);
     cr_assert_eq(decode(buf, 24), KMS_ERR_MALFORMED, "message tag");
+    put_hdr(buf, 0x420078, KMS_TTLV_BYTE_STRING, 16);
+    cr_assert_eq(decode(buf, 24), KMS_ERR_MALFORMED, "a message that is not a Structure");
+    put_hdr(buf, 0x420078, KMS_TTLV_INTEGER, 4);
+    cr_assert_eq(decode(buf, 16), KMS_ERR_MALFORMED, "a message that is not a Structure");
 }
 
 Test(ttlv, boolean_big_integer_and_text_values_are_checked, .timeout = 60)

@@ -17,7 +17,10 @@
 #   PYKMIP_HOST PYKMIP_PORT PYKMIP_PID PYKMIP_DIR PYKMIP_LOG
 #   PYKMIP_CLIENT_CERT PYKMIP_CLIENT_KEY PYKMIP_CLIENT_CHAIN PYKMIP_CA
 #   (kmsClient certificate, key, intermediate CA, root CA = kmipSigningCA)
-# env: KMS_PYKMIP_SERVER_SAN overrides the kmipServer subjectAltName (default
+# env: KMS_PYKMIP_PKI=PATH: use that deploy/pki/dev-pki.sh folder (kmsd's own)
+#      instead of a new one: PyKMIP then trusts its kmsClient certificate, and its
+#      kmipSigningCA (rootCA.crt) verifies PyKMIP. Read on the first start only.
+#      KMS_PYKMIP_SERVER_SAN overrides the kmipServer subjectAltName (default
 #      "DNS:localhost, IP:127.0.0.1"; tests use it to check name verification).
 # Needs /usr/bin/python3 with python3-pykmip (not the pyenv python3 on PATH),
 # openssl, keytool (dev-pki.sh). Every wait is bounded.
@@ -76,7 +79,17 @@ listening() {
 
 make_pki() {
   local pki=$dir/pki
-  "$repo/deploy/pki/dev-pki.sh" "$pki" >/dev/null
+  if [ -n "${KMS_PYKMIP_PKI:-}" ] && [ ! -d "$pki" ]; then
+    # why: share kmsd's dev PKI, so PyKMIP trusts kmsd's kmsClient and kmsd's
+    # kmipSigningCA (rootCA) signs PyKMIP's certificate
+    mkdir -p "$pki"
+    for f in rootCA.crt intermediateCA.crt intermediateCA.key ca-chain.crt kmsClient.crt kmsClient.key; do
+      [ -f "$KMS_PYKMIP_PKI/$f" ] || { echo "pykmip: $KMS_PYKMIP_PKI/$f missing (a dev-pki.sh folder?)" >&2; exit 1; }
+      cp -p "$KMS_PYKMIP_PKI/$f" "$pki/"
+    done
+  elif [ ! -f "$pki/intermediateCA.key" ]; then
+    "$repo/deploy/pki/dev-pki.sh" "$pki" >/dev/null
+  fi
   [ -f "$pki/kmipServer-chain.crt" ] && return 0
   (
     cd "$pki"

@@ -31,7 +31,7 @@ else
   openssl rand -hex 12 | tr -d '\n' > password.txt
 fi
 pw=$(cat password.txt)
-export KMS_PKI_PW="$pw"   # passed to openssl as env:KMS_PKI_PW, never on a command line
+export DEVPKI_PW="$pw"   # passed to openssl as env:DEVPKI_PW, never on a command line
 
 newkey() { # newkey FILE
   if [ "$keytype" = rsa ]; then
@@ -82,7 +82,7 @@ issue() { # issue NAME CN PROFILE
     -days 825 -extfile ext.cnf -extensions "$profile" -out "$name.crt" 2>/dev/null
   cat "$name.crt" intermediateCA.crt rootCA.crt > "$name-chain.crt"
   openssl pkcs12 -export -name "$name" -inkey "$name.key" -in "$name.crt" -certfile ca-chain.crt \
-    -passout env:KMS_PKI_PW -out "$name.p12"
+    -passout env:DEVPKI_PW -out "$name.p12"
 }
 issue kmsServer localhost server
 issue kmsClient kmsClient client
@@ -91,13 +91,13 @@ issue cmxDevice cmxDevice client
 
 # 3. The keystore, with keytool as the install guide does it.
 for name in kmsServer kmsClient; do
-  keytool -importkeystore -noprompt -srckeystore "$name.p12" -srcstoretype pkcs12 -srcstorepass:env KMS_PKI_PW \
-    -srcalias "$name" -destkeystore kms.jks -deststorepass:env KMS_PKI_PW -destalias "$name" >/dev/null 2>&1
+  keytool -importkeystore -noprompt -srckeystore "$name.p12" -srcstoretype pkcs12 -srcstorepass:env DEVPKI_PW \
+    -srcalias "$name" -destkeystore kms.jks -deststorepass:env DEVPKI_PW -destalias "$name" >/dev/null 2>&1
 done
 keytool -importcert -noprompt -trustcacerts -alias kmipSigningCA -file rootCA.crt -keystore kms.jks \
-  -storepass:env KMS_PKI_PW >/dev/null 2>&1
+  -storepass:env DEVPKI_PW >/dev/null 2>&1
 for name in cmxBackend cmxDevice; do
-  keytool -importcert -noprompt -alias "$name" -file "$name.crt" -keystore kms.jks -storepass:env KMS_PKI_PW \
+  keytool -importcert -noprompt -alias "$name" -file "$name.crt" -keystore kms.jks -storepass:env DEVPKI_PW \
     >/dev/null 2>&1
 done
 rm -f ./*.srl ext.cnf

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Integration harness: starts and stops a real kmsd for the integration tests.
 #
-#   harness.sh start DIR KMSD_BINARY   PKI (dev-pki.sh) + extra client certificates,
-#                                      kms.properties, kmsd on 127.0.0.1:<free port>
-#   harness.sh stop DIR                SIGTERM by PID, bounded wait, then checks the exit
-#                                      status and that the log holds no sanitizer report
+#   harness.sh start DIR KMSD_BINARY [BACKEND]
+#        PKI (dev-pki.sh) + extra client certificates, the backend's peer, kms.properties,
+#        kmsd on 127.0.0.1:<free port>. BACKEND: soft (default); kmip (a real PyKMIP
+#        server, tests/stand-ins/pykmip); vault, vault-azure (the Vault stand-in,
+#        tests/stand-ins/vault, with token or Azure/IMDS auth). The master key is
+#        created with kmsctl hsm (KMIP) or the Vault API before kmsd starts.
+#   harness.sh stop DIR
+#        SIGTERM to kmsd by PID, bounded wait, then checks the exit status and that
+#        the log holds no sanitizer report; stops the backend's peer by PID.
 #
 # DIR/it.env is what the tests read: KMS_IT_PORT, KMS_IT_PKI, KMS_IT_PASSWORD, ...
 set -euo pipefail
@@ -20,7 +25,7 @@ free_port() {
 make_extra_certs() { # the certificates the negative tests present
   local pki=$1
   cd "$pki"
-  export KMS_PKI_PW; KMS_PKI_PW=$(cat password.txt)
+  export DEVPKI_PW; DEVPKI_PW=$(cat password.txt)
   cat > extra.cnf <<'CNF'
 [client]
 basicConstraints = critical, CA:FALSE
@@ -47,7 +52,7 @@ CNF
     openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr"
     openssl ca -batch -config extra.cnf -cert intermediateCA.crt -keyfile intermediateCA.key -notext \
       -extfile extra.cnf -extensions client -in "$name.csr" -out "$name.crt" "$@" >/dev/null 2>&1
-    openssl pkcs12 -export -name "$name" -inkey "$name.key" -in "$name.crt" -passout env:KMS_PKI_PW -out "$name.p12"
+    openssl pkcs12 -export -name "$name" -inkey "$name.key" -in "$name.crt" -passout env:DEVPKI_PW -out "$name.p12"
   }
   # CA-signed, never imported: must get 401.
   sign stranger "/O=kmsd dev/OU=cmxBackend/CN=cmxBackend" -days 30
@@ -58,32 +63,68 @@ CNF
   # Self-signed with the real device's subject: must get 401.
   openssl req -new -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue.key \
     -subj "/O=kmsd dev/OU=cmxDevice/CN=cmxDevice" -days 30 -out rogue.crt 2>/dev/null
-  openssl pkcs12 -export -name rogue -inkey rogue.key -in rogue.crt -passout env:KMS_PKI_PW -out rogue.p12
+  openssl pkcs12 -export -name rogue -inkey rogue.key -in rogue.crt -passout env:DEVPKI_PW -out rogue.p12
   keytool -importcert -noprompt -alias cmxDeviceExpired -file expiredDevice.crt -keystore kms.jks \
-    -storepass:env KMS_PKI_PW >/dev/null 2>&1
+    -storepass:env DEVPKI_PW >/dev/null 2>&1
   keytool -importcert -noprompt -alias cmxDevice20261122 -file cmxDevice20261122.crt -keystore kms.jks \
-    -storepass:env KMS_PKI_PW >/dev/null 2>&1
+    -storepass:env DEVPKI_PW >/dev/null 2>&1
   cd - >/dev/null
 }
 
+backend_properties() { # the kms.properties lines of BACKEND, after starting its peer
+  local backend=$1 kmsctl=$2
+  case "$backend" in
+    soft)
+      printf 'kms.hsm.protocol = soft\nkms.hsm.soft.file = %s\n' "$dir/soft-keys.bin" ;;
+    kmip)
+      # why: PyKMIP runs in DIR itself so that it shares DIR/pki: its CA signs
+      # kmsd's kmsClient certificate and kmsd's kmipSigningCA signs its own.
+      "$root/tests/stand-ins/pykmip/pykmip.sh" start "$dir" >/dev/null
+      # shellcheck disable=SC1091
+      . "$dir/pykmip.env"
+      printf 'kms.hsm.protocol = kmip1\nkms.hsm.server.url = 127.0.0.1\nkms.hsm.server.port = %s\n' "$PYKMIP_PORT"
+      printf 'kms.keystore.alias = kmsClient\nkms.hsm.pool.size = 2\n' ;;
+    vault|vault-azure)
+      "$root/tests/stand-ins/vault/standin.sh" start "$dir/vault-run" >/dev/null
+      # shellcheck disable=SC1091
+      . "$dir/vault-run/vault.env"
+      curl -fsS --max-time 10 -H "X-Vault-Token: $(cat "$VAULT_TOKEN_FILE")" -X POST \
+        "$VAULT_ADDR/v1/transit/keys/kms-master" >/dev/null
+      printf 'kms.hsm.protocol = VAULT\nkms.hsm.server.url = %s\n' "$VAULT_ADDR"
+      if [ "$backend" = vault ]; then
+        printf 'kms.hsm.vault.token.file = %s\n' "$VAULT_TOKEN_FILE"
+      else
+        printf 'kms.hsm.vault.auth = azure\nkms.hsm.vault.auth.azure.role = %s\n' "$AZURE_ROLE"
+        printf 'kms.hsm.vault.auth.azure.imds = %s\n' "$IMDS_ADDR"
+      fi ;;
+    *) echo "harness: unknown backend $backend" >&2; exit 2 ;;
+  esac
+}
+
 start() {
-  local bin=${1:?KMSD_BINARY}
+  local bin=${1:?KMSD_BINARY} backend=${2:-soft}
+  local kmsctl; kmsctl=$(dirname "$bin")/../cli/kmsctl
   rm -rf "$dir" && mkdir -p "$dir"
+  trap 'stop_peers' ERR
   "$root/deploy/pki/dev-pki.sh" "$dir/pki" >/dev/null
   make_extra_certs "$dir/pki"
   local port; port=$(free_port)
-  cat > "$dir/kms.properties" <<PROPS
-# written by tests/integration/harness.sh
-kms.server.address = 127.0.0.1
-kms.server.port = $port
-kms.keystore.file = $dir/pki/kms.jks
-kms.keystore.password.file = $dir/pki/password.txt
-kms.hsm.protocol = soft
-kms.hsm.soft.file = $dir/soft-keys.bin
-kms.cache.type = local
-kms.audit.file = $dir/audit.log
-kms.log.level = debug
-PROPS
+  {
+    echo "# written by tests/integration/harness.sh ($backend)"
+    echo "kms.server.address = 127.0.0.1"
+    echo "kms.server.port = $port"
+    echo "kms.keystore.file = $dir/pki/kms.jks"
+    echo "kms.keystore.password.file = $dir/pki/password.txt"
+    echo "kms.cache.type = local"
+    echo "kms.audit.file = $dir/audit.log"
+    echo "kms.log.level = debug"
+    backend_properties "$backend" "$kmsctl"
+  } > "$dir/kms.properties"
+  echo "$backend" > "$dir/backend"
+  if [ "$backend" = kmip ]; then
+    # the operator's way: kmsctl hsm, with kmsd's own configuration and identity
+    KMS_CONFIG="$dir/kms.properties" "$kmsctl" hsm create-key kms-master > "$dir/create-key.out"
+  fi
   # The wrapper records kmsd's exit status for `stop`; kmsd's own PID is what we signal.
   ( "$bin" --config "$dir/kms.properties" 2>"$dir/kmsd.log" & echo $! > "$dir/kmsd.pid"; wait $!; echo $? > "$dir/kmsd.rc" ) </dev/null >/dev/null 2>&1 &
   local deadline=$((SECONDS + 30))
@@ -92,6 +133,7 @@ PROPS
       echo "harness: kmsd did not come up on port $port; its log:" >&2
       cat "$dir/kmsd.log" >&2
       [ -f "$dir/kmsd.pid" ] && kill "$(cat "$dir/kmsd.pid")" 2>/dev/null || true
+      stop_peers
       exit 1
     fi
     sleep 0.2
@@ -101,6 +143,7 @@ KMS_IT_DIR=$dir
 KMS_IT_PORT=$port
 KMS_IT_PKI=$dir/pki
 KMS_IT_PASSWORD=$(cat "$dir/pki/password.txt")
+KMS_IT_BACKEND=$backend
 ENV
   echo "harness: kmsd pid $(cat "$dir/kmsd.pid") on 127.0.0.1:$port"
 }
@@ -114,24 +157,34 @@ stop() {
   if [ ! -f "$dir/kmsd.rc" ]; then
     echo "harness: kmsd (pid $pid) did not stop within 30 s; killing it" >&2
     kill -KILL "$pid" 2>/dev/null || true
+    stop_peers
     exit 1
   fi
   local rc; rc=$(cat "$dir/kmsd.rc")
   if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$dir/kmsd.log"; then
     echo "harness: sanitizer report in kmsd's log:" >&2
     grep -A30 -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$dir/kmsd.log" >&2
+    stop_peers
     exit 1
   fi
   if [ "$rc" != 0 ]; then
     echo "harness: kmsd exited with status $rc; log tail:" >&2
     tail -20 "$dir/kmsd.log" >&2
+    stop_peers
     exit 1
   fi
   echo "harness: kmsd stopped cleanly (status 0)"
+  stop_peers
+}
+
+stop_peers() {
+  [ -f "$dir/pykmip.env" ] && "$root/tests/stand-ins/pykmip/pykmip.sh" stop "$dir" >/dev/null
+  [ -f "$dir/vault-run/vault.env" ] && "$root/tests/stand-ins/vault/standin.sh" stop "$dir/vault-run" >/dev/null
+  return 0
 }
 
 case "$cmd" in
-  start) start "${3:-}" ;;
+  start) start "${3:-}" "${4:-soft}" ;;
   stop) stop ;;
   *) echo "usage: harness.sh start|stop DIR [KMSD]" >&2; exit 2 ;;
 esac

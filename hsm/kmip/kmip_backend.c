@@ -125,7 +125,8 @@ static kms_rc lookup(struct kmip_backend *k, const char *name, struct entry *out
             return kms_fail(KMS_ERR_BACKEND,
                             "KMIP server %s: Name \"%s\" matches %zu keys (%s%s); configure the master key by its "
                             "unique identifier",
-                            kms_kmip_client_endpoint(k->client), name, found, list, found > LOCATE_SHOWN ? ", ..." : "");
+                            kms_kmip_client_endpoint(k->client), name, found, list,
+                            found > LOCATE_SHOWN ? ", ..." : "");
         }
         if (!ref_name_valid(uids[0]))
             return kms_fail(KMS_ERR_BACKEND, "KMIP server %s: unique identifier of \"%s\" is not printable ASCII "
@@ -152,7 +153,8 @@ static kms_rc kmip_resolve(struct kms_backend *b, const char *name, struct kms_m
     if (a->state != 0 && a->state != KMS_KMIP_STATE_ACTIVE)
         return kms_fail(KMS_ERR_BACKEND, "KMIP server %s: master key %s (\"%s\") is %s, not Active%s", ep, e.uid, name,
                         kms_kmip_state_name(a->state),
-                        a->state == KMS_KMIP_STATE_PRE_ACTIVE ? " (activate it: kmsctl hsm activate)" : "");
+                        a->state == KMS_KMIP_STATE_PRE_ACTIVE ? " (it was never activated: send it KMIP Activate)"
+                                                               : "");
     if (a->algorithm != 0 && a->algorithm != KMS_KMIP_ALG_AES)
         return kms_fail(KMS_ERR_BACKEND, "KMIP server %s: master key %s is %s, not AES", ep, e.uid,
                         kms_kmip_algorithm_name(a->algorithm));

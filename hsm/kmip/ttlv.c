@@ -88,7 +88,10 @@ int kms_ttlv_text_valid(const uint8_t *s, size_t len)
     return 1;
 }
 
-static size_t offset_of(const struct pass *p, const struct kms_cursor *c) { return (size_t)(c->data + c->pos - p->msg); }
+static size_t offset_of(const struct pass *p, const struct kms_cursor *c)
+{
+    return (size_t)(c->data + c->pos - p->msg);
+}
 
 static uint64_t be(const uint8_t *p, size_t n)
 {

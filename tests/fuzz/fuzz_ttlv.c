@@ -115,7 +115,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const struct kms_ttlv *root = kms_ttlv_doc_root(doc);
     size_t total = 0;
     if (kms_ttlv_doc_count(doc) > size / 8 || root->type != KMS_TTLV_STRUCTURE ||
-        (root->tag >> 16 == 0x42 && (kms_ttlv_frame_len(data, KMS_TTLV_MAX_MESSAGE, &total) != KMS_OK || total != size)))
+        ((root->tag >> 16) == 0x42 &&
+         (kms_ttlv_frame_len(data, KMS_TTLV_MAX_MESSAGE, &total) != KMS_OK || total != size)))
         abort();
 
     struct kms_buf b;

@@ -80,8 +80,9 @@ ReportHook(POST_ALL)(struct criterion_global_stats *stats)
     static const char *const subdirs[] = {"", "/outage", "/wrongname"};
     char cmd[1024];
     for (size_t i = 0; i < KMS_ARRAY_LEN(subdirs); i++) {
-        snprintf(cmd, sizeof(cmd), "[ ! -f %s%s/pykmip.env ] || %s/tests/stand-ins/pykmip/pykmip.sh kill %s%s >/dev/null",
-                 own_dir, subdirs[i], src ? src : ".", own_dir, subdirs[i]);
+        snprintf(cmd, sizeof(cmd),
+                 "[ ! -f %s%s/pykmip.env ] || %s/tests/stand-ins/pykmip/pykmip.sh kill %s%s >/dev/null", own_dir,
+                 subdirs[i], src ? src : ".", own_dir, subdirs[i]);
         (void)!system(cmd);
     }
     if (getenv("KMS_KEEP_PYKMIP") == NULL) {

@@ -415,6 +415,7 @@ static kms_rc generic_args(const char *name, const char *site_id)
 
 /* Parses and authenticates a master-wrapped key of one of the given levels
  * made under `name` for `site_id`. */
+/* name NULL: any master key of this backend may have made it (rewrap). */
 static kms_rc generic_open(struct kms_hierarchy *h, const char *name, const char *site_id, const char *text,
                            int allow_customer, struct kms_wrapped **w, struct kms_secret **pt)
 {
@@ -427,7 +428,7 @@ static kms_rc generic_open(struct kms_hierarchy *h, const char *name, const char
                       kms_key_level_name(level));
     else if (strcmp((*w)->hdr.site_id, site_id) != 0)
         rc = kms_fail(KMS_ERR_UNWRAP, "%s key is for another site", kms_key_level_name(level));
-    if (rc == KMS_OK)
+    if (rc == KMS_OK && name != NULL)
         rc = check_master_name(h, *w, name);
     if (rc == KMS_OK)
         rc = master_open(h, *w, pt);
@@ -475,7 +476,10 @@ kms_rc kms_hierarchy_rewrap(struct kms_hierarchy *h, const char *name, const cha
     /* why: rewrap never reveals plaintext, so it also moves customer keys to
      * the current master key version; their key id, hence every user key's
      * parent reference, stays the same */
-    KMS_GUARD(generic_open(h, name, site_id, wrapped, 1, &w, &pt));
+    /* why: rotation on a KMIP HSM is a new key under a new name, so rewrap
+     * accepts a key made under any master key the backend still holds (the
+     * blob names it) and seals it under name; it never returns plaintext. */
+    KMS_GUARD(generic_open(h, NULL, site_id, wrapped, 1, &w, &pt));
     kms_rc rc = master_seal(h, name, w->hdr.level, w->hdr.key_id, site_id, pt, rewrapped);
     kms_secret_free(&pt);
     kms_wrapped_free(&w);

@@ -50,8 +50,11 @@ kms_rc kms_hierarchy_unwrap_workspace(struct kms_hierarchy *h, const char *site_
                                       struct kms_secret **key) KMS_MUST_CHECK;
 
 /* Generic primitive under master key `name`. site_id may be "" (none).
- * unwrap/rewrap also fail with KMS_ERR_UNWRAP when the wrapped key was not made
- * under `name`. rewrap moves it to name's current version. */
+ * unwrap also fails with KMS_ERR_UNWRAP when the wrapped key was not made
+ * under `name`. rewrap moves a key made under any master key of the backend
+ * (an older version of name, or another key: KMIP rotation) to name's current
+ * version, keeping its key id; it also takes customer keys, since it never
+ * returns plaintext. */
 kms_rc kms_hierarchy_wrap(struct kms_hierarchy *h, const char *name, const char *site_id, const uint8_t *pt,
                           size_t pt_len, char **wrapped) KMS_MUST_CHECK;
 kms_rc kms_hierarchy_unwrap(struct kms_hierarchy *h, const char *name, const char *site_id, const char *wrapped,

@@ -83,7 +83,8 @@ backend_properties() { # the kms.properties lines of BACKEND, after starting its
       # shellcheck disable=SC1091
       . "$dir/pykmip.env"
       printf 'kms.hsm.protocol = kmip1\nkms.hsm.server.url = 127.0.0.1\nkms.hsm.server.port = %s\n' "$PYKMIP_PORT"
-      printf 'kms.keystore.alias = kmsClient\nkms.hsm.pool.size = 2\n' ;;
+      printf 'kms.keystore.alias = kmsClient\nkms.hsm.pool.size = 2\nkms.hsm.timeout.ms = 4000\n'
+      printf 'kms.hsm.connect.timeout.ms = 2000\n' ;;
     vault|vault-azure)
       "$root/tests/stand-ins/vault/standin.sh" start "$dir/vault-run" >/dev/null
       # shellcheck disable=SC1091

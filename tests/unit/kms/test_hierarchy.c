@@ -462,9 +462,25 @@ Test(hierarchy, rotation_and_rewrap, .init = setup, .fini = teardown, .timeout =
     char *out = NULL;
     cr_assert_eq(kms_hierarchy_rewrap(hier, "master-a", "site-b", d1, &out), KMS_ERR_UNWRAP);
     cr_assert_eq(kms_hierarchy_rewrap(hier, "master-a", "site-a", ch.u, &out), KMS_ERR_UNWRAP);
-    cr_assert_eq(kms_soft_create_key(soft, "master-b"), KMS_OK);
-    cr_assert_eq(kms_hierarchy_rewrap(hier, "master-b", "site-a", d1, &out), KMS_ERR_UNWRAP);
     cr_assert_null(out);
+
+    /* rotation to another master key (KMIP's way): rewrap moves the key to
+     * master-b, keeping its key id; then only master-b's unwrap opens it */
+    cr_assert_eq(kms_soft_create_key(soft, "master-b"), KMS_OK);
+    cr_assert_eq(kms_hierarchy_rewrap(hier, "master-b", "site-a", d1, &out), KMS_OK, "%s", kms_error_detail());
+    struct kms_wrapped_info ib, i0;
+    cr_assert_eq(kms_wrapped_describe(out, &ib), KMS_OK);
+    cr_assert_eq(kms_wrapped_describe(d1, &i0), KMS_OK);
+    cr_assert_str_eq(ib.key_id, i0.key_id);
+    cr_assert_str_eq(ib.master_name, "master-b");
+    struct kms_secret *pa = NULL, *pb = NULL;
+    cr_assert_eq(kms_hierarchy_unwrap(hier, "master-a", "site-a", d1, &pa), KMS_OK);
+    cr_assert_eq(kms_hierarchy_unwrap(hier, "master-b", "site-a", out, &pb), KMS_OK);
+    cr_assert(kms_secret_equal(pa, pb));
+    cr_assert_eq(kms_hierarchy_unwrap(hier, "master-a", "site-a", out, &k2), KMS_ERR_UNWRAP);
+    kms_secret_free(&pa);
+    kms_secret_free(&pb);
+    free(out);
 
     kms_secret_free(&k1);
     free(d1);

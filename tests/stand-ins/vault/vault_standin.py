@@ -1106,8 +1106,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._headers_buffer.append(b"\r\n")
         if body and status != 204 and not head_only:
             self._headers_buffer.append(body)
-        self.flush_headers()
         self._status = status
+        self._record_pending()
+        self.flush_headers()
 
     def send_error_json(self, status, errors, headers=None):
         self._send(status, go_json(GoStruct(errors=errors)), headers=headers)
@@ -1235,6 +1236,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         path = url.path
         self._endpoint = path
+        self._pending = None if path.startswith("/stand-in/") else (method, path, url.query, t0)
         try:
             if path.startswith("/stand-in/") and self.listener == "vault":
                 body = self._read_body()
@@ -1257,8 +1259,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
         finally:
-            if not path.startswith("/stand-in/"):
-                self._record(method, path, url.query, self._endpoint, self._status, t0)
+            self._record_pending()
+
+    def _record_pending(self):
+        # why: record before the answer leaves, so a client that reads the
+        # request log right after its answer always finds its own request
+        if getattr(self, "_pending", None) is not None:
+            method, path, query, t0 = self._pending
+            self._pending = None
+            self._record(method, path, query, self._endpoint, self._status, t0)
 
     def do_GET(self):
         self._dispatch("GET")

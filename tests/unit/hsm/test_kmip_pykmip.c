@@ -568,13 +568,9 @@ Test(kmip_pykmip, rotation_keeps_old_keys_unwrapping, .timeout = T)
     close_main(&fx);
 }
 
-/* rewrap moves a key made under master key A to the current master key B.
- * Disabled: kms_hierarchy_rewrap only accepts a wrapped key made under the
- * `name` it is given (or what that name resolves to now), which for KMIP,
- * whose rotations are new UIDs rather than new versions of one name, is
- * never the old key. Enable once the hierarchy knows the older master keys
- * (see docs/kmip.md, "Rotation"). */
-Test(kmip_pykmip, rewrap_moves_a_key_to_the_new_master_key, .timeout = T, .disabled = true)
+/* rewrap moves a key made under master key A to the current master key B
+ * (KMIP rotation is a new key, not a new version of one name). */
+Test(kmip_pykmip, rewrap_moves_a_key_to_the_new_master_key, .timeout = T)
 {
     struct fixture fx;
     char a[64], bname[64], uid_a[KMS_KMIP_UID_MAX + 1], uid_b[KMS_KMIP_UID_MAX + 1];
@@ -596,6 +592,32 @@ Test(kmip_pykmip, rewrap_moves_a_key_to_the_new_master_key, .timeout = T, .disab
     cr_assert_eq(kms_hierarchy_unwrap(h, bname, "site-9", moved, &pt), KMS_OK);
     cr_assert_eq(memcmp(kms_secret_cdata(pt), "data key", 8), 0);
     kms_secret_free(&pt);
+    cr_assert_eq(kms_hierarchy_unwrap(h, a, "site-9", moved, &pt), KMS_ERR_UNWRAP, "no longer under A");
+    cr_assert_eq(kms_hierarchy_unwrap(h, a, "site-9", old, &pt), KMS_OK, "the old form still unwraps");
+    kms_secret_free(&pt);
+
+    /* a customer key moves too, and its user and workspace keys follow it */
+    char *ck = NULL, *uk = NULL, *wk = NULL, *ck_moved = NULL;
+    struct kms_secret *w1 = NULL, *w2 = NULL;
+    struct kms_hierarchy *old_h = NULL;
+    cr_assert_eq(kms_hierarchy_new(b, NULL, a, &old_h), KMS_OK);
+    cr_assert_eq(kms_hierarchy_create_customer(old_h, "site-9", &ck), KMS_OK);
+    cr_assert_eq(kms_hierarchy_create_user(old_h, "site-9", ck, &uk), KMS_OK);
+    cr_assert_eq(kms_hierarchy_create_workspace(old_h, "site-9", ck, uk, &wk), KMS_OK);
+    cr_assert_eq(kms_hierarchy_unwrap_workspace(old_h, "site-9", ck, uk, wk, &w1), KMS_OK);
+    cr_assert_eq(kms_hierarchy_rewrap(h, bname, "site-9", ck, &ck_moved), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(kms_wrapped_describe(ck_moved, &wi), KMS_OK);
+    cr_assert_str_eq(wi.master_name, uid_b);
+    cr_assert_eq(kms_hierarchy_unwrap_workspace(h, "site-9", ck_moved, uk, wk, &w2), KMS_OK, "%s",
+                 kms_error_detail());
+    cr_assert(kms_secret_equal(w1, w2));
+    kms_secret_free(&w1);
+    kms_secret_free(&w2);
+    free(ck);
+    free(uk);
+    free(wk);
+    free(ck_moved);
+    kms_hierarchy_free(&old_h);
     free(old);
     free(moved);
     kms_hierarchy_free(&h);

@@ -89,11 +89,22 @@ backend_properties() { # the kms.properties lines of BACKEND, after starting its
       "$root/tests/stand-ins/vault/standin.sh" start "$dir/vault-run" >/dev/null
       # shellcheck disable=SC1091
       . "$dir/vault-run/vault.env"
-      curl -fsS --max-time 10 -H "X-Vault-Token: $(cat "$VAULT_TOKEN_FILE")" -X POST \
-        "$VAULT_ADDR/v1/transit/keys/kms-master" >/dev/null
+      local ns=""
+      [ "$backend" = vault ] && ns=kmsd-ns
+      curl -fsS --max-time 10 -H "X-Vault-Token: $(cat "$VAULT_TOKEN_FILE")" ${ns:+-H "X-Vault-Namespace: $ns"} \
+        -X POST "$VAULT_ADDR/v1/transit/keys/kms-master" >/dev/null
       printf 'kms.hsm.protocol = VAULT\nkms.hsm.server.url = %s\n' "$VAULT_ADDR"
+      printf 'kms.hsm.timeout.ms = 4000\nkms.hsm.connect.timeout.ms = 2000\n'
       if [ "$backend" = vault ]; then
-        printf 'kms.hsm.vault.token.file = %s\n' "$VAULT_TOKEN_FILE"
+        # token auth in a namespace, with a token that lives 12 s unless renewed:
+        # a run longer than that needs kmsd's renewal
+        curl -fsS --max-time 10 -X POST -H 'Content-Type: application/json' \
+          -d "{\"policies\":[\"transit\",\"default\"],\"ttl\":12,\"renewable\":true,\"explicit_max_ttl\":3600,\"namespace\":\"$ns\"}" \
+          "$VAULT_ADDR/stand-in/tokens" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"], end="")' \
+          > "$dir/vault-token"
+        chmod 600 "$dir/vault-token"
+        printf 'kms.hsm.vault.token.file = %s\nkms.hsm.vault.namespace = %s\n' "$dir/vault-token" "$ns"
+        printf 'kms.hsm.vault.auth.renew-before-expiry = 8\n'
       else
         printf 'kms.hsm.vault.auth = azure\nkms.hsm.vault.auth.azure.role = %s\n' "$AZURE_ROLE"
         printf 'kms.hsm.vault.auth.azure.imds = %s\n' "$IMDS_ADDR"

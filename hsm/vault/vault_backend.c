@@ -653,8 +653,9 @@ kms_rc kms_vault_backend_open(const struct kms_vault_options *o, struct kms_back
     struct kms_vault_client_options co = {
         .address = o->address,
         .ns = o->ns,
-        .imds_address = o->auth == KMS_VAULT_AUTH_AZURE ? (o->imds_address ? o->imds_address : KMS_VAULT_IMDS_DEFAULT)
-                                                        : NULL,
+        .imds_address = o->auth != KMS_VAULT_AUTH_AZURE                        ? NULL
+                        : o->imds_address != NULL && o->imds_address[0] != '\0' ? o->imds_address
+                                                                               : KMS_VAULT_IMDS_DEFAULT,
         .ca_pem = pem.len > 0 ? pem.data : NULL,
         .ca_pem_len = pem.len,
         .ca_file = pem.len > 0 ? NULL : o->ca_file,

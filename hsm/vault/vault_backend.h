@@ -53,7 +53,7 @@ struct kms_vault_options {
     const char *azure_role;         /* kms.hsm.vault.auth.azure.role */
     const char *azure_path;         /* kms.hsm.vault.auth.azure.path, default /v1/auth/azure/login */
     const char *azure_resource;     /* kms.hsm.vault.auth.azure.resource, default https://vault.hashicorp.com/ */
-    const char *imds_address;       /* default http://169.254.169.254 (tests: loopback) */
+    const char *imds_address;       /* NULL or "": http://169.254.169.254 (tests: loopback) */
     /* Trusted CAs for an https address, any combination; none: the system store. */
     STACK_OF(X509) *ca_certs;       /* e.g. the keystore's trusted (CA) entries */
     const uint8_t *ca_pem;          /* PEM bytes */

@@ -417,8 +417,23 @@ kms_rc kms_vault_client_send(struct kms_vault_client *c, const struct kms_vault_
         if (cc != CURLE_OK) {
             rc = map_curl(cc, sink.overflow, c->max_response, req->method, req->path, errbuf);
         } else {
-            reusable = 1;
             curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+            /* why: after an error reply the connection's state is not trusted (a
+             * proxy's error page, a server that answered before reading our body):
+             * the next request gets a new connection */
+            reusable = resp->status >= 200 && resp->status <= 299 && (body.len > 0 || resp->status == 204);
+        }
+    }
+    if (rc == KMS_OK && (resp->status < 100 || resp->status > 599))
+        rc = kms_fail(KMS_ERR_BACKEND, "%s %s: no valid HTTP status", req->method, req->path);
+    if (rc == KMS_OK && body.len > 0) {
+        if (kms_vault_json_load(body.data, body.len, &resp->json) != KMS_OK) {
+            resp->body_invalid = 1;
+            reusable = 0;
+            snprintf(resp->error, sizeof(resp->error), "%s", kms_error_detail());
+        } else if (resp->status >= 400) {
+            kms_vault_json_first_error(resp->json, resp->error, sizeof(resp->error));
+            redact_error(resp->error, req->redact);
         }
     }
     /* why: the handle holds pointers to our stack (error buffer, sink, headers) */
@@ -427,18 +442,6 @@ kms_rc kms_vault_client_send(struct kms_vault_client *c, const struct kms_vault_
     curl_easy_setopt(h, CURLOPT_WRITEDATA, NULL);
     release(c, h, reusable);
     wipe_headers(headers);
-
-    if (rc == KMS_OK && (resp->status < 100 || resp->status > 599))
-        rc = kms_fail(KMS_ERR_BACKEND, "%s %s: no valid HTTP status", req->method, req->path);
-    if (rc == KMS_OK && body.len > 0) {
-        if (kms_vault_json_load(body.data, body.len, &resp->json) != KMS_OK) {
-            resp->body_invalid = 1;
-            snprintf(resp->error, sizeof(resp->error), "%s", kms_error_detail());
-        } else if (resp->status >= 400) {
-            kms_vault_json_first_error(resp->json, resp->error, sizeof(resp->error));
-            redact_error(resp->error, req->redact);
-        }
-    }
     kms_buf_free(&body); /* why: wiped; decrypt replies carry key material */
     if (rc != KMS_OK)
         kms_vault_response_clear(resp);

@@ -117,7 +117,8 @@ static int printable(const char *s, size_t len)
     return 1;
 }
 
-/* A string of 1..cap-1 printable ASCII bytes (no space) copied into out. */
+/* A string of printable ASCII bytes (no space), 1..cap-1 of them when
+ * required (0..cap-1 otherwise), copied into out. */
 static kms_rc read_token_str(const json_t *obj, const char *key, int required, char *out, size_t cap)
 {
     json_t *v = json_object_get(obj, key);
@@ -127,8 +128,8 @@ static kms_rc read_token_str(const json_t *obj, const char *key, int required, c
     if (!json_is_string(v))
         return bad("is not a string", key);
     size_t len = json_string_length(v);
-    if (len >= cap || !printable(json_string_value(v), len))
-        return bad("is too long or not printable ASCII", key);
+    if ((required && len == 0) || len >= cap || !printable(json_string_value(v), len))
+        return bad("is empty, too long or not printable ASCII", key);
     memcpy(out, json_string_value(v), len + 1);
     return KMS_OK;
 }
@@ -280,8 +281,8 @@ kms_rc kms_vault_json_pt_item(json_t *item, struct kms_secret **out)
     char *text = (char *)(uintptr_t)json_string_value(pt);
     kms_rc rc = KMS_OK;
     size_t max = kms_b64_decoded_max(n);
-    if (n == 0)
-        rc = kms_fail(KMS_ERR_BACKEND, "Vault reply: empty plaintext");
+    if (n == 0 || max == 0)
+        rc = kms_fail(KMS_ERR_BACKEND, "Vault reply: empty or truncated plaintext");
     else if (max > SECRET_MAX)
         rc = kms_fail(KMS_ERR_BACKEND, "Vault reply: plaintext of %zu base64 characters", n);
     if (rc == KMS_OK)

@@ -251,3 +251,16 @@ void kms_cache_local_stats(struct kms_cache *base, struct kms_cache_stats *out)
     out->entries = c->count;
     pthread_mutex_unlock(&c->mu);
 }
+
+void kms_cache_local_clear(struct kms_cache *base)
+{
+    if (base == NULL || base->ops != &local_ops)
+        return;
+    struct local *c = (struct local *)base;
+    pthread_mutex_lock(&c->mu);
+    while (c->head[LRU] != NULL) {
+        drop(c, c->head[LRU]);
+        c->st.evictions++;
+    }
+    pthread_mutex_unlock(&c->mu);
+}

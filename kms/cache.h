@@ -38,6 +38,9 @@ struct kms_cache_stats {
  * and idle_s seconds from last use (0 = no limit). Thread-safe. */
 kms_rc kms_cache_local_new(size_t max_entries, unsigned ttl_s, unsigned idle_s, struct kms_cache **out) KMS_MUST_CHECK;
 void kms_cache_local_stats(struct kms_cache *c, struct kms_cache_stats *out);
+/* Drops (and wipes) every entry of a local cache; counted as evictions. No-op
+ * for NULL or a cache that is not a local one. */
+void kms_cache_local_clear(struct kms_cache *c);
 
 kms_rc kms_cache_get(struct kms_cache *c, const uint8_t key[KMS_CACHE_KEY_LEN], struct kms_secret **out) KMS_MUST_CHECK;
 kms_rc kms_cache_put(struct kms_cache *c, const uint8_t key[KMS_CACHE_KEY_LEN], const struct kms_secret *value) KMS_MUST_CHECK;

@@ -1,0 +1,923 @@
+#include "cluster/redis_cache.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "common/log.h"
+
+#define NS_PER_MS 1000000ull
+#define VALUE_VERSION 0x01
+#define NONCE_LEN 12
+#define TAG_LEN 16
+#define VALUE_MAX 1024 /* the largest secret the hierarchy caches (SPEC §2: 1..1024) */
+/* why: values are at most 1+12+1024+16 bytes and heartbeats well under 1 KiB,
+ * so anything bigger is not ours; SCAN pages stay far below 64 names. */
+#define REPLY_MAX_BULK 4096
+#define REPLY_MAX_ELEMENTS 64
+#define SCAN_COUNT "16"
+#define SCAN_MAX_CALLS 256
+#define NAME_MAX_LEN 160 /* prefix (64) + "g" + 20 digits + ":" + 64 hex */
+#define BAD_VALUE_LOG_EVERY 100
+
+struct rcache {
+    struct kms_cache base;
+    struct kms_cache *local;
+    pthread_mutex_t mu; /* guards ctx, gen, backoff and link fields below */
+    redisContext *ctx;
+    char host[256];
+    int port;
+    unsigned db;
+    char user[129];
+    struct kms_secret *password;
+    char prefix[65];
+    char node[KMS_CLUSTER_NAME_MAX + 1];
+    unsigned ttl_s;
+    struct timeval connect_tv, command_tv;
+    uint64_t backoff_min_ns, backoff_max_ns, backoff_ns, retry_at_ns;
+    uint64_t gen_check_ns, next_gen_check_ns; /* next_gen_check_ns: atomic */
+    uint64_t gen;
+    int ever_connected, link_logged_down;
+    struct kms_secret *k_name, *k_value; /* derived from the cluster key */
+    int64_t started;
+    /* counters: __atomic, relaxed */
+    uint64_t hits_local, hits_redis, misses, errors, bad_values, reconnects;
+    int link; /* enum kms_redis_link, __atomic */
+};
+
+static const struct kms_cache_ops redis_ops;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void count(uint64_t *ctr)
+{
+    __atomic_fetch_add(ctr, 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t load(const uint64_t *ctr)
+{
+    return __atomic_load_n(ctr, __ATOMIC_RELAXED);
+}
+
+/* ---- bounded replies ------------------------------------------------------
+ * why: hiredis 0.14 has no maxbulklen/maxelements, so the reader's object
+ * functions refuse big strings and arrays (the reader then fails, and the
+ * connection is dropped), and bounded_reply() caps the bytes it buffers
+ * while waiting for one reply. */
+
+static redisReplyObjectFunctions default_fns;
+static redisReplyObjectFunctions bounded_fns;
+static pthread_once_t fns_once = PTHREAD_ONCE_INIT;
+
+static void *bounded_string(const redisReadTask *t, char *s, size_t len)
+{
+    if (len > REPLY_MAX_BULK)
+        return NULL;
+    return default_fns.createString(t, s, len);
+}
+
+static void *bounded_array(const redisReadTask *t, int elements)
+{
+    if (elements < 0 || elements > REPLY_MAX_ELEMENTS)
+        return NULL;
+    return default_fns.createArray(t, elements);
+}
+
+static void init_fns(void)
+{
+    redisReader *r = redisReaderCreate();
+    if (r == NULL)
+        return;
+    default_fns = *r->fn;
+    redisReaderFree(r);
+    bounded_fns = default_fns;
+    bounded_fns.createString = bounded_string;
+    bounded_fns.createArray = bounded_array;
+}
+
+/* Sends the queued command and reads one reply, buffering at most
+ * REPLY_MAX_BULK (+ one read) unparsed bytes. NULL on any failure; the
+ * context is then unusable (the caller drops it). */
+static redisReply *bounded_reply(redisContext *ctx)
+{
+    void *reply = NULL;
+    int done = 0;
+    do {
+        if (redisBufferWrite(ctx, &done) != REDIS_OK)
+            return NULL;
+    } while (!done);
+    for (;;) {
+        if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK)
+            return NULL;
+        if (reply != NULL)
+            return reply;
+        if (ctx->reader->len - ctx->reader->pos > REPLY_MAX_BULK + 64) {
+            kms_error_set_detail("redis: reply larger than %d bytes", REPLY_MAX_BULK);
+            return NULL;
+        }
+        if (redisBufferRead(ctx) != REDIS_OK)
+            return NULL;
+    }
+}
+
+/* ---- the link -------------------------------------------------------------- */
+
+static void set_link(struct rcache *c, int up)
+{
+    __atomic_store_n(&c->link, up ? KMS_REDIS_CONNECTED : KMS_REDIS_DEGRADED, __ATOMIC_RELAXED);
+}
+
+static void drop_link(struct rcache *c, const char *why)
+{
+    if (c->ctx != NULL) {
+        if (!c->link_logged_down)
+            kms_log(KMS_LOG_WARN, "cache_redis_down", NULL, "node", c->node, "reason", why, "detail",
+                    c->ctx->errstr[0] ? c->ctx->errstr : kms_error_detail(), NULL);
+        c->link_logged_down = 1;
+        redisFree(c->ctx);
+        c->ctx = NULL;
+    }
+    count(&c->errors);
+    set_link(c, 0);
+}
+
+/* One command on the locked link (argv form, so no byte is ever
+ * interpreted). NULL when the link failed (then dropped); the caller frees a
+ * reply. */
+static redisReply *command(struct rcache *c, int argc, const char **argv, const size_t *lens)
+{
+    if (redisAppendCommandArgv(c->ctx, argc, argv, lens) != REDIS_OK) {
+        drop_link(c, "send");
+        return NULL;
+    }
+    redisReply *r = bounded_reply(c->ctx);
+    if (r == NULL)
+        drop_link(c, "reply");
+    return r;
+}
+
+static int reply_ok(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_STATUS && r->len == 2 && memcmp(r->str, "OK", 2) == 0;
+}
+
+/* Parses a generation integer reply (INCR) or string (GET); NIL = 0. */
+static int parse_gen(const redisReply *r, uint64_t *out)
+{
+    if (r->type == REDIS_REPLY_NIL) {
+        *out = 0;
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+        *out = (uint64_t)r->integer;
+        return 0;
+    }
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 19)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < r->len; i++) {
+        if (r->str[i] < '0' || r->str[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(r->str[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Reads prefix "gen" on the locked, connected link; clears the local tier
+ * when it changed. -1 when the link failed. */
+static int refresh_gen(struct rcache *c)
+{
+    char name[NAME_MAX_LEN];
+    snprintf(name, sizeof(name), "%sgen", c->prefix);
+    const char *argv[] = {"GET", name};
+    size_t lens[] = {3, strlen(name)};
+    redisReply *r = command(c, 2, argv, lens);
+    if (r == NULL)
+        return -1;
+    uint64_t g;
+    int bad = parse_gen(r, &g);
+    freeReplyObject(r);
+    if (bad) {
+        count(&c->errors);
+        return 0; /* why: a garbage generation keeps the one we have */
+    }
+    if (g != c->gen) {
+        if (c->ever_connected)
+            kms_cache_local_clear(c->local);
+        c->gen = g;
+    }
+    __atomic_store_n(&c->next_gen_check_ns, now_ns() + c->gen_check_ns, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void connect_failed(struct rcache *c, const char *why, const char *detail)
+{
+    if (c->ctx != NULL) {
+        redisFree(c->ctx);
+        c->ctx = NULL;
+    }
+    count(&c->errors);
+    set_link(c, 0);
+    c->backoff_ns = c->backoff_ns == 0 ? c->backoff_min_ns : c->backoff_ns * 2;
+    if (c->backoff_ns > c->backoff_max_ns)
+        c->backoff_ns = c->backoff_max_ns;
+    c->retry_at_ns = now_ns() + c->backoff_ns;
+    if (!c->link_logged_down) {
+        char port[16];
+        snprintf(port, sizeof(port), "%d", c->port);
+        kms_log(KMS_LOG_WARN, "cache_redis_unreachable", NULL, "node", c->node, "host", c->host, "port", port,
+                "reason", why, "detail", detail, NULL);
+        c->link_logged_down = 1;
+    }
+}
+
+/* The connected link, connecting when none and not in backoff. Locked. */
+static redisContext *link_get(struct rcache *c)
+{
+    if (c->ctx != NULL)
+        return c->ctx;
+    if (c->backoff_ns != 0 && now_ns() < c->retry_at_ns)
+        return NULL;
+    c->ctx = redisConnectWithTimeout(c->host, c->port, c->connect_tv);
+    if (c->ctx == NULL) {
+        connect_failed(c, "connect", "out of memory");
+        return NULL;
+    }
+    if (c->ctx->err) {
+        char detail[sizeof(c->ctx->errstr)];
+        snprintf(detail, sizeof(detail), "%s", c->ctx->errstr);
+        connect_failed(c, "connect", detail);
+        return NULL;
+    }
+    if (redisSetTimeout(c->ctx, c->command_tv) != REDIS_OK) {
+        connect_failed(c, "timeout", "setsockopt");
+        return NULL;
+    }
+    c->ctx->reader->fn = &bounded_fns;
+    redisReply *r;
+    if (c->password != NULL) {
+        const char *argv[3];
+        size_t lens[3];
+        int argc = 0;
+        argv[argc] = "AUTH";
+        lens[argc++] = 4;
+        if (c->user[0]) {
+            argv[argc] = c->user;
+            lens[argc++] = strlen(c->user);
+        }
+        argv[argc] = (const char *)kms_secret_cdata(c->password);
+        lens[argc++] = kms_secret_len(c->password);
+        r = command(c, argc, argv, lens);
+        int ok = reply_ok(r);
+        freeReplyObject(r);
+        /* why: the detail is Redis's error text, which never echoes the password */
+        if (!ok) {
+            connect_failed(c, "auth", "AUTH refused");
+            return NULL;
+        }
+    }
+    if (c->db > 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%u", c->db);
+        const char *argv[] = {"SELECT", db};
+        size_t lens[] = {6, strlen(db)};
+        r = command(c, 2, argv, lens);
+        int ok = reply_ok(r);
+        freeReplyObject(r);
+        if (!ok) {
+            connect_failed(c, "select", "SELECT refused");
+            return NULL;
+        }
+    }
+    if (c->ctx == NULL || refresh_gen(c) != 0) {
+        connect_failed(c, "generation", "GET generation failed");
+        return NULL;
+    }
+    if (c->ever_connected)
+        count(&c->reconnects);
+    c->ever_connected = 1;
+    c->backoff_ns = 0;
+    if (c->link_logged_down) {
+        kms_log(KMS_LOG_INFO, "cache_redis_connected", NULL, "node", c->node, NULL);
+        c->link_logged_down = 0;
+    }
+    set_link(c, 1);
+    return c->ctx;
+}
+
+/* ---- names and values --------------------------------------------------- */
+
+static int hmac(const struct kms_secret *k, const uint8_t *data, size_t len, uint8_t out[32])
+{
+    size_t n = 0;
+    if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, kms_secret_cdata(k), kms_secret_len(k), data, len, out, 32,
+                  &n) == NULL ||
+        n != 32)
+        return -1;
+    return 0;
+}
+
+/* prefix "g<gen>:" hex(HMAC-SHA256(K_name, key)). Locked (reads gen). */
+static int entry_name(struct rcache *c, const uint8_t key[KMS_CACHE_KEY_LEN], char out[NAME_MAX_LEN])
+{
+    uint8_t mac[32];
+    if (hmac(c->k_name, key, KMS_CACHE_KEY_LEN, mac) != 0)
+        return -1;
+    int n = snprintf(out, NAME_MAX_LEN, "%sg%llu:", c->prefix, (unsigned long long)c->gen);
+    if (n < 0 || (size_t)n + 65 > NAME_MAX_LEN)
+        return -1;
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof(mac); i++) {
+        out[n + 2 * i] = hex[mac[i] >> 4];
+        out[n + 2 * i + 1] = hex[mac[i] & 15];
+    }
+    out[n + 64] = '\0';
+    return 0;
+}
+
+/* version ‖ nonce ‖ AES-256-GCM(K_value, value, AAD = name) ‖ tag into out. */
+static int seal(struct rcache *c, const char *name, const struct kms_secret *v, uint8_t *out, size_t *out_len)
+{
+    size_t len = kms_secret_len(v);
+    int ok = 0, n = 0;
+    if (len == 0 || len > VALUE_MAX)
+        return -1;
+    out[0] = VALUE_VERSION;
+    if (kms_random(out + 1, NONCE_LEN) != KMS_OK)
+        return -1;
+    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+    if (x != NULL && EVP_EncryptInit_ex(x, EVP_aes_256_gcm(), NULL, kms_secret_cdata(c->k_value), out + 1) == 1 &&
+        EVP_EncryptUpdate(x, NULL, &n, (const uint8_t *)name, (int)strlen(name)) == 1 &&
+        EVP_EncryptUpdate(x, out + 1 + NONCE_LEN, &n, kms_secret_cdata(v), (int)len) == 1 &&
+        EVP_EncryptFinal_ex(x, out + 1 + NONCE_LEN + n, &n) == 1 &&
+        EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_GET_TAG, TAG_LEN, out + 1 + NONCE_LEN + len) == 1)
+        ok = 1;
+    EVP_CIPHER_CTX_free(x);
+    *out_len = 1 + NONCE_LEN + len + TAG_LEN;
+    return ok ? 0 : -1;
+}
+
+/* Inverse of seal; any mismatch (length, version, tag) is -1. */
+static int open_value(struct rcache *c, const char *name, const uint8_t *in, size_t in_len, struct kms_secret **out)
+{
+    *out = NULL;
+    if (in_len < 1 + NONCE_LEN + 1 + TAG_LEN || in_len > 1 + NONCE_LEN + VALUE_MAX + TAG_LEN ||
+        in[0] != VALUE_VERSION)
+        return -1;
+    size_t len = in_len - 1 - NONCE_LEN - TAG_LEN;
+    struct kms_secret *s = NULL;
+    if (kms_secret_new(len, &s) != KMS_OK)
+        return -1;
+    int ok = 0, n = 0;
+    uint8_t tag[TAG_LEN];
+    memcpy(tag, in + 1 + NONCE_LEN + len, TAG_LEN);
+    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+    if (x != NULL && EVP_DecryptInit_ex(x, EVP_aes_256_gcm(), NULL, kms_secret_cdata(c->k_value), in + 1) == 1 &&
+        EVP_DecryptUpdate(x, NULL, &n, (const uint8_t *)name, (int)strlen(name)) == 1 &&
+        EVP_DecryptUpdate(x, kms_secret_data(s), &n, in + 1 + NONCE_LEN, (int)len) == 1 &&
+        EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_SET_TAG, TAG_LEN, tag) == 1 &&
+        EVP_DecryptFinal_ex(x, kms_secret_data(s) + n, &n) == 1)
+        ok = 1;
+    EVP_CIPHER_CTX_free(x);
+    if (!ok) {
+        kms_secret_free(&s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+static void bad_value(struct rcache *c, const char *why)
+{
+    uint64_t n = __atomic_add_fetch(&c->bad_values, 1, __ATOMIC_RELAXED);
+    if (n == 1 || n % BAD_VALUE_LOG_EVERY == 0) {
+        char cnt[24];
+        snprintf(cnt, sizeof(cnt), "%llu", (unsigned long long)n);
+        kms_log(KMS_LOG_WARN, "cache_redis_bad_value", NULL, "node", c->node, "reason", why, "count", cnt, NULL);
+    }
+}
+
+/* ---- the cache ops ---------------------------------------------------- */
+
+static void maybe_refresh_gen(struct rcache *c)
+{
+    if (now_ns() < __atomic_load_n(&c->next_gen_check_ns, __ATOMIC_RELAXED))
+        return;
+    pthread_mutex_lock(&c->mu);
+    if (now_ns() >= __atomic_load_n(&c->next_gen_check_ns, __ATOMIC_RELAXED)) {
+        int fresh = c->ctx == NULL; /* why: a new link has just read it */
+        if (link_get(c) != NULL && !fresh)
+            (void)refresh_gen(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static kms_rc redis_get(struct kms_cache *base, const uint8_t key[KMS_CACHE_KEY_LEN], struct kms_secret **out)
+{
+    struct rcache *c = (struct rcache *)base;
+    *out = NULL;
+    maybe_refresh_gen(c);
+    if (kms_cache_get(c->local, key, out) == KMS_OK) {
+        count(&c->hits_local);
+        return KMS_OK;
+    }
+    char name[NAME_MAX_LEN] = "";
+    redisReply *r = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (link_get(c) != NULL && entry_name(c, key, name) == 0) {
+        const char *argv[] = {"GET", name};
+        size_t lens[] = {3, strlen(name)};
+        r = command(c, 2, argv, lens);
+    }
+    pthread_mutex_unlock(&c->mu);
+    struct kms_secret *v = NULL;
+    if (r != NULL && r->type == REDIS_REPLY_STRING) {
+        if (open_value(c, name, (const uint8_t *)r->str, r->len, &v) != 0)
+            bad_value(c, "undecryptable");
+    } else if (r != NULL && r->type != REDIS_REPLY_NIL) {
+        bad_value(c, "wrong type");
+    }
+    freeReplyObject(r);
+    if (v == NULL) {
+        count(&c->misses);
+        return KMS_ERR_NOT_FOUND;
+    }
+    count(&c->hits_redis);
+    kms_rc lrc = kms_cache_put(c->local, key, v); /* why: a failed local copy only costs a later Redis GET */
+    (void)lrc;
+    *out = v;
+    return KMS_OK;
+}
+
+static kms_rc redis_put(struct kms_cache *base, const uint8_t key[KMS_CACHE_KEY_LEN], const struct kms_secret *value)
+{
+    struct rcache *c = (struct rcache *)base;
+    kms_rc rc = kms_cache_put(c->local, key, value);
+    uint8_t sealed[1 + NONCE_LEN + VALUE_MAX + TAG_LEN];
+    size_t sealed_len = 0;
+    char name[NAME_MAX_LEN], ttl[16];
+    snprintf(ttl, sizeof(ttl), "%u", c->ttl_s);
+    pthread_mutex_lock(&c->mu);
+    if (link_get(c) != NULL && entry_name(c, key, name) == 0 && seal(c, name, value, sealed, &sealed_len) == 0) {
+        const char *argv[] = {"SET", name, (const char *)sealed, "EX", ttl};
+        size_t lens[] = {3, strlen(name), sealed_len, 2, strlen(ttl)};
+        redisReply *r = command(c, 5, argv, lens);
+        if (r != NULL && !reply_ok(r))
+            count(&c->errors);
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static void redis_destroy(struct kms_cache *base)
+{
+    struct rcache *c = (struct rcache *)base;
+    if (c->ctx != NULL)
+        redisFree(c->ctx);
+    kms_cache_free(&c->local);
+    kms_secret_free(&c->password);
+    kms_secret_free(&c->k_name);
+    kms_secret_free(&c->k_value);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static const struct kms_cache_ops redis_ops = {
+    .name = "distributed",
+    .get = redis_get,
+    .put = redis_put,
+    .destroy = redis_destroy,
+};
+
+/* ---- options ------------------------------------------------------------ */
+
+static int is_name_char(char ch, const char *extra)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && strchr(extra, ch) != NULL);
+}
+
+/* 1..max characters, each alphanumeric or in extra. */
+static int valid_token(const char *s, size_t max, const char *extra)
+{
+    size_t n = 0;
+    if (s == NULL)
+        return 0;
+    for (; s[n] != '\0'; n++)
+        if (n >= max || !is_name_char(s[n], extra))
+            return 0;
+    return n > 0;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..len) into out (cap bytes); -1 on a bad escape, a NUL,
+ * or overflow. */
+static int pct_decode(const char *s, size_t len, uint8_t *out, size_t cap, size_t *out_len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        int ch = (unsigned char)s[i];
+        if (ch == '%') {
+            if (i + 2 >= len)
+                return -1;
+            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            ch = hi * 16 + lo;
+            i += 2;
+        }
+        if (ch == 0 || n >= cap)
+            return -1;
+        out[n++] = (uint8_t)ch;
+    }
+    *out_len = n;
+    return 0;
+}
+
+/* Digits only, value in 0..max. */
+static int parse_uint(const char *s, size_t len, unsigned max, unsigned *out)
+{
+    unsigned long v = 0;
+    if (len == 0 || len > 10)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (unsigned long)(s[i] - '0');
+    }
+    if (v > max)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+#define URL_MAX 1024
+
+/* redis://[[user]:password@]host[:port][/db]. Never puts the password into
+ * the error detail. */
+static kms_rc parse_url(struct rcache *c, const char *url)
+{
+    size_t len = strnlen(url, URL_MAX + 1);
+    if (len > URL_MAX)
+        return kms_fail(KMS_ERR_CONFIG, "redis url: longer than %d bytes", URL_MAX);
+    const char *p;
+    if (strncmp(url, "rediss://", 9) == 0)
+        return kms_fail(KMS_ERR_CONFIG, "redis url: rediss:// (TLS) is not supported by this build's hiredis");
+    if (strncmp(url, "redis://", 8) != 0)
+        return kms_fail(KMS_ERR_CONFIG, "redis url: must start with redis://");
+    p = url + 8;
+    const char *end = url + len;
+    const char *at = memchr(p, '@', (size_t)(end - p));
+    if (at != NULL) {
+        if (memchr(at + 1, '@', (size_t)(end - at - 1)) != NULL)
+            return kms_fail(KMS_ERR_CONFIG, "redis url: more than one '@'");
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon == NULL)
+            return kms_fail(KMS_ERR_CONFIG, "redis url: user info must be [user]:password");
+        size_t ulen = 0;
+        if (pct_decode(p, (size_t)(colon - p), (uint8_t *)c->user, sizeof(c->user) - 1, &ulen) != 0)
+            return kms_fail(KMS_ERR_CONFIG, "redis url: bad user name");
+        c->user[ulen] = '\0';
+        size_t plen_enc = (size_t)(at - colon - 1);
+        if (plen_enc == 0)
+            return kms_fail(KMS_ERR_CONFIG, "redis url: empty password");
+        struct kms_secret *pw = NULL;
+        KMS_GUARD(kms_secret_new(plen_enc, &pw));
+        size_t plen = 0;
+        if (pct_decode(colon + 1, plen_enc, kms_secret_data(pw), plen_enc, &plen) != 0 || plen == 0) {
+            kms_secret_free(&pw);
+            return kms_fail(KMS_ERR_CONFIG, "redis url: bad password encoding");
+        }
+        kms_secret_truncate(pw, plen);
+        c->password = pw;
+        p = at + 1;
+    }
+    /* host */
+    const char *h = p;
+    while (p < end && *p != ':' && *p != '/')
+        p++;
+    size_t hlen = (size_t)(p - h);
+    if (hlen == 0 || hlen >= sizeof(c->host))
+        return kms_fail(KMS_ERR_CONFIG, "redis url: missing or too long host");
+    for (size_t i = 0; i < hlen; i++)
+        if (!is_name_char(h[i], ".-"))
+            return kms_fail(KMS_ERR_CONFIG, "redis url: bad character in host");
+    memcpy(c->host, h, hlen);
+    c->host[hlen] = '\0';
+    c->port = 6379;
+    if (p < end && *p == ':') {
+        const char *q = ++p;
+        while (p < end && *p != '/')
+            p++;
+        unsigned port;
+        if (parse_uint(q, (size_t)(p - q), 65535, &port) != 0 || port == 0)
+            return kms_fail(KMS_ERR_CONFIG, "redis url: port must be 1..65535");
+        c->port = (int)port;
+    }
+    if (p < end && *p == '/') {
+        p++;
+        if (p < end && parse_uint(p, (size_t)(end - p), 9999, &c->db) != 0)
+            return kms_fail(KMS_ERR_CONFIG, "redis url: database must be 0..9999");
+        p = end;
+    }
+    if (p != end)
+        return kms_fail(KMS_ERR_CONFIG, "redis url: trailing characters");
+    return KMS_OK;
+}
+
+static struct timeval ms_tv(unsigned ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
+{
+    if (o->url != NULL) {
+        if (o->host != NULL || o->port != 0 || o->db != 0 || o->user != NULL || o->password != NULL)
+            return kms_fail(KMS_ERR_CONFIG, "redis: give either a url or host/port/db/user/password");
+        KMS_GUARD(parse_url(c, o->url));
+    } else {
+        const char *host = o->host ? o->host : "127.0.0.1";
+        if (!valid_token(host, sizeof(c->host) - 1, ".-"))
+            return kms_fail(KMS_ERR_CONFIG, "redis: bad host");
+        snprintf(c->host, sizeof(c->host), "%s", host);
+        if (o->port > 65535)
+            return kms_fail(KMS_ERR_CONFIG, "redis: port must be 1..65535");
+        c->port = o->port ? (int)o->port : 6379;
+        if (o->db > 9999)
+            return kms_fail(KMS_ERR_CONFIG, "redis: database must be 0..9999");
+        c->db = o->db;
+        if (o->user != NULL) {
+            if (!valid_token(o->user, sizeof(c->user) - 1, "._-@"))
+                return kms_fail(KMS_ERR_CONFIG, "redis: bad ACL user name");
+            snprintf(c->user, sizeof(c->user), "%s", o->user);
+        }
+        if (o->password != NULL)
+            KMS_GUARD(kms_secret_from(kms_secret_cdata(o->password), kms_secret_len(o->password), &c->password));
+    }
+    if (c->user[0] && c->password == NULL)
+        return kms_fail(KMS_ERR_CONFIG, "redis: an ACL user needs a password");
+    const char *prefix = o->prefix ? o->prefix : KMS_REDIS_DEFAULT_PREFIX;
+    if (!valid_token(prefix, sizeof(c->prefix) - 1, ":._-"))
+        return kms_fail(KMS_ERR_CONFIG, "redis: key prefix must be 1..64 of [A-Za-z0-9:._-]");
+    snprintf(c->prefix, sizeof(c->prefix), "%s", prefix);
+    const char *node = o->node ? o->node : "kmsd";
+    if (!valid_token(node, KMS_CLUSTER_NAME_MAX, "._-"))
+        return kms_fail(KMS_ERR_CONFIG, "redis: node name must be 1..64 of [A-Za-z0-9._-]");
+    snprintf(c->node, sizeof(c->node), "%s", node);
+    c->ttl_s = o->ttl_s ? o->ttl_s : 300;
+    if (c->ttl_s > 30u * 86400u)
+        return kms_fail(KMS_ERR_CONFIG, "redis: ttl must be 1..2592000 s");
+    unsigned cto = o->connect_timeout_ms ? o->connect_timeout_ms : 500;
+    unsigned mto = o->command_timeout_ms ? o->command_timeout_ms : 500;
+    if (cto > 60000 || mto > 60000)
+        return kms_fail(KMS_ERR_CONFIG, "redis: timeouts must be 1..60000 ms");
+    c->connect_tv = ms_tv(cto);
+    c->command_tv = ms_tv(mto);
+    unsigned bmin = o->backoff_min_ms ? o->backoff_min_ms : 100;
+    unsigned bmax = o->backoff_max_ms ? o->backoff_max_ms : 5000;
+    if (bmin > bmax || bmax > 600000)
+        return kms_fail(KMS_ERR_CONFIG, "redis: backoff must satisfy min <= max <= 600000 ms");
+    c->backoff_min_ns = bmin * NS_PER_MS;
+    c->backoff_max_ns = bmax * NS_PER_MS;
+    unsigned gen_ms = o->gen_check_ms ? o->gen_check_ms : 1000;
+    if (gen_ms > 3600000)
+        return kms_fail(KMS_ERR_CONFIG, "redis: generation check must be 1..3600000 ms");
+    c->gen_check_ns = gen_ms * NS_PER_MS;
+    if (o->cluster_key == NULL || kms_secret_len(o->cluster_key) != KMS_CLUSTER_KEY_LEN)
+        return kms_fail(KMS_ERR_CONFIG, "redis: the cluster cache key must be %d bytes", KMS_CLUSTER_KEY_LEN);
+    /* why: one key for names and another for values, so neither use can
+     * leak anything about the other (HKDF-Expand with one block). */
+    static const char name_label[] = "kmsd cluster cache v1 name\x01";
+    static const char value_label[] = "kmsd cluster cache v1 value\x01";
+    KMS_GUARD(kms_secret_new(32, &c->k_name));
+    KMS_GUARD(kms_secret_new(32, &c->k_value));
+    if (hmac(o->cluster_key, (const uint8_t *)name_label, sizeof(name_label) - 1, kms_secret_data(c->k_name)) != 0 ||
+        hmac(o->cluster_key, (const uint8_t *)value_label, sizeof(value_label) - 1, kms_secret_data(c->k_value)) !=
+            0) {
+        kms_error_add_openssl();
+        return kms_fail(KMS_ERR_CRYPTO, "redis: deriving the cluster subkeys");
+    }
+    return KMS_OK;
+}
+
+kms_rc kms_cache_redis_new(const struct kms_redis_options *o, struct kms_cache *local, struct kms_cache **out)
+{
+    *out = NULL;
+    if (local == NULL)
+        return kms_fail(KMS_ERR_CONFIG, "redis: a local tier is required");
+    pthread_once(&fns_once, init_fns);
+    if (default_fns.createString == NULL) {
+        kms_cache_free(&local);
+        return kms_fail(KMS_ERR_NO_MEMORY, "redis: reader");
+    }
+    struct rcache *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        kms_cache_free(&local);
+        return kms_fail(KMS_ERR_NO_MEMORY, "redis cache");
+    }
+    c->local = local;
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        kms_cache_free(&c->local);
+        free(c);
+        return kms_fail(KMS_ERR_NO_MEMORY, "redis cache mutex");
+    }
+    c->base.ops = &redis_ops;
+    c->link = KMS_REDIS_DEGRADED;
+    c->link_logged_down = 1; /* why: the first successful connect is logged */
+    c->started = (int64_t)time(NULL);
+    kms_rc rc = apply_options(c, o);
+    if (rc != KMS_OK) {
+        redis_destroy(&c->base);
+        return rc;
+    }
+    pthread_mutex_lock(&c->mu);
+    (void)link_get(c);
+    pthread_mutex_unlock(&c->mu);
+    *out = &c->base;
+    return KMS_OK;
+}
+
+static struct rcache *as_redis(struct kms_cache *c)
+{
+    return c != NULL && c->ops == &redis_ops ? (struct rcache *)c : NULL;
+}
+
+void kms_cache_redis_state(struct kms_cache *base, struct kms_redis_state *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->link = KMS_REDIS_DEGRADED;
+    struct rcache *c = as_redis(base);
+    if (c == NULL)
+        return;
+    out->link = (enum kms_redis_link)__atomic_load_n(&c->link, __ATOMIC_RELAXED);
+    out->hits_local = load(&c->hits_local);
+    out->hits_redis = load(&c->hits_redis);
+    out->misses = load(&c->misses);
+    out->errors = load(&c->errors);
+    out->bad_values = load(&c->bad_values);
+    out->reconnects = load(&c->reconnects);
+    pthread_mutex_lock(&c->mu);
+    out->generation = c->gen;
+    pthread_mutex_unlock(&c->mu);
+}
+
+kms_rc kms_cache_redis_invalidate_all(struct kms_cache *base)
+{
+    struct rcache *c = as_redis(base);
+    if (c == NULL)
+        return kms_fail(KMS_ERR_INVALID_FIELD, "not a distributed cache");
+    kms_rc rc = KMS_ERR_BACKEND_UNAVAILABLE;
+    pthread_mutex_lock(&c->mu);
+    kms_cache_local_clear(c->local);
+    if (link_get(c) != NULL) {
+        char name[NAME_MAX_LEN];
+        snprintf(name, sizeof(name), "%sgen", c->prefix);
+        const char *argv[] = {"INCR", name};
+        size_t lens[] = {4, strlen(name)};
+        redisReply *r = command(c, 2, argv, lens);
+        uint64_t g;
+        if (r != NULL && r->type == REDIS_REPLY_INTEGER && parse_gen(r, &g) == 0) {
+            c->gen = g;
+            rc = KMS_OK;
+        }
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (rc != KMS_OK)
+        return kms_fail(rc, "redis: invalidation not propagated (local tier cleared)");
+    kms_log(KMS_LOG_INFO, "cache_invalidated", NULL, "node", c->node, NULL);
+    return KMS_OK;
+}
+
+/* ---- heartbeat ------------------------------------------------------------ */
+
+kms_rc kms_cluster_heartbeat(struct kms_cache *base, const char *node, const char *version, unsigned ttl_s)
+{
+    struct rcache *c = as_redis(base);
+    if (c == NULL)
+        return kms_fail(KMS_ERR_INVALID_FIELD, "not a distributed cache");
+    if (!valid_token(node, KMS_CLUSTER_NAME_MAX, "._-") || !valid_token(version, KMS_CLUSTER_NAME_MAX, ".+_-") ||
+        ttl_s == 0 || ttl_s > 86400)
+        return kms_fail(KMS_ERR_INVALID_FIELD, "heartbeat: bad node name, version or ttl");
+    json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "node", node, "version", version, "started", (json_int_t)c->started,
+                          "last_seen", (json_int_t)time(NULL));
+    char *body = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    if (body == NULL)
+        return kms_fail(KMS_ERR_NO_MEMORY, "heartbeat json");
+    char name[NAME_MAX_LEN], ttl[16];
+    snprintf(name, sizeof(name), "%snode:%s", c->prefix, node);
+    snprintf(ttl, sizeof(ttl), "%u", ttl_s);
+    kms_rc rc = KMS_ERR_BACKEND_UNAVAILABLE;
+    pthread_mutex_lock(&c->mu);
+    if (link_get(c) != NULL) {
+        const char *argv[] = {"SET", name, body, "EX", ttl};
+        size_t lens[] = {3, strlen(name), strlen(body), 2, strlen(ttl)};
+        redisReply *r = command(c, 5, argv, lens);
+        if (reply_ok(r))
+            rc = KMS_OK;
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(body);
+    if (rc != KMS_OK)
+        return kms_fail(rc, "heartbeat: redis unreachable or refused");
+    return KMS_OK;
+}
+
+/* Strictly parses one heartbeat value; -1 when it is not one. */
+static int parse_node(const redisReply *r, struct kms_cluster_node *out)
+{
+    if (r == NULL || r->type != REDIS_REPLY_STRING)
+        return -1;
+    json_error_t err;
+    json_t *j = json_loadb(r->str, r->len, JSON_REJECT_DUPLICATES, &err);
+    const char *node = NULL, *version = NULL;
+    json_int_t started = 0, seen = 0;
+    int bad = j == NULL || json_unpack_ex(j, &err, JSON_STRICT, "{s:s, s:s, s:I, s:I}", "node", &node, "version",
+                                          &version, "started", &started, "last_seen", &seen) != 0 ||
+              !valid_token(node, KMS_CLUSTER_NAME_MAX, "._-") ||
+              !valid_token(version, KMS_CLUSTER_NAME_MAX, ".+_-") || started < 0 || seen < 0;
+    if (!bad) {
+        snprintf(out->name, sizeof(out->name), "%s", node);
+        snprintf(out->version, sizeof(out->version), "%s", version);
+        out->started = (int64_t)started;
+        out->last_seen = (int64_t)seen;
+    }
+    json_decref(j);
+    return bad ? -1 : 0;
+}
+
+kms_rc kms_cluster_nodes(struct kms_cache *base, struct kms_cluster_node *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    struct rcache *c = as_redis(base);
+    if (c == NULL)
+        return kms_fail(KMS_ERR_INVALID_FIELD, "not a distributed cache");
+    char pattern[NAME_MAX_LEN], cursor[24] = "0";
+    snprintf(pattern, sizeof(pattern), "%snode:*", c->prefix);
+    kms_rc rc = KMS_OK;
+    pthread_mutex_lock(&c->mu);
+    if (link_get(c) == NULL)
+        rc = KMS_ERR_BACKEND_UNAVAILABLE;
+    for (int calls = 0; rc == KMS_OK && calls < SCAN_MAX_CALLS && *n < cap; calls++) {
+        const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT};
+        size_t lens[] = {4, strlen(cursor), 5, strlen(pattern), 5, strlen(SCAN_COUNT)};
+        redisReply *r = command(c, 6, argv, lens);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof(cursor) ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            rc = KMS_ERR_BACKEND_UNAVAILABLE;
+            break;
+        }
+        memcpy(cursor, r->element[0]->str, r->element[0]->len);
+        cursor[r->element[0]->len] = '\0';
+        for (size_t i = 0; i < r->element[1]->elements && *n < cap && c->ctx != NULL; i++) {
+            const redisReply *k = r->element[1]->element[i];
+            if (k->type != REDIS_REPLY_STRING)
+                continue;
+            const char *gargv[] = {"GET", k->str};
+            size_t glens[] = {3, k->len};
+            redisReply *v = command(c, 2, gargv, glens);
+            if (parse_node(v, &out[*n]) == 0)
+                (*n)++;
+            freeReplyObject(v);
+        }
+        freeReplyObject(r);
+        if (c->ctx == NULL)
+            rc = KMS_ERR_BACKEND_UNAVAILABLE;
+        if (strcmp(cursor, "0") == 0)
+            break;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (rc != KMS_OK)
+        return kms_fail(rc, "cluster nodes: redis unreachable");
+    return KMS_OK;
+}

@@ -1,0 +1,101 @@
+/* Distributed cache tier (SPEC §9): a local tier in front of Redis, shared by
+ * every kmsd node of a cluster. The only hiredis user (STYLE.md: layout).
+ *
+ * Redis never sees key material nor the cache keys (SHA-256 of wrapped
+ * blobs): entry names are prefix "g<gen>:" hex(HMAC-SHA256(K_name, cache key))
+ * and values are AES-256-GCM(K_value) with the entry name as AAD, where
+ * K_name and K_value are derived from the 32-byte cluster cache key that only
+ * the nodes hold. Byte layouts: docs/cluster-cache.md.
+ *
+ * Redis trouble is never the caller's error: get falls back to the local tier
+ * (a miss), put stores locally; the link reconnects lazily with exponential
+ * backoff. Thread-safe (one mutex around one connection). */
+#ifndef KMS_CLUSTER_REDIS_CACHE_H
+#define KMS_CLUSTER_REDIS_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/secret.h"
+#include "kms/cache.h"
+
+#define KMS_CLUSTER_KEY_LEN 32
+#define KMS_REDIS_DEFAULT_PREFIX "kms:cache:v1:"
+#define KMS_CLUSTER_NAME_MAX 64 /* node names and versions: [A-Za-z0-9._-]{1,64} */
+
+struct kms_redis_options {
+    /* "redis://[[user]:password@]host[:port][/db]" (user, password
+     * percent-decoded), parsed strictly; NULL to use host/port below. When
+     * set, host, port, db, user and password must be left unset. "rediss://"
+     * is recognised and refused: this build's hiredis (0.14) has no TLS. */
+    const char *url;
+    const char *host;                  /* NULL = "127.0.0.1" */
+    unsigned port;                     /* 0 = 6379 */
+    unsigned db;                       /* SELECT db when > 0 (0..9999) */
+    const char *user;                  /* ACL user (AUTH user password); NULL = default user */
+    const struct kms_secret *password; /* NULL = no AUTH; borrowed, copied */
+    const char *prefix;                /* NULL = KMS_REDIS_DEFAULT_PREFIX; [A-Za-z0-9:._-]{1,64} */
+    unsigned ttl_s;                    /* SET ... EX ttl_s; 0 = 300 */
+    unsigned connect_timeout_ms;       /* 0 = 500 */
+    unsigned command_timeout_ms;       /* 0 = 500 */
+    unsigned backoff_min_ms;           /* 0 = 100: first wait after a failed connect */
+    unsigned backoff_max_ms;           /* 0 = 5000: doubling stops here */
+    unsigned gen_check_ms;             /* 0 = 1000: how often the generation is re-read */
+    const struct kms_secret *cluster_key; /* required, KMS_CLUSTER_KEY_LEN bytes; borrowed, copied */
+    const char *node;                  /* this node's name, for logs; NULL = "kmsd" */
+};
+
+/* New two-tier cache. get: local tier, then Redis (a Redis hit is decrypted
+ * and stored in the local tier); put: local tier and Redis. *local is taken
+ * over: freed with the new cache, and also here when this fails.
+ * The first connection is tried here; failing to reach Redis is not an
+ * error (the cache starts degraded and retries later).
+ * Errors: KMS_ERR_CONFIG (bad option, detail names it; no secret in it),
+ * KMS_ERR_NO_MEMORY, KMS_ERR_CRYPTO. The caller owns *out (kms_cache_free). */
+kms_rc kms_cache_redis_new(const struct kms_redis_options *o, struct kms_cache *local, struct kms_cache **out)
+    KMS_MUST_CHECK;
+
+enum kms_redis_link { KMS_REDIS_CONNECTED = 0, KMS_REDIS_DEGRADED = 1 };
+
+struct kms_redis_state {
+    enum kms_redis_link link;
+    uint64_t hits_local, hits_redis, misses;
+    uint64_t errors;     /* failed connects, commands, replies (oversized, wrong type) */
+    uint64_t bad_values; /* values that failed to decrypt or parse (counted as misses) */
+    uint64_t reconnects; /* successful connects after the first */
+    uint64_t generation; /* the invalidation generation in use */
+};
+
+/* Snapshot of the link state and counters; no I/O. A cache that is not a
+ * Redis cache (or NULL) reports degraded and zeros. */
+void kms_cache_redis_state(struct kms_cache *c, struct kms_redis_state *out);
+
+/* Cluster-wide invalidation: INCR prefix "gen"; every node re-reads the
+ * generation at most gen_check_ms later and clears its local tier when it
+ * changed. This node's local tier is cleared at once. Errors:
+ * KMS_ERR_BACKEND_UNAVAILABLE when Redis could not be told (only the local
+ * tier was cleared), KMS_ERR_INVALID_FIELD when c is not a Redis cache. */
+kms_rc kms_cache_redis_invalidate_all(struct kms_cache *c) KMS_MUST_CHECK;
+
+struct kms_cluster_node {
+    char name[KMS_CLUSTER_NAME_MAX + 1];
+    char version[KMS_CLUSTER_NAME_MAX + 1];
+    int64_t started;   /* Unix seconds */
+    int64_t last_seen; /* Unix seconds */
+};
+
+/* SET prefix "node:" node = {"node","version","started","last_seen"} EX ttl_s
+ * (1..86400). started is when c was created. Also a chance to reconnect.
+ * Errors: KMS_ERR_INVALID_FIELD (bad name/version/ttl),
+ * KMS_ERR_BACKEND_UNAVAILABLE (Redis unreachable or refused). */
+kms_rc kms_cluster_heartbeat(struct kms_cache *c, const char *node, const char *version, unsigned ttl_s)
+    KMS_MUST_CHECK;
+
+/* Nodes with a live heartbeat, via SCAN MATCH prefix "node:*" (bounded: at
+ * most 256 SCAN calls); entries that do not parse are skipped. Fills out[0..cap)
+ * and *n (at most cap; order unspecified). Errors: KMS_ERR_BACKEND_UNAVAILABLE,
+ * KMS_ERR_INVALID_FIELD when c is not a Redis cache. */
+kms_rc kms_cluster_nodes(struct kms_cache *c, struct kms_cluster_node *out, size_t cap, size_t *n) KMS_MUST_CHECK;
+
+#endif

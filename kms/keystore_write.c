@@ -435,16 +435,19 @@ static kms_rc p12_write(const struct kms_keystore *ks, const char *password, str
     PKCS12 *p12 = NULL;
     ASN1_OBJECT *any_eku = OBJ_txt2obj(ANY_EKU, 1);
     uint8_t *der = NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     if (keybags == NULL || certbags == NULL || any_eku == NULL)
         goto out;
     for (size_t i = 0; i < ks->count; i++) {
         const struct kms_ks_entry *e = &ks->entries[i];
         PKCS12_SAFEBAG *bag;
         if (e->type == KMS_KS_PRIVATE_KEY) {
-            /* why: keytool pairs key and leaf by localKeyId; "Time 1234" style ids
-             * are keytool's, any unique bytes do. */
-            char keyid[32];
-            int kn = snprintf(keyid, sizeof(keyid), "Time %zu", i + 1);
+            /* why: keytool pairs key and leaf by localKeyId and, when it reads
+             * "Time <ms>", shows that as the entry's creation date. */
+            char keyid[48];
+            int kn = snprintf(keyid, sizeof(keyid), "Time %llu", (unsigned long long)(now_ms + i));
             bag = PKCS12_add_key_ex(&keybags, e->key, 0, P12_ITER, NID_aes_256_cbc, password, NULL, NULL);
             if (bag == NULL || !add_name(bag, e->alias) ||
                 PKCS12_add_localkeyid(bag, (unsigned char *)keyid, kn) != 1)

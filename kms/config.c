@@ -93,6 +93,10 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_CACHE_MAX_ENTRIES] = INT("10000", 0, 10000000, "most customer keys held in the local cache"),
     [KMS_CFG_AUTH_ROLES] = {T_STR, "", 0, 0, NULL, check_roles,
                             "extra alias-prefix to role mappings: prefix=role,... with role backend, device or admin"},
+    [KMS_CFG_AUTH_CRL_FILE] = STR("", "CRL file (PEM or DER) signed by a keystore CA; revoked client certificates "
+                                      "are refused; reloaded with the keystore"),
+    [KMS_CFG_AUTH_EXPIRY_WARN_DAYS] = INT("30", 0, 3650, "warn (at start and daily) about certificates expiring "
+                                                         "within this many days"),
     [KMS_CFG_LOG_LEVEL] = ENUM("info", log_levels, "log level: debug, info, warn or error"),
     [KMS_CFG_AUDIT_FILE] = STR("", "audit log file (JSON lines); empty: audit lines go to the application log"),
     [KMS_CFG_NODE_NAME] = STR("", "node name in logs, audit and cluster heartbeats; empty: the host name"),

@@ -54,6 +54,8 @@
     X(CACHE_IDLE, "kms.cache.idle")                                                              \
     X(CACHE_MAX_ENTRIES, "kms.cache.max.entries")                                                \
     X(AUTH_ROLES, "kms.auth.roles")                                                              \
+    X(AUTH_CRL_FILE, "kms.auth.crl.file")                                                        \
+    X(AUTH_EXPIRY_WARN_DAYS, "kms.auth.expiry.warn.days")                                        \
     X(LOG_LEVEL, "kms.log.level")                                                                \
     X(AUDIT_FILE, "kms.audit.file")                                                              \
     X(NODE_NAME, "kms.node.name")                                                                \

@@ -1,7 +1,10 @@
 #include "kms/identity.h"
 
 #include <ctype.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +155,7 @@ const char *kms_auth_status_name(enum kms_auth_status s)
     case KMS_AUTH_NOT_YET_VALID: return "not_yet_valid";
     case KMS_AUTH_CA_ENTRY: return "ca_entry";
     case KMS_AUTH_NO_ROLE: return "no_role";
+    case KMS_AUTH_REVOKED: return "revoked";
     }
     return "unknown";
 }
@@ -172,6 +176,9 @@ const char *kms_auth_status_text(enum kms_auth_status s)
     case KMS_AUTH_NO_ROLE:
         return "the client certificate's keystore alias maps to no role "
                "(aliases cmxBackend*/cmxDevice*, or configure kms.auth.roles)";
+    case KMS_AUTH_REVOKED:
+        return "the client certificate is in the keystore but is revoked by the CRL (kms.auth.crl.file); "
+               "remove its entry or issue a new certificate";
     }
     return "refused";
 }
@@ -198,8 +205,22 @@ static void asn1_time_rfc3339(const ASN1_TIME *t, char *out, size_t cap, time_t 
     *as_time = timegm(&tm);
 }
 
-void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap *m, const uint8_t *der,
-                         size_t len, time_t now, struct kms_identity *out)
+static int revoked(const STACK_OF(X509_CRL) *crls, X509 *cert)
+{
+    for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(crls, i);
+        X509_REVOKED *rev = NULL;
+        if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0)
+            continue;
+        if (X509_CRL_get0_by_cert(crl, &rev, cert) == 1)
+            return 1;
+    }
+    return 0;
+}
+
+void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap *m,
+                         const STACK_OF(X509_CRL) *crls, const uint8_t *der, size_t len, time_t now,
+                         struct kms_identity *out)
 {
     memset(out, 0, sizeof(*out));
     out->role = KMS_ROLE_NONE;
@@ -229,6 +250,10 @@ void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap
         out->status = KMS_AUTH_EXPIRED;
         return;
     }
+    if (crls != NULL && revoked(crls, cert)) {
+        out->status = KMS_AUTH_REVOKED;
+        return;
+    }
     int is_ca = kms_ks_entry_is_ca(e);
     out->role = kms_rolemap_lookup(m, out->alias, is_ca);
     if (out->role == KMS_ROLE_NONE) {
@@ -236,4 +261,68 @@ void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap
         return;
     }
     out->status = KMS_AUTH_OK;
+}
+
+/* The CA certificate entry of ks named issuer, or NULL. */
+static X509 *issuer_in(const struct kms_keystore *ks, const X509_NAME *issuer)
+{
+    for (size_t i = 0; i < kms_keystore_count(ks); i++) {
+        const struct kms_ks_entry *e = kms_keystore_entry(ks, i);
+        X509 *x = kms_ks_entry_cert(e);
+        if (kms_ks_entry_is_ca(e) && X509_NAME_cmp(X509_get_subject_name(x), issuer) == 0)
+            return x;
+        STACK_OF(X509) *chain = kms_ks_entry_chain(e);
+        for (int k = 0; k < sk_X509_num(chain); k++) {
+            X509 *c = sk_X509_value(chain, k);
+            if (X509_check_ca(c) && X509_NAME_cmp(X509_get_subject_name(c), issuer) == 0)
+                return c;
+        }
+    }
+    return NULL;
+}
+
+kms_rc kms_crl_load(const char *path, const struct kms_keystore *ks, STACK_OF(X509_CRL) **out)
+{
+    *out = NULL;
+    BIO *bio = BIO_new_file(path, "rb");
+    if (bio == NULL) {
+        ERR_clear_error();
+        return kms_fail(KMS_ERR_IO, "cannot read the CRL file %s (kms.auth.crl.file)", path);
+    }
+    STACK_OF(X509_CRL) *crls = sk_X509_CRL_new_null();
+    X509_CRL *crl;
+    while (crls != NULL && (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL)
+        if (!sk_X509_CRL_push(crls, crl))
+            X509_CRL_free(crl);
+    ERR_clear_error();
+    if (crls != NULL && sk_X509_CRL_num(crls) == 0) {
+        (void)BIO_reset(bio);
+        crl = d2i_X509_CRL_bio(bio, NULL);
+        if (crl != NULL && !sk_X509_CRL_push(crls, crl))
+            X509_CRL_free(crl);
+        ERR_clear_error();
+    }
+    BIO_free(bio);
+    if (crls == NULL)
+        return KMS_ERR_NO_MEMORY;
+    if (sk_X509_CRL_num(crls) == 0) {
+        sk_X509_CRL_free(crls);
+        return kms_fail(KMS_ERR_CONFIG, "%s holds no CRL (PEM or DER)", path);
+    }
+    for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+        X509_CRL *c = sk_X509_CRL_value(crls, i);
+        X509 *issuer = issuer_in(ks, X509_CRL_get_issuer(c));
+        /* why: a CRL can only refuse, but an unverified one would let anyone who
+         * can write the file lock clients out; require the issuing CA's signature */
+        if (issuer == NULL || X509_CRL_verify(c, X509_get0_pubkey(issuer)) != 1) {
+            char name[256];
+            X509_NAME_oneline(X509_CRL_get_issuer(c), name, (int)sizeof(name));
+            sk_X509_CRL_pop_free(crls, X509_CRL_free);
+            ERR_clear_error();
+            return kms_fail(KMS_ERR_CONFIG, "%s: CRL %d of issuer %s is not signed by a CA of the keystore", path,
+                            i + 1, name);
+        }
+    }
+    *out = crls;
+    return KMS_OK;
 }

@@ -23,6 +23,7 @@ enum kms_auth_status {
     KMS_AUTH_NOT_YET_VALID,
     KMS_AUTH_CA_ENTRY,
     KMS_AUTH_NO_ROLE,
+    KMS_AUTH_REVOKED,
 };
 
 struct kms_identity {
@@ -48,9 +49,18 @@ void kms_rolemap_free(struct kms_rolemap **m);
 enum kms_role kms_rolemap_lookup(const struct kms_rolemap *m, const char *alias, int is_ca);
 
 /* Decides the identity of a client presenting der[0..len) (NULL: none) at
- * time now. Always fills *out; never fails. */
-void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap *m, const uint8_t *der,
-                         size_t len, time_t now, struct kms_identity *out);
+ * time now; a certificate listed by one of crls (may be NULL) whose issuer
+ * is the certificate's issuer is KMS_AUTH_REVOKED. Always fills *out; never
+ * fails. */
+void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap *m,
+                         const STACK_OF(X509_CRL) *crls, const uint8_t *der, size_t len, time_t now,
+                         struct kms_identity *out);
+
+/* Loads the CRLs of a PEM (one or more) or DER file (kms.auth.crl.file).
+ * Each must be signed by a CA certificate entry of ks when ks names its
+ * issuer; one that is not is refused. KMS_ERR_IO / KMS_ERR_CONFIG with a
+ * detail naming the file. The caller owns *out (sk_X509_CRL_pop_free). */
+kms_rc kms_crl_load(const char *path, const struct kms_keystore *ks, STACK_OF(X509_CRL) **out) KMS_MUST_CHECK;
 
 const char *kms_role_name(enum kms_role r);
 /* Operator-facing explanation of a refusal ("certificate is not in the keystore ..."). */

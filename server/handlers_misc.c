@@ -3,6 +3,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "server/trust.h"
+
 #include "common/log.h"
 #include "server/internal.h"
 
@@ -50,13 +52,46 @@ kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
     kms_jsonw_obj_begin(w);
     kms_jsonw_kv(w, "status", prc == KMS_OK ? "ready" : "not_ready");
     kms_jsonw_kv(w, "node", s->d.node);
+    struct kms_trust *t = kms_server_trust(s);
+    char loaded[32], expiry[32], reload_at[32];
+    gmtime_r(&t->loaded_at, &tm);
+    strftime(loaded, sizeof(loaded), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    gmtime_r(&t->earliest_not_after, &tm);
+    strftime(expiry, sizeof(expiry), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    pthread_mutex_lock(&s->trust_lock);
+    time_t rat = s->reload_at;
+    kms_rc rrc = s->reload_rc;
+    char rdetail[sizeof(s->reload_detail)];
+    memcpy(rdetail, s->reload_detail, sizeof(rdetail));
+    pthread_mutex_unlock(&s->trust_lock);
     kms_jsonw_key(w, "keystore");
     kms_jsonw_obj_begin(w);
-    kms_jsonw_kv(w, "file", kms_keystore_path(s->d.keystore));
-    kms_jsonw_kv(w, "format", kms_keystore_format_name(kms_keystore_format(s->d.keystore)));
+    kms_jsonw_kv(w, "file", kms_keystore_path(t->ks));
+    kms_jsonw_kv(w, "format", kms_keystore_format_name(kms_keystore_format(t->ks)));
     kms_jsonw_key(w, "entries");
-    kms_jsonw_int(w, (long long)kms_keystore_count(s->d.keystore));
+    kms_jsonw_int(w, (long long)kms_keystore_count(t->ks));
+    kms_jsonw_key(w, "generation");
+    kms_jsonw_int(w, (long long)t->generation);
+    kms_jsonw_kv(w, "loaded_at", loaded);
+    kms_jsonw_key(w, "crls");
+    kms_jsonw_int(w, t->crls ? sk_X509_CRL_num(t->crls) : 0);
+    kms_jsonw_kv(w, "earliest_not_after", expiry);
+    kms_jsonw_kv(w, "earliest_not_after_alias", t->earliest_alias);
+    kms_jsonw_key(w, "last_reload");
+    if (rat == 0) {
+        kms_jsonw_null(w);
+    } else {
+        gmtime_r(&rat, &tm);
+        strftime(reload_at, sizeof(reload_at), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        kms_jsonw_obj_begin(w);
+        kms_jsonw_kv(w, "at", reload_at);
+        kms_jsonw_kv(w, "result", rrc == KMS_OK ? "ok" : kms_error_code(rrc));
+        if (rrc != KMS_OK)
+            kms_jsonw_kv(w, "detail", rdetail);
+        kms_jsonw_obj_end(w);
+    }
     kms_jsonw_obj_end(w);
+    kms_trust_unref(&t);
     kms_jsonw_key(w, "backend");
     kms_jsonw_obj_begin(w);
     kms_jsonw_kv(w, "kind", s->d.backend_name);

@@ -5,11 +5,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <openssl/bio.h>
-#include <openssl/pem.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -50,6 +49,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         struct kms_conn *conn = *socket_context;
         if (conn != NULL) {
             kms_buf_free(&conn->body);
+            kms_trust_unref(&conn->tls);
             free(conn);
         }
         *socket_context = NULL;
@@ -70,7 +70,10 @@ static void decide_identity(struct kms_server *s, struct MHD_Connection *c, stru
             len = peers[0].size;
         }
     }
-    kms_identity_decide(s->d.keystore, s->d.roles, der, len, time(NULL), &conn->id);
+    struct kms_trust *t = kms_server_trust(s);
+    kms_identity_decide(t->ks, s->d.roles, t->crls, der, len, time(NULL), &conn->id);
+    conn->id_generation = t->generation;
+    kms_trust_unref(&t);
     conn->decided = 1;
     const struct kms_identity *id = &conn->id;
     if (id->status == KMS_AUTH_OK) {
@@ -253,7 +256,9 @@ static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_r
     if (r->route == NULL)
         return wrong_method ? kms_fail(KMS_ERR_METHOD, "%s %s", method, url) : kms_fail(KMS_ERR_NOT_FOUND, "%s", url);
     if (r->route->roles != 0) {
-        if (!r->conn->decided)
+        /* why: once per connection, and again only after a keystore or CRL
+         * reload, so a revoked or removed client is refused on its next request */
+        if (!r->conn->decided || r->conn->id_generation != __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE))
             decide_identity(s, c, r->conn, r->id);
         if (r->conn->id.status != KMS_AUTH_OK)
             return kms_fail(KMS_ERR_UNAUTHENTICATED, "%s", kms_auth_status_name(r->conn->id.status));
@@ -381,57 +386,96 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
 
 /* ---- daemon --------------------------------------------------------------------- */
 
-/* PEM of the server's certificate chain (leaf first) and of its key. The key
- * PEM is built in a secure-heap BIO and wiped by the caller after start. */
-static kms_rc server_pem(const struct kms_ks_entry *e, char **cert_pem, char **key_pem, size_t *key_len)
+/* ---- trust generations and the TLS identity ------------------------------------- */
+
+static struct kms_server *the_server; /* why: GnuTLS's certificate callback has no user pointer */
+
+struct kms_trust *kms_server_trust(struct kms_server *s)
 {
-    kms_rc rc = KMS_ERR_CRYPTO;
-    BIO *cb = BIO_new(BIO_s_mem());
-    BIO *kb = BIO_new(BIO_s_secmem());
-    *cert_pem = NULL;
-    *key_pem = NULL;
-    if (cb == NULL || kb == NULL)
-        goto out;
-    if (PEM_write_bio_X509(cb, kms_ks_entry_cert(e)) != 1)
-        goto out;
-    STACK_OF(X509) *chain = kms_ks_entry_chain(e);
-    for (int i = 0; i < sk_X509_num(chain); i++)
-        if (PEM_write_bio_X509(cb, sk_X509_value(chain, i)) != 1)
-            goto out;
-    if (PEM_write_bio_PrivateKey(kb, kms_ks_entry_key(e), NULL, NULL, 0, NULL, NULL) != 1)
-        goto out;
-    char *p;
-    long n = BIO_get_mem_data(cb, &p);
-    *cert_pem = calloc(1, (size_t)n + 1);
-    if (*cert_pem == NULL)
-        goto out;
-    memcpy(*cert_pem, p, (size_t)n);
-    n = BIO_get_mem_data(kb, &p);
-    *key_pem = OPENSSL_secure_zalloc((size_t)n + 1);
-    if (*key_pem == NULL)
-        goto out;
-    memcpy(*key_pem, p, (size_t)n);
-    *key_len = (size_t)n + 1;
-    rc = KMS_OK;
-out:
+    pthread_mutex_lock(&s->trust_lock);
+    struct kms_trust *t = s->trust;
+    kms_trust_ref(t);
+    pthread_mutex_unlock(&s->trust_lock);
+    return t;
+}
+
+/* Called once per full handshake (not on resumption): present the current
+ * generation's certificate and keep that generation alive for as long as the
+ * connection lives (reference §2.3). */
+static int on_certificate(gnutls_session_t session, const struct gnutls_cert_retr_st *info, gnutls_pcert_st **certs,
+                          unsigned int *certs_length, gnutls_ocsp_data_st **ocsp, unsigned int *ocsp_length,
+                          gnutls_privkey_t *privkey, unsigned int *flags)
+{
+    (void)info;
+    /* MHD sets the session pointer to its connection (an internal detail the
+     * reference documents); its socket context is our kms_conn. */
+    struct MHD_Connection *c = gnutls_session_get_ptr(session);
+    const union MHD_ConnectionInfo *ci = c ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+    struct kms_conn *conn = ci ? ci->socket_context : NULL;
+    if (conn == NULL || the_server == NULL)
+        return -1;
+    if (conn->tls == NULL)
+        conn->tls = kms_server_trust(the_server);
+    *certs = conn->tls->pcerts;
+    *certs_length = conn->tls->n_pcerts;
+    *privkey = conn->tls->key;
+    *ocsp = NULL;
+    *ocsp_length = 0;
+    *flags = 0; /* we keep ownership: the generation outlives the session */
+    return 0;
+}
+
+static void install(struct kms_server *s, struct kms_trust *t)
+{
+    pthread_mutex_lock(&s->trust_lock);
+    struct kms_trust *old = s->trust;
+    s->trust = t;
+    __atomic_store_n(&s->generation, t->generation, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&s->trust_lock);
+    kms_trust_unref(&old);
+}
+
+void kms_server_note_reload(struct kms_server *s, kms_rc rc, const char *detail)
+{
+    pthread_mutex_lock(&s->trust_lock);
+    s->reload_at = time(NULL);
+    s->reload_rc = rc;
+    (void)snprintf(s->reload_detail, sizeof(s->reload_detail), "%s", detail ? detail : "");
+    pthread_mutex_unlock(&s->trust_lock);
+}
+
+kms_rc kms_server_reload(struct kms_server *s, struct kms_keystore *ks, STACK_OF(X509_CRL) *crls)
+{
+    struct kms_trust *t = NULL;
+    unsigned long next = __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE) + 1;
+    kms_rc rc = kms_trust_new(ks, crls, s->d.server_alias, next, &t);
     if (rc != KMS_OK) {
-        kms_error_add_openssl();
-        free(*cert_pem);
-        *cert_pem = NULL;
+        char why[256];
+        (void)snprintf(why, sizeof(why), "%s", kms_error_detail());
+        kms_server_note_reload(s, rc, why);
+        return kms_fail(rc, "%s", why);
     }
-    BIO_free(cb);
-    BIO_free(kb); /* secmem BIO: wiped */
-    return rc;
+    install(s, t);
+    kms_server_note_reload(s, KMS_OK, "");
+    return KMS_OK;
+}
+
+unsigned long kms_server_generation(struct kms_server *s) { return __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE); }
+
+time_t kms_server_earliest_expiry(struct kms_server *s, char *alias, size_t cap)
+{
+    struct kms_trust *t = kms_server_trust(s);
+    time_t na = t->earliest_not_after;
+    (void)snprintf(alias, cap, "%s", t->earliest_alias);
+    kms_trust_unref(&t);
+    return na;
 }
 
 kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out)
 {
     *out = NULL;
-    const struct kms_ks_entry *e = kms_keystore_find(d->keystore, d->server_alias);
-    if (e == NULL || kms_ks_entry_type(e) != KMS_KS_PRIVATE_KEY)
-        return kms_fail(KMS_ERR_ALIAS_NOT_FOUND,
-                        "keystore %s has no private-key entry '%s' for the TLS server (kms.server.key.alias)",
-                        kms_keystore_path(d->keystore), d->server_alias);
+    struct kms_trust *t = NULL;
+    KMS_GUARD(kms_trust_new(d->keystore, d->crls, d->server_alias, 1, &t));
 
     union {
         struct sockaddr_in v4;
@@ -447,30 +491,28 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
         addr.v6.sin6_port = htons(d->port);
         flags |= MHD_USE_IPv6;
     } else {
+        kms_trust_unref(&t);
         return kms_fail(KMS_ERR_CONFIG, "kms.server.address '%s' is not an IPv4 or IPv6 address", d->address);
     }
 
     struct kms_server *s = calloc(1, sizeof(*s));
-    if (s == NULL)
+    if (s == NULL) {
+        kms_trust_unref(&t);
         return KMS_ERR_NO_MEMORY;
+    }
     s->d = *d;
+    s->d.keystore = NULL; /* owned by the trust generation now */
+    s->d.crls = NULL;
     pthread_mutex_init(&s->probe_lock, NULL);
+    pthread_mutex_init(&s->trust_lock, NULL);
+    install(s, t);
+    the_server = s;
     kms_json_install_allocator();
 
     if (ticket_key.data == NULL && gnutls_session_ticket_key_generate(&ticket_key) != GNUTLS_E_SUCCESS)
         ticket_key.data = NULL;
 
-    char *cert_pem = NULL, *key_pem = NULL;
-    size_t key_len = 0;
-    kms_rc rc = server_pem(e, &cert_pem, &key_pem, &key_len);
-    if (rc != KMS_OK) {
-        free(s);
-        return rc;
-    }
-
     struct MHD_OptionItem ops[] = {
-        {MHD_OPTION_HTTPS_MEM_CERT, 0, cert_pem},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, key_pem},
         {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
         {MHD_OPTION_SOCK_ADDR, 0, &addr},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s},
@@ -481,12 +523,16 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
         {d->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)d->threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
-    s->daemon = MHD_start_daemon(flags, d->port, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
+    /* why: the certificate callback goes in the varargs, since an option
+     * array item would cast a function pointer to void * */
+    s->daemon = MHD_start_daemon(flags, d->port, NULL, NULL, on_request, s, MHD_OPTION_HTTPS_CERT_CALLBACK2,
+                                 on_certificate, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
     int saved = errno;
-    free(cert_pem);
-    OPENSSL_secure_clear_free(key_pem, key_len);
     if (s->daemon == NULL) {
+        the_server = NULL;
+        kms_trust_unref(&s->trust);
         pthread_mutex_destroy(&s->probe_lock);
+        pthread_mutex_destroy(&s->trust_lock);
         free(s);
         return kms_fail(KMS_ERR_IO, "cannot listen on %s:%u: %s", d->address, (unsigned)d->port,
                         saved ? strerror(saved) : "libmicrohttpd refused the configuration");
@@ -505,6 +551,9 @@ void kms_server_stop(struct kms_server **sp)
         return;
     struct kms_server *s = *sp;
     MHD_stop_daemon(s->daemon);
+    the_server = NULL;
+    kms_trust_unref(&s->trust);
+    pthread_mutex_destroy(&s->trust_lock);
     pthread_mutex_destroy(&s->probe_lock);
     free(s);
     *sp = NULL;

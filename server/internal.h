@@ -9,6 +9,7 @@
 #include "common/buf.h"
 #include "server/jsonw.h"
 #include "server/server.h"
+#include "server/trust.h"
 
 #define KMS_REQ_ID_LEN 16
 #define KMS_PATH_PARAM_MAX 256
@@ -17,6 +18,13 @@ struct kms_server {
     struct kms_server_deps d;
     struct MHD_Daemon *daemon;
     uint16_t port;
+    /* the current trust generation (keystore, CRLs, TLS identity) */
+    pthread_mutex_t trust_lock;
+    struct kms_trust *trust;
+    unsigned long generation; /* atomic copy of trust->generation */
+    time_t reload_at;
+    kms_rc reload_rc;
+    char reload_detail[256];
     /* readiness probe result, refreshed at most every few seconds */
     pthread_mutex_t probe_lock;
     time_t probe_at;
@@ -27,6 +35,8 @@ struct kms_server {
  * needs it, and reused for every keep-alive request (SPEC §5). */
 struct kms_conn {
     int decided;
+    unsigned long id_generation;  /* trust generation the identity was decided under */
+    struct kms_trust *tls;        /* generation whose certificate this connection's handshake used */
     struct kms_identity id;
     struct kms_buf body; /* reused for each request's body */
 };
@@ -72,6 +82,9 @@ struct kms_request {
 /* router.c */
 const struct kms_route *kms_router_match(const char *method, const char *url, char *param, size_t param_cap,
                                          int *method_mismatch);
+
+/* The current trust generation, referenced (kms_trust_unref when done). */
+struct kms_trust *kms_server_trust(struct kms_server *s);
 
 /* request helpers (http.c) */
 /* Parses the body strictly (JSON_REJECT_DUPLICATES); KMS_ERR_BAD_JSON on failure. Caller owns *out. */

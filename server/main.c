@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/inotify.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include "kms/config.h"
 #include "kms/hierarchy.h"
 #include "kms/identity.h"
+#include "kms/keystore.h"
 #include "kms/keystore.h"
 #include "server/server.h"
 
@@ -50,6 +53,7 @@ static int fail(const char *event, kms_rc rc)
 struct node {
     struct kms_config *cfg;
     struct kms_keystore *ks;
+    STACK_OF(X509_CRL) *crls;
     struct kms_rolemap *roles;
     struct kms_backend *backend;
     struct kms_cache *cache;
@@ -68,6 +72,9 @@ static void node_free(struct node *n)
     kms_audit_close(&n->audit);
     kms_rolemap_free(&n->roles);
     kms_keystore_free(&n->ks);
+    if (n->crls != NULL)
+        sk_X509_CRL_pop_free(n->crls, X509_CRL_free);
+    n->crls = NULL;
     kms_config_free(&n->cfg);
 }
 
@@ -77,6 +84,9 @@ static kms_rc load_keystore(struct node *n)
     if (file[0] == '\0')
         return kms_fail(KMS_ERR_CONFIG, "kms.keystore.file is not set");
     KMS_GUARD(kms_keystore_load(file, kms_config_secret(n->cfg, KMS_CFG_KEYSTORE_PASSWORD), &n->ks));
+    const char *crl = kms_config_str(n->cfg, KMS_CFG_AUTH_CRL_FILE);
+    if (crl[0] != '\0')
+        KMS_GUARD(kms_crl_load(crl, n->ks, &n->crls));
     const char *alias = kms_config_str(n->cfg, KMS_CFG_SERVER_KEY_ALIAS);
     const struct kms_ks_entry *e = kms_keystore_find(n->ks, alias);
     if (e == NULL || kms_ks_entry_type(e) != KMS_KS_PRIVATE_KEY)
@@ -144,20 +154,127 @@ static kms_rc start(struct node *n)
         .master_key = kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY),
         .cache_type = kms_config_str(n->cfg, KMS_CFG_CACHE_TYPE),
         .backend_name = n->backend->ops->name,
-        .keystore = n->ks,
+        .keystore = n->ks, /* the server takes it (and the CRLs), also on failure */
+        .crls = n->crls,
         .roles = n->roles,
         .backend = n->backend,
         .cache = n->cache,
         .hierarchy = n->hierarchy,
         .audit = n->audit,
     };
+    n->ks = NULL;
+    n->crls = NULL;
     KMS_GUARD(kms_server_start(&d, &n->server));
     char port[16];
     (void)snprintf(port, sizeof(port), "%u", (unsigned)kms_server_port(n->server));
     kms_log(KMS_LOG_INFO, "server.started", NULL, "address", d.address, "port", port, "node", n->name, "keystore",
-            kms_keystore_path(n->ks), "backend", d.backend_name, "master_key", d.master_key, "cache", d.cache_type,
+            kms_config_str(n->cfg, KMS_CFG_KEYSTORE_FILE), "backend", d.backend_name, "master_key", d.master_key, "cache", d.cache_type,
             NULL);
     return KMS_OK;
+}
+
+/* Warns about certificates of the keystore expiring within the configured
+ * number of days (SPEC §6 verify; issue: expiry warnings at start and daily). */
+static void warn_expiry(struct node *n)
+{
+    long long days = kms_config_int(n->cfg, KMS_CFG_AUTH_EXPIRY_WARN_DAYS);
+    char alias[128];
+    time_t na = kms_server_earliest_expiry(n->server, alias, sizeof(alias));
+    if (na == 0 || days == 0)
+        return;
+    double left = difftime(na, time(NULL)) / 86400.0;
+    if (left > (double)days)
+        return;
+    char when[32], left_s[32];
+    struct tm tm;
+    gmtime_r(&na, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    (void)snprintf(left_s, sizeof(left_s), "%.1f", left);
+    kms_log(KMS_LOG_WARN, "keystore.expiry", NULL, "alias", alias, "not_after", when, "days_left", left_s, "msg",
+            left < 0 ? "a keystore certificate has expired: replace it" : "a keystore certificate expires soon: renew it",
+            NULL);
+}
+
+/* Loads the keystore and CRL again and hands them to the server; a keystore
+ * that does not load or lacks the server entry is refused and the old one
+ * stays in force (SPEC §6). */
+static void reload(struct node *n, const char *why)
+{
+    kms_error_clear();
+    kms_rc rc = load_keystore(n);
+    if (rc == KMS_OK) {
+        rc = kms_server_reload(n->server, n->ks, n->crls);
+        n->ks = NULL;
+        n->crls = NULL;
+    } else {
+        char detail[256];
+        (void)snprintf(detail, sizeof(detail), "%s", kms_error_detail());
+        kms_server_note_reload(n->server, rc, detail);
+        kms_error_set_detail("%s", detail);
+        kms_keystore_free(&n->ks);
+        if (n->crls != NULL)
+            sk_X509_CRL_pop_free(n->crls, X509_CRL_free);
+        n->crls = NULL;
+    }
+    char gen[32];
+    (void)snprintf(gen, sizeof(gen), "%lu", kms_server_generation(n->server));
+    if (rc == KMS_OK) {
+        kms_log(KMS_LOG_INFO, "keystore.reloaded", NULL, "trigger", why, "generation", gen, "keystore",
+                kms_config_str(n->cfg, KMS_CFG_KEYSTORE_FILE), NULL);
+        warn_expiry(n);
+    } else {
+        kms_log(KMS_LOG_ERROR, "keystore.reload_refused", NULL, "trigger", why, "code", kms_error_code(rc), "detail",
+                kms_error_detail(), "generation_in_force", gen, "msg",
+                "the new keystore or CRL was refused; the previous one stays in force", NULL);
+    }
+}
+
+/* inotify on the folders of the keystore and the CRL: a reload when either
+ * file is written or renamed into place. -1 when inotify is unavailable. */
+static int watch_files(struct node *n, const char *names[2])
+{
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    const char *files[2] = {kms_config_str(n->cfg, KMS_CFG_KEYSTORE_FILE), kms_config_str(n->cfg, KMS_CFG_AUTH_CRL_FILE)};
+    for (int i = 0; i < 2; i++) {
+        names[i] = NULL;
+        if (files[i][0] == '\0')
+            continue;
+        char dir[4096];
+        (void)snprintf(dir, sizeof(dir), "%s", files[i]);
+        char *slash = strrchr(dir, '/');
+        names[i] = slash ? files[i] + (slash - dir) + 1 : files[i];
+        if (slash == dir)
+            dir[1] = '\0';
+        else if (slash)
+            *slash = '\0';
+        else
+            (void)snprintf(dir, sizeof(dir), ".");
+        if (inotify_add_watch(fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0)
+            kms_log(KMS_LOG_WARN, "keystore.watch_failed", NULL, "dir", dir, "msg",
+                    "cannot watch the folder; reload with SIGHUP", NULL);
+    }
+    return fd;
+}
+
+/* Drains inotify events; non-zero when one names a watched file. */
+static int files_changed(int fd, const char *names[2])
+{
+    int hit = 0;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t len = read(fd, buf, sizeof(buf));
+        if (len <= 0)
+            return hit;
+        for (char *p = buf; p < buf + len;) {
+            const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
+            for (int i = 0; i < 2; i++)
+                if (ev->len > 0 && names[i] != NULL && strcmp(ev->name, names[i]) == 0)
+                    hit = 1;
+            p += sizeof(*ev) + ev->len;
+        }
+    }
 }
 
 static const char *config_path(const char *given)
@@ -242,20 +359,35 @@ int main(int argc, char **argv)
         node_free(&n);
         return code;
     }
+    warn_expiry(&n);
+    const char *names[2];
+    int wfd = watch_files(&n, names);
+    struct timespec tick = {0, 250 * 1000 * 1000};
+    time_t next_expiry_check = time(NULL) + 86400;
+    int pending = 0; /* ticks until a debounced file-change reload */
     for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0)
-            continue;
+        siginfo_t info;
+        int sig = sigtimedwait(&set, &info, &tick);
         if (sig == SIGHUP) {
-            kms_log(KMS_LOG_WARN, "reload.unsupported", NULL, "msg",
-                    "SIGHUP received: keystore reload is not implemented in this version; restart kmsd to "
-                    "apply keystore changes",
-                    NULL);
+            reload(&n, "SIGHUP");
             continue;
         }
-        kms_log(KMS_LOG_INFO, "server.stopping", NULL, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
-        break;
+        if (sig == SIGTERM || sig == SIGINT) {
+            kms_log(KMS_LOG_INFO, "server.stopping", NULL, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+            break;
+        }
+        /* why: wait for writes to settle (keytool rewrites in place) before loading */
+        if (wfd >= 0 && files_changed(wfd, names))
+            pending = 2;
+        else if (pending > 0 && --pending == 0)
+            reload(&n, "file changed");
+        if (time(NULL) >= next_expiry_check) {
+            warn_expiry(&n);
+            next_expiry_check = time(NULL) + 86400;
+        }
     }
+    if (wfd >= 0)
+        close(wfd);
     node_free(&n);
     kms_log(KMS_LOG_INFO, "server.stopped", NULL, NULL);
     return 0;

@@ -15,7 +15,8 @@
 #include "kms/identity.h"
 #include "kms/keystore.h"
 
-/* Everything the server uses, borrowed: it must outlive the server. */
+/* What the server uses: borrowed (it must outlive the server), except the
+ * keystore and CRLs, which become the first trust generation. */
 struct kms_server_deps {
     const char *address;       /* listen address literal ("0.0.0.0", "::1") */
     uint16_t port;             /* 0: pick a free port (tests) */
@@ -28,7 +29,8 @@ struct kms_server_deps {
     const char *master_key;
     const char *cache_type;
     const char *backend_name;
-    struct kms_keystore *keystore;
+    struct kms_keystore *keystore;       /* taken by kms_server_start, also on failure */
+    STACK_OF(X509_CRL) *crls;            /* taken likewise; may be NULL */
     struct kms_rolemap *roles;
     struct kms_backend *backend;
     struct kms_cache *cache;
@@ -46,5 +48,20 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
 void kms_server_stop(struct kms_server **s);
 /* The port actually bound. */
 uint16_t kms_server_port(const struct kms_server *s);
+
+/* Makes ks and crls (taken, also on failure) the next trust generation:
+ * new handshakes present its server certificate, new identity decisions use
+ * its certificate entries and CRLs, and connections decided under an older
+ * generation are decided again on their next request. Connections and
+ * requests in flight are not disturbed. On failure (KMS_ERR_ALIAS_NOT_FOUND,
+ * KMS_ERR_CRYPTO) the current generation stays in force. The outcome is
+ * recorded for /health/ready either way (kms_server_note_reload). */
+kms_rc kms_server_reload(struct kms_server *s, struct kms_keystore *ks, STACK_OF(X509_CRL) *crls) KMS_MUST_CHECK;
+/* Records a reload outcome that failed before kms_server_reload (e.g. the
+ * new keystore did not load) for /health/ready. */
+void kms_server_note_reload(struct kms_server *s, kms_rc rc, const char *detail);
+/* The current generation (1 at start) and its earliest certificate expiry. */
+unsigned long kms_server_generation(struct kms_server *s);
+time_t kms_server_earliest_expiry(struct kms_server *s, char *alias, size_t cap);
 
 #endif

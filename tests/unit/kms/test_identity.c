@@ -138,7 +138,7 @@ static void decide(struct fixture *fx, X509 *x, struct kms_identity *id)
     unsigned char *der = NULL;
     int len = i2d_X509(x, &der);
     cr_assert(len > 0);
-    kms_identity_decide(fx->ks, fx->m, der, (size_t)len, time(NULL), id);
+    kms_identity_decide(fx->ks, fx->m, NULL, der, (size_t)len, time(NULL), id);
     OPENSSL_free(der);
 }
 
@@ -178,11 +178,11 @@ Test(identity, decisions_for_each_kind_of_certificate)
     decide(&fx, fx.server, &id);
     cr_assert_eq(id.status, KMS_AUTH_UNKNOWN);
 
-    kms_identity_decide(fx.ks, fx.m, NULL, 0, time(NULL), &id);
+    kms_identity_decide(fx.ks, fx.m, NULL, NULL, 0, time(NULL), &id);
     cr_assert_eq(id.status, KMS_AUTH_NO_CERT);
 
     /* every refusal has operator words */
-    for (int s = KMS_AUTH_NO_CERT; s <= KMS_AUTH_NO_ROLE; s++)
+    for (int s = KMS_AUTH_NO_CERT; s <= KMS_AUTH_REVOKED; s++)
         cr_assert(strlen(kms_auth_status_text((enum kms_auth_status)s)) > 20);
     teardown(&fx);
 }

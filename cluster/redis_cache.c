@@ -197,7 +197,7 @@ static int parse_gen(const redisReply *r, uint64_t *out)
 }
 
 /* Reads prefix "gen" on the locked, connected link; clears the local tier
- * when it changed. -1 when the link failed. */
+ * when it changed. -1 when the link failed or Redis refused the command. */
 static int refresh_gen(struct rcache *c)
 {
     char name[NAME_MAX_LEN];
@@ -208,8 +208,13 @@ static int refresh_gen(struct rcache *c)
     if (r == NULL)
         return -1;
     uint64_t g;
+    int refused = r->type == REDIS_REPLY_ERROR; /* e.g. NOAUTH: the link is of no use */
     int bad = parse_gen(r, &g);
     freeReplyObject(r);
+    if (refused) {
+        count(&c->errors);
+        return -1;
+    }
     if (bad) {
         count(&c->errors);
         return 0; /* why: a garbage generation keeps the one we have */

@@ -1,0 +1,919 @@
+/* cluster/redis_cache against a real redis-server, started once for this
+ * binary by tests/stand-ins/redis/redis.sh (loopback, no persistence,
+ * stopped by PID in POST_ALL). Each test uses its own key prefix on the
+ * shared server; tests that stop Redis or need a password start a private
+ * one in a subdirectory. Two cache instances with separate local tiers play
+ * two kmsd nodes. The raw hiredis connection below is the test's view of
+ * what Redis holds. */
+#define _GNU_SOURCE /* memmem */
+#include "cluster/redis_cache.h"
+
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kms/cache.h"
+
+/* ---- the harness ------------------------------------------------------- */
+
+static char own_dir[128];
+
+static int harness(const char *verb, const char *dir, const char *extra_env)
+{
+    const char *src = getenv("KMS_SOURCE_DIR");
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s %s/tests/stand-ins/redis/redis.sh %s %s >> %s.out 2>&1", extra_env ? extra_env : "",
+             src ? src : ".", verb, dir, dir);
+    return system(cmd);
+}
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    snprintf(own_dir, sizeof(own_dir), "/tmp/kms-test-redis-XXXXXX");
+    if (mkdtemp(own_dir) == NULL) {
+        own_dir[0] = '\0';
+        return;
+    }
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/shared", own_dir);
+    if (harness("start", dir, NULL) != 0) {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "cat %s.out >&2", dir);
+        (void)!system(cmd);
+    }
+    setenv("KMS_TEST_REDIS_DIR", own_dir, 1);
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+    (void)stats;
+    if (own_dir[0] == '\0')
+        return;
+    static const char *const subdirs[] = {"shared", "outage", "auth"};
+    char dir[256], cmd[512];
+    for (size_t i = 0; i < KMS_ARRAY_LEN(subdirs); i++) {
+        snprintf(dir, sizeof(dir), "%s/%s", own_dir, subdirs[i]);
+        (void)!harness("stop", dir, NULL);
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", own_dir);
+    (void)!system(cmd);
+}
+
+struct env {
+    unsigned port;
+    char password[256];
+};
+
+static void read_env(const char *sub, struct env *e)
+{
+    const char *root = getenv("KMS_TEST_REDIS_DIR");
+    cr_assert_not_null(root, "PRE_ALL did not create a directory");
+    char path[512], line[256];
+    memset(e, 0, sizeof(*e));
+    snprintf(path, sizeof(path), "%s/%s/redis.env", root, sub);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "no %s: redis.sh did not start", path);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "REDIS_PORT=", 11) == 0)
+            e->port = (unsigned)strtoul(line + 11, NULL, 10);
+        else if (strncmp(line, "REDIS_PASSWORD=", 15) == 0)
+            snprintf(e->password, sizeof(e->password), "%s", line + 15);
+    }
+    fclose(f);
+    cr_assert(e->port > 0, "no port in %s", path);
+}
+
+/* Starts (or restarts) a private server in own_dir/sub. */
+static void private_server(const char *sub, const char *extra_env, struct env *e)
+{
+    const char *root = getenv("KMS_TEST_REDIS_DIR");
+    cr_assert_not_null(root);
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/%s", root, sub);
+    cr_assert_eq(harness("start", dir, extra_env), 0, "redis.sh start %s failed", dir);
+    read_env(sub, e);
+}
+
+static void stop_private(const char *sub)
+{
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/%s", getenv("KMS_TEST_REDIS_DIR"), sub);
+    cr_assert_eq(harness("stop", dir, NULL), 0, "redis.sh stop %s failed", dir);
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static struct kms_secret *cluster_key(uint8_t fill)
+{
+    uint8_t raw[KMS_CLUSTER_KEY_LEN];
+    memset(raw, fill, sizeof(raw));
+    raw[0] = 0xA5;
+    struct kms_secret *s = NULL;
+    cr_assert_eq(kms_secret_from(raw, sizeof(raw), &s), KMS_OK);
+    return s;
+}
+
+struct node_opts {
+    unsigned port;
+    const char *prefix;
+    uint8_t key_fill;
+    const char *password;
+    const char *url;
+    unsigned ttl_s;
+    unsigned gen_check_ms;
+};
+
+static kms_rc try_node(const struct node_opts *no, struct kms_cache **out)
+{
+    struct kms_cache *local = NULL;
+    cr_assert_eq(kms_cache_local_new(64, 0, 0, &local), KMS_OK);
+    struct kms_secret *ck = cluster_key(no->key_fill ? no->key_fill : 0x11);
+    struct kms_secret *pw = NULL;
+    if (no->password != NULL)
+        cr_assert_eq(kms_secret_from((const uint8_t *)no->password, strlen(no->password), &pw), KMS_OK);
+    struct kms_redis_options o = {
+        .url = no->url,
+        .host = no->url ? NULL : "127.0.0.1",
+        .port = no->url ? 0 : no->port,
+        .password = pw,
+        .prefix = no->prefix,
+        .ttl_s = no->ttl_s,
+        .connect_timeout_ms = 300,
+        .command_timeout_ms = 300,
+        .backoff_min_ms = 50,
+        .backoff_max_ms = 400,
+        .gen_check_ms = no->gen_check_ms,
+        .cluster_key = ck,
+        .node = "test-node",
+    };
+    kms_rc rc = kms_cache_redis_new(&o, local, out);
+    kms_secret_free(&ck);
+    kms_secret_free(&pw);
+    return rc;
+}
+
+static struct kms_cache *node(const struct node_opts *no)
+{
+    struct kms_cache *c = NULL;
+    kms_rc rc = try_node(no, &c);
+    cr_assert_eq(rc, KMS_OK, "kms_cache_redis_new: %s (%s)", kms_error_name(rc), kms_error_detail());
+    return c;
+}
+
+static struct kms_cache *shared_node(const char *prefix)
+{
+    struct env e;
+    read_env("shared", &e);
+    struct node_opts no = {.port = e.port, .prefix = prefix};
+    return node(&no);
+}
+
+static void rand_key(uint8_t k[KMS_CACHE_KEY_LEN])
+{
+    cr_assert_eq(kms_random(k, KMS_CACHE_KEY_LEN), KMS_OK);
+}
+
+static struct kms_secret *rand_secret(size_t len)
+{
+    struct kms_secret *s = NULL;
+    cr_assert_eq(kms_secret_random(len, &s), KMS_OK);
+    return s;
+}
+
+static void put(struct kms_cache *c, const uint8_t *k, const struct kms_secret *v)
+{
+    cr_assert_eq(kms_cache_put(c, k, v), KMS_OK);
+}
+
+/* Asserts a hit equal to want (want NULL: asserts a miss). */
+static void expect(struct kms_cache *c, const uint8_t *k, const struct kms_secret *want)
+{
+    struct kms_secret *got = NULL;
+    kms_rc rc = kms_cache_get(c, k, &got);
+    if (want == NULL) {
+        cr_assert_eq(rc, KMS_ERR_NOT_FOUND, "expected a miss, got %s", kms_error_name(rc));
+        cr_assert_null(got);
+        return;
+    }
+    cr_assert_eq(rc, KMS_OK, "expected a hit, got %s", kms_error_name(rc));
+    cr_assert(kms_secret_equal(got, want), "the hit differs from what was put");
+    kms_secret_free(&got);
+}
+
+static struct kms_redis_state state(struct kms_cache *c)
+{
+    struct kms_redis_state s;
+    kms_cache_redis_state(c, &s);
+    return s;
+}
+
+static redisContext *raw(unsigned port, const char *password)
+{
+    struct timeval tv = {2, 0};
+    redisContext *r = redisConnectWithTimeout("127.0.0.1", (int)port, tv);
+    cr_assert(r != NULL && r->err == 0, "raw connect to %u failed", port);
+    if (password != NULL) {
+        redisReply *a = redisCommand(r, "AUTH %s", password);
+        cr_assert(a != NULL && a->type == REDIS_REPLY_STATUS);
+        freeReplyObject(a);
+    }
+    return r;
+}
+
+static redisContext *raw_shared(void)
+{
+    struct env e;
+    read_env("shared", &e);
+    return raw(e.port, NULL);
+}
+
+/* The names of every key matching pattern (SCAN). Caller frees with free_names. */
+static size_t scan(redisContext *r, const char *pattern, char ***out)
+{
+    size_t n = 0, cap = 0;
+    char **names = NULL;
+    char cursor[32] = "0";
+    do {
+        redisReply *rep = redisCommand(r, "SCAN %s MATCH %s COUNT 100", cursor, pattern);
+        cr_assert(rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2);
+        snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+        for (size_t i = 0; i < rep->element[1]->elements; i++) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                names = realloc(names, cap * sizeof(*names));
+                cr_assert_not_null(names);
+            }
+            names[n++] = strdup(rep->element[1]->element[i]->str);
+        }
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0") != 0);
+    *out = names;
+    return n;
+}
+
+static void free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* The one cache entry under prefix (prefix "g*"), into name. */
+static void only_entry(redisContext *r, const char *prefix, char *name, size_t cap)
+{
+    char pattern[128];
+    snprintf(pattern, sizeof(pattern), "%sg*", prefix);
+    char **names = NULL;
+    size_t n = scan(r, pattern, &names);
+    cr_assert_eq(n, 1, "expected one entry under %s, found %zu", prefix, n);
+    snprintf(name, cap, "%s", names[0]);
+    free_names(names, n);
+}
+
+static void raw_set(redisContext *r, const char *name, const void *v, size_t len)
+{
+    redisReply *rep = redisCommand(r, "SET %s %b", name, v, len);
+    cr_assert(rep != NULL && rep->type == REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+}
+
+static size_t raw_get(redisContext *r, const char *name, uint8_t *out, size_t cap)
+{
+    redisReply *rep = redisCommand(r, "GET %s", name);
+    cr_assert(rep != NULL && rep->type == REDIS_REPLY_STRING && rep->len <= cap);
+    memcpy(out, rep->str, rep->len);
+    size_t n = rep->len;
+    freeReplyObject(rep);
+    return n;
+}
+
+/* ---- sharing ------------------------------------------------------------------- */
+
+Test(redis_cache, two_nodes_share_an_entry_through_redis)
+{
+    struct kms_cache *a = shared_node("t-share:"), *b = shared_node("t-share:");
+    cr_assert_eq(state(a).link, KMS_REDIS_CONNECTED);
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    expect(b, k, NULL);
+    put(a, k, v);
+    expect(b, k, v);
+    struct kms_redis_state s = state(b);
+    cr_assert_eq(s.hits_redis, 1, "the second node's first hit comes from Redis");
+    cr_assert_eq(s.hits_local, 0);
+    cr_assert_eq(s.misses, 1);
+    expect(b, k, v);
+    s = state(b);
+    cr_assert_eq(s.hits_local, 1, "a Redis hit is kept in the local tier");
+    cr_assert_eq(s.hits_redis, 1);
+    expect(a, k, v);
+    cr_assert_eq(state(a).hits_local, 1);
+    /* an overwrite is seen by the other node once its local copy is gone */
+    struct kms_cache *c = shared_node("t-share:");
+    struct kms_secret *v2 = rand_secret(48);
+    put(a, k, v2);
+    expect(c, k, v2);
+    kms_secret_free(&v);
+    kms_secret_free(&v2);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+    kms_cache_free(&c);
+    cr_assert_null(a);
+}
+
+Test(redis_cache, redis_holds_no_key_material_nor_cache_keys)
+{
+    enum { N = 12 };
+    struct kms_cache *a = shared_node("t-scan:"), *b = shared_node("t-scan:");
+    uint8_t keys[N][KMS_CACHE_KEY_LEN];
+    struct kms_secret *vals[N];
+    for (int i = 0; i < N; i++) {
+        rand_key(keys[i]);
+        vals[i] = rand_secret(i % 2 ? 32 : 16 + (size_t)i);
+        put(i % 2 ? a : b, keys[i], vals[i]);
+    }
+    for (int i = 0; i < N; i++)
+        expect(i % 2 ? b : a, keys[i], vals[i]);
+    cr_assert_eq(kms_cluster_heartbeat(a, "scan-a", "0.1.0", 60), KMS_OK);
+    struct kms_secret *ck = cluster_key(0x11);
+
+    /* every key of the whole server, every string value */
+    redisContext *r = raw_shared();
+    char **names = NULL;
+    size_t n = scan(r, "*", &names);
+    cr_assert_geq(n, N + 1, "the entries are in Redis (%zu keys)", n);
+    size_t entries = 0;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *t = redisCommand(r, "TYPE %s", names[i]);
+        cr_assert_not_null(t);
+        int is_string = strcmp(t->str, "string") == 0;
+        freeReplyObject(t);
+        /* why: other tests write big values on this server at the same time */
+        redisReply *g = is_string ? redisCommand(r, "GET %s", names[i]) : NULL;
+        const uint8_t *val = g && g->type == REDIS_REPLY_STRING ? (const uint8_t *)g->str : NULL;
+        size_t vlen = val ? g->len : 0;
+        if (strncmp(names[i], "t-scan:g", 8) == 0)
+            entries++;
+        const uint8_t *hay[2] = {(const uint8_t *)names[i], val};
+        size_t hay_len[2] = {strlen(names[i]), vlen};
+        for (int h = 0; h < 2; h++) {
+            cr_assert_null(memmem(hay[h], hay_len[h], kms_secret_cdata(ck), kms_secret_len(ck)),
+                           "the cluster key is in Redis (%s)", names[i]);
+            for (int j = 0; j < N; j++) {
+                char hex[2 * KMS_CACHE_KEY_LEN + 1], HEX[2 * KMS_CACHE_KEY_LEN + 1];
+                for (int x = 0; x < KMS_CACHE_KEY_LEN; x++) {
+                    snprintf(hex + 2 * x, 3, "%02x", keys[j][x]);
+                    snprintf(HEX + 2 * x, 3, "%02X", keys[j][x]);
+                }
+                cr_assert_null(memmem(hay[h], hay_len[h], kms_secret_cdata(vals[j]), kms_secret_len(vals[j])),
+                               "plaintext secret %d found in Redis key %s", j, names[i]);
+                /* why: 8 bytes is enough to notice any copy, and a random
+                 * 8-byte collision is out of the question */
+                cr_assert_null(memmem(hay[h], hay_len[h], kms_secret_cdata(vals[j]), 8),
+                               "a prefix of secret %d found in Redis key %s", j, names[i]);
+                cr_assert_null(memmem(hay[h], hay_len[h], keys[j], KMS_CACHE_KEY_LEN), "raw cache key %d in %s", j,
+                               names[i]);
+                cr_assert_null(memmem(hay[h], hay_len[h], hex, 16), "hex cache key %d in %s", j, names[i]);
+                cr_assert_null(memmem(hay[h], hay_len[h], HEX, 16), "HEX cache key %d in %s", j, names[i]);
+            }
+        }
+        freeReplyObject(g);
+    }
+    cr_assert_eq(entries, N, "one Redis entry per cache entry");
+    free_names(names, n);
+    redisFree(r);
+    kms_secret_free(&ck);
+    for (int i = 0; i < N; i++)
+        kms_secret_free(&vals[i]);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+}
+
+/* ---- what Redis can do to us --------------------------------------------------- */
+
+Test(redis_cache, tampered_values_are_misses)
+{
+    struct kms_cache *a = shared_node("t-tamper:");
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    put(a, k, v);
+    redisContext *r = raw_shared();
+    char name[256];
+    only_entry(r, "t-tamper:", name, sizeof(name));
+    uint8_t good[256];
+    size_t glen = raw_get(r, name, good, sizeof(good));
+    cr_assert_eq(glen, 1 + 12 + 32 + 16, "version, nonce, ciphertext, tag");
+    cr_assert_eq(good[0], 1);
+
+    /* the untouched value is a hit through a fresh node: the oracle works */
+    struct kms_cache *b = shared_node("t-tamper:");
+    expect(b, k, v);
+    kms_cache_free(&b);
+
+    uint8_t bad[256];
+    for (size_t pos = 0; pos < glen; pos += 7) {
+        memcpy(bad, good, glen);
+        bad[pos] ^= 0x01;
+        raw_set(r, name, bad, glen);
+        b = shared_node("t-tamper:");
+        expect(b, k, NULL);
+        cr_assert_eq(state(b).bad_values, 1, "byte %zu flipped", pos);
+        cr_assert_eq(state(b).link, KMS_REDIS_CONNECTED, "a bad value does not degrade the link");
+        kms_cache_free(&b);
+    }
+    static const char *const garbage[] = {"", "x", "\x01", "not a sealed value at all, just text"};
+    for (size_t i = 0; i < KMS_ARRAY_LEN(garbage); i++) {
+        raw_set(r, name, garbage[i], strlen(garbage[i]));
+        b = shared_node("t-tamper:");
+        expect(b, k, NULL);
+        kms_cache_free(&b);
+    }
+    /* truncated by one byte, one extra byte */
+    raw_set(r, name, good, glen - 1);
+    b = shared_node("t-tamper:");
+    expect(b, k, NULL);
+    kms_cache_free(&b);
+    memcpy(bad, good, glen);
+    bad[glen] = 0;
+    raw_set(r, name, bad, glen + 1);
+    b = shared_node("t-tamper:");
+    expect(b, k, NULL);
+    kms_cache_free(&b);
+    /* wrong type: a list under the entry name */
+    redisReply *d = redisCommand(r, "DEL %s", name);
+    freeReplyObject(d);
+    d = redisCommand(r, "RPUSH %s a b", name);
+    freeReplyObject(d);
+    b = shared_node("t-tamper:");
+    expect(b, k, NULL);
+    cr_assert_eq(state(b).bad_values, 1, "a WRONGTYPE error is a bad value, not a hit");
+    kms_cache_free(&b);
+    /* restored: a hit again */
+    d = redisCommand(r, "DEL %s", name);
+    freeReplyObject(d);
+    raw_set(r, name, good, glen);
+    b = shared_node("t-tamper:");
+    expect(b, k, v);
+    kms_cache_free(&b);
+
+    /* the node that put it still has it locally */
+    expect(a, k, v);
+    redisFree(r);
+    kms_secret_free(&v);
+    kms_cache_free(&a);
+}
+
+Test(redis_cache, value_moved_to_another_name_is_a_miss)
+{
+    struct kms_cache *a = shared_node("t-move:");
+    redisContext *r = raw_shared();
+    uint8_t k1[KMS_CACHE_KEY_LEN], k2[KMS_CACHE_KEY_LEN];
+    rand_key(k1);
+    rand_key(k2);
+    struct kms_secret *v1 = rand_secret(32), *v2 = rand_secret(32);
+    put(a, k1, v1);
+    char n1[256], n2[256];
+    only_entry(r, "t-move:", n1, sizeof(n1));
+    put(a, k2, v2);
+    char **names = NULL;
+    size_t n = scan(r, "t-move:g*", &names);
+    cr_assert_eq(n, 2);
+    snprintf(n2, sizeof(n2), "%s", strcmp(names[0], n1) == 0 ? names[1] : names[0]);
+    free_names(names, n);
+    uint8_t val[256];
+    size_t len = raw_get(r, n1, val, sizeof(val));
+    raw_set(r, n2, val, len); /* k1's sealed value under k2's name */
+    struct kms_cache *b = shared_node("t-move:");
+    expect(b, k2, NULL);
+    cr_assert_eq(state(b).bad_values, 1, "the AAD (the name) does not match");
+    expect(b, k1, v1);
+    redisFree(r);
+    kms_secret_free(&v1);
+    kms_secret_free(&v2);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+}
+
+Test(redis_cache, another_cluster_key_misses)
+{
+    struct env e;
+    read_env("shared", &e);
+    struct node_opts oa = {.port = e.port, .prefix = "t-other:", .key_fill = 0x22};
+    struct node_opts ob = {.port = e.port, .prefix = "t-other:", .key_fill = 0x33};
+    struct kms_cache *a = node(&oa), *b = node(&ob);
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    put(a, k, v);
+    expect(b, k, NULL);
+    /* even with the right name, the value does not open under another key */
+    redisContext *r = raw_shared();
+    char name[256];
+    only_entry(r, "t-other:", name, sizeof(name));
+    uint8_t val[256];
+    size_t len = raw_get(r, name, val, sizeof(val));
+    put(b, k, v);
+    redisReply *d = redisCommand(r, "KEYS t-other:g*");
+    cr_assert_eq(d->elements, 2, "two cluster keys, two names");
+    for (size_t i = 0; i < d->elements; i++)
+        if (strcmp(d->element[i]->str, name) != 0)
+            raw_set(r, d->element[i]->str, val, len);
+    freeReplyObject(d);
+    struct kms_cache *b2 = node(&ob);
+    expect(b2, k, NULL);
+    cr_assert_eq(state(b2).bad_values, 1);
+    redisFree(r);
+    kms_secret_free(&v);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+    kms_cache_free(&b2);
+}
+
+Test(redis_cache, oversized_reply_is_a_miss_and_the_link_recovers)
+{
+    struct kms_cache *a = shared_node("t-big:");
+    uint8_t k[KMS_CACHE_KEY_LEN], k2[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    rand_key(k2);
+    struct kms_secret *v = rand_secret(32), *v2 = rand_secret(32);
+    put(a, k, v);
+    redisContext *r = raw_shared();
+    char name[256];
+    only_entry(r, "t-big:", name, sizeof(name));
+    static const size_t sizes[] = {4097, 20000, 3u << 20};
+    for (size_t i = 0; i < KMS_ARRAY_LEN(sizes); i++) {
+        uint8_t *big = malloc(sizes[i]);
+        cr_assert_not_null(big);
+        memset(big, 'A', sizes[i]);
+        big[0] = 1;
+        raw_set(r, name, big, sizes[i]);
+        free(big);
+        struct kms_cache *b = shared_node("t-big:");
+        uint64_t errors = state(b).errors;
+        expect(b, k, NULL);
+        cr_assert_gt(state(b).errors, errors, "an oversized reply counts as an error (%zu bytes)", sizes[i]);
+        /* the next operation reconnects at once and works */
+        put(a, k2, v2);
+        expect(b, k2, v2);
+        cr_assert_eq(state(b).link, KMS_REDIS_CONNECTED);
+        cr_assert_eq(state(b).hits_redis, 1);
+        kms_cache_free(&b);
+    }
+    redisFree(r);
+    kms_secret_free(&v);
+    kms_secret_free(&v2);
+    kms_cache_free(&a);
+}
+
+/* ---- TTL, invalidation --------------------------------------------------------- */
+
+Test(redis_cache, ttl_is_honoured)
+{
+    struct env e;
+    read_env("shared", &e);
+    struct node_opts no = {.port = e.port, .prefix = "t-ttl:", .ttl_s = 1};
+    struct kms_cache *a = node(&no);
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    put(a, k, v);
+    redisContext *r = raw_shared();
+    char name[256];
+    only_entry(r, "t-ttl:", name, sizeof(name));
+    redisReply *t = redisCommand(r, "PTTL %s", name);
+    cr_assert(t->type == REDIS_REPLY_INTEGER && t->integer > 0 && t->integer <= 1000, "PTTL %lld", t->integer);
+    freeReplyObject(t);
+    struct kms_cache *b = node(&no);
+    expect(b, k, v);
+    kms_cache_free(&b);
+    usleep(1600 * 1000);
+    b = node(&no);
+    expect(b, k, NULL);
+    kms_cache_free(&b);
+    redisFree(r);
+    kms_secret_free(&v);
+    kms_cache_free(&a);
+}
+
+Test(redis_cache, invalidate_all_reaches_every_node)
+{
+    struct env e;
+    read_env("shared", &e);
+    struct node_opts no = {.port = e.port, .prefix = "t-inval:", .gen_check_ms = 50};
+    struct kms_cache *a = node(&no), *b = node(&no);
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    put(a, k, v);
+    expect(b, k, v); /* now in b's local tier too */
+    uint64_t gen = state(a).generation;
+    cr_assert_eq(kms_cache_redis_invalidate_all(a), KMS_OK);
+    cr_assert_eq(state(a).generation, gen + 1);
+    expect(a, k, NULL);
+    usleep(120 * 1000);
+    expect(b, k, NULL);
+    cr_assert_eq(state(b).generation, gen + 1, "b read the new generation");
+    /* a fresh put under the new generation is shared again */
+    put(a, k, v);
+    struct kms_cache *c = node(&no);
+    expect(c, k, v);
+    cr_assert_eq(state(c).hits_redis, 1);
+    cr_assert_eq(kms_cache_redis_invalidate_all(NULL), KMS_ERR_INVALID_FIELD);
+    kms_secret_free(&v);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+    kms_cache_free(&c);
+}
+
+/* ---- outage and recovery ---------------------------------------------------------- */
+
+Test(redis_cache, redis_stopped_then_restarted)
+{
+    struct env e;
+    private_server("outage", NULL, &e);
+    struct node_opts no = {.port = e.port, .prefix = "t-out:"};
+    struct kms_cache *a = node(&no), *b = node(&no);
+    uint8_t k1[KMS_CACHE_KEY_LEN], k2[KMS_CACHE_KEY_LEN], k3[KMS_CACHE_KEY_LEN];
+    rand_key(k1);
+    rand_key(k2);
+    rand_key(k3);
+    struct kms_secret *v1 = rand_secret(32), *v2 = rand_secret(32), *v3 = rand_secret(32);
+    put(a, k1, v1);
+    expect(b, k1, v1);
+
+    stop_private("outage");
+    expect(a, k1, v1); /* local tier */
+    expect(b, k1, v1);
+    put(a, k2, v2); /* no error to the caller */
+    expect(a, k2, v2);
+    expect(b, k2, NULL);
+    for (int i = 0; i < 5; i++)
+        expect(b, k3, NULL);
+    cr_assert_eq(state(a).link, KMS_REDIS_DEGRADED);
+    cr_assert_eq(state(b).link, KMS_REDIS_DEGRADED);
+    cr_assert_gt(state(b).errors, 0);
+    cr_assert_eq(kms_cluster_heartbeat(a, "a", "1", 10), KMS_ERR_BACKEND_UNAVAILABLE);
+    struct kms_cache *c = node(&no); /* a node starting during the outage starts degraded */
+    cr_assert_eq(state(c).link, KMS_REDIS_DEGRADED);
+
+    private_server("outage", NULL, &e);
+    cr_assert_eq(e.port, no.port, "restarted on the same port");
+    /* backoff is at most 400 ms here: within 5 s both nodes are back */
+    int shared = 0;
+    for (int i = 0; i < 100 && !shared; i++) {
+        put(a, k3, v3);
+        struct kms_secret *got = NULL;
+        if (kms_cache_get(b, k3, &got) == KMS_OK) {
+            cr_assert(kms_secret_equal(got, v3));
+            shared = 1;
+        }
+        kms_secret_free(&got);
+        if (!shared)
+            usleep(50 * 1000);
+    }
+    cr_assert(shared, "sharing resumed after the restart");
+    cr_assert_eq(state(a).link, KMS_REDIS_CONNECTED);
+    cr_assert_eq(state(b).link, KMS_REDIS_CONNECTED);
+    cr_assert_geq(state(a).reconnects, 1);
+    cr_assert_geq(state(b).reconnects, 1);
+    expect(c, k3, v3);
+    cr_assert_eq(state(c).reconnects, 0, "c never connected before: its first link is not a reconnect");
+    kms_secret_free(&v1);
+    kms_secret_free(&v2);
+    kms_secret_free(&v3);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+    kms_cache_free(&c);
+    stop_private("outage");
+}
+
+/* ---- authentication ------------------------------------------------------------ */
+
+Test(redis_cache, password_auth_and_wrong_password)
+{
+    struct env e;
+    private_server("auth", "KMS_REDIS_PASSWORD=pw-Redis.1", &e);
+    cr_assert_str_eq(e.password, "pw-Redis.1");
+    struct node_opts good = {.port = e.port, .prefix = "t-auth:", .password = "pw-Redis.1"};
+    struct node_opts wrong = {.port = e.port, .prefix = "t-auth:", .password = "pw-Redis.2"};
+    struct node_opts none = {.port = e.port, .prefix = "t-auth:"};
+    char url[256], url_user[256], url_bad[256];
+    snprintf(url, sizeof(url), "redis://:pw-Redis%%2e1@127.0.0.1:%u/0", e.port);
+    snprintf(url_user, sizeof(url_user), "redis://default:pw-Redis.1@127.0.0.1:%u", e.port);
+    snprintf(url_bad, sizeof(url_bad), "redis://default:nope@127.0.0.1:%u/", e.port);
+    struct node_opts by_url = {.url = url, .prefix = "t-auth:"};
+    struct node_opts by_url_user = {.url = url_user, .prefix = "t-auth:"};
+    struct node_opts by_url_bad = {.url = url_bad, .prefix = "t-auth:"};
+
+    struct kms_cache *a = node(&good), *w = node(&wrong), *n = node(&none);
+    struct kms_cache *u = node(&by_url), *uu = node(&by_url_user), *ub = node(&by_url_bad);
+    cr_assert_eq(state(a).link, KMS_REDIS_CONNECTED);
+    cr_assert_eq(state(u).link, KMS_REDIS_CONNECTED);
+    cr_assert_eq(state(uu).link, KMS_REDIS_CONNECTED);
+    cr_assert_eq(state(w).link, KMS_REDIS_DEGRADED);
+    cr_assert_eq(state(n).link, KMS_REDIS_DEGRADED);
+    cr_assert_eq(state(ub).link, KMS_REDIS_DEGRADED);
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    put(a, k, v);
+    expect(u, k, v);
+    expect(uu, k, v);
+    expect(w, k, NULL);
+    expect(n, k, NULL);
+    put(w, k, v); /* not an error; served locally */
+    expect(w, k, v);
+    cr_assert_eq(state(w).link, KMS_REDIS_DEGRADED);
+    cr_assert_eq(state(w).hits_local, 1);
+    kms_secret_free(&v);
+    kms_cache_free(&a);
+    kms_cache_free(&w);
+    kms_cache_free(&n);
+    kms_cache_free(&u);
+    kms_cache_free(&uu);
+    kms_cache_free(&ub);
+    stop_private("auth");
+}
+
+/* ---- heartbeats ------------------------------------------------------------------ */
+
+Test(redis_cache, heartbeats_are_listed)
+{
+    struct kms_cache *a = shared_node("t-hb:"), *b = shared_node("t-hb:");
+    cr_assert_eq(kms_cluster_heartbeat(a, "node-1", "0.1.0", 30), KMS_OK);
+    cr_assert_eq(kms_cluster_heartbeat(b, "node-2", "0.2.0+g1234", 30), KMS_OK);
+    cr_assert_eq(kms_cluster_heartbeat(b, "node-2", "0.2.0+g1234", 30), KMS_OK); /* refresh: one entry */
+    redisContext *r = raw_shared();
+    raw_set(r, "t-hb:node:evil", "not json", 8);
+    static const char dup[] = "{\"node\":\"x\",\"node\":\"y\",\"version\":\"1\",\"started\":1,\"last_seen\":1}";
+    raw_set(r, "t-hb:node:dup", dup, sizeof(dup) - 1);
+    static const char extra[] = "{\"node\":\"x\",\"version\":\"1\",\"started\":1,\"last_seen\":1,\"x\":1}";
+    raw_set(r, "t-hb:node:extra", extra, sizeof(extra) - 1);
+    static const char badname[] = "{\"node\":\"a b\",\"version\":\"1\",\"started\":1,\"last_seen\":1}";
+    raw_set(r, "t-hb:node:badname", badname, sizeof(badname) - 1);
+    redisReply *d = redisCommand(r, "RPUSH t-hb:node:list a");
+    freeReplyObject(d);
+    redisReply *t = redisCommand(r, "TTL t-hb:node:node-1");
+    cr_assert(t->type == REDIS_REPLY_INTEGER && t->integer > 0 && t->integer <= 30);
+    freeReplyObject(t);
+
+    struct kms_cluster_node nodes[8];
+    size_t n = 0;
+    cr_assert_eq(kms_cluster_nodes(a, nodes, KMS_ARRAY_LEN(nodes), &n), KMS_OK);
+    cr_assert_eq(n, 2, "two live nodes, the garbage skipped (got %zu)", n);
+    int seen1 = 0, seen2 = 0;
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(nodes[i].name, "node-1") == 0) {
+            seen1 = 1;
+            cr_assert_str_eq(nodes[i].version, "0.1.0");
+        } else if (strcmp(nodes[i].name, "node-2") == 0) {
+            seen2 = 1;
+            cr_assert_str_eq(nodes[i].version, "0.2.0+g1234");
+        }
+        cr_assert(nodes[i].last_seen >= now - 5 && nodes[i].last_seen <= now + 1);
+        cr_assert(nodes[i].started <= nodes[i].last_seen);
+    }
+    cr_assert(seen1 && seen2);
+    /* cap bounds the output */
+    cr_assert_eq(kms_cluster_nodes(a, nodes, 1, &n), KMS_OK);
+    cr_assert_eq(n, 1);
+    /* bad input */
+    cr_assert_eq(kms_cluster_heartbeat(a, "bad name", "1", 30), KMS_ERR_INVALID_FIELD);
+    cr_assert_eq(kms_cluster_heartbeat(a, "", "1", 30), KMS_ERR_INVALID_FIELD);
+    cr_assert_eq(kms_cluster_heartbeat(a, "n", "1\"}", 30), KMS_ERR_INVALID_FIELD);
+    cr_assert_eq(kms_cluster_heartbeat(a, "n", "1", 0), KMS_ERR_INVALID_FIELD);
+    cr_assert_eq(kms_cluster_heartbeat(NULL, "n", "1", 5), KMS_ERR_INVALID_FIELD);
+    redisFree(r);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+}
+
+/* ---- options --------------------------------------------------------------------- */
+
+static kms_rc url_rc(const char *url)
+{
+    struct node_opts no = {.url = url};
+    struct kms_cache *c = NULL;
+    kms_rc rc = try_node(&no, &c);
+    kms_cache_free(&c);
+    return rc;
+}
+
+Test(redis_cache, urls_are_parsed_strictly)
+{
+    static const char *const bad[] = {
+        "rediss://127.0.0.1:6379",           /* no TLS in this hiredis */
+        "http://127.0.0.1:6379",
+        "redis:/127.0.0.1",
+        "redis://",
+        "redis://:6379",
+        "redis://127.0.0.1:",
+        "redis://127.0.0.1:0",
+        "redis://127.0.0.1:65536",
+        "redis://127.0.0.1:6x79",
+        "redis://127.0.0.1:6379/abc",
+        "redis://127.0.0.1:6379/10000",
+        "redis://127.0.0.1:6379/1?timeout=1",
+        "redis://127.0.0.1:6379/1/2",
+        "redis://127.0.0.1:6379#x",
+        "redis://user@127.0.0.1",            /* user info needs ':' */
+        "redis://u:@127.0.0.1",              /* empty password */
+        "redis://u:p@q@127.0.0.1",
+        "redis://u:p%4@127.0.0.1",           /* truncated escape */
+        "redis://u:p%zz@127.0.0.1",
+        "redis://u:p%00q@127.0.0.1",         /* embedded NUL */
+        "redis://127.0.0.1 :6379",
+        "redis://[::1]:6379",
+        " redis://127.0.0.1",
+    };
+    for (size_t i = 0; i < KMS_ARRAY_LEN(bad); i++)
+        cr_assert_eq(url_rc(bad[i]), KMS_ERR_CONFIG, "accepted %s", bad[i]);
+    char *huge = malloc(2000);
+    cr_assert_not_null(huge);
+    memcpy(huge, "redis://", 8);
+    memset(huge + 8, 'a', 1990);
+    huge[1998] = '\0';
+    cr_assert_eq(url_rc(huge), KMS_ERR_CONFIG);
+    free(huge);
+
+    /* good ones (nothing listens on port 1: they start degraded) */
+    static const char *const good[] = {"redis://127.0.0.1:1", "redis://127.0.0.1:1/", "redis://127.0.0.1:1/15",
+                                       "redis://:pw@127.0.0.1:1/2", "redis://u:p%40ss@localhost:1"};
+    for (size_t i = 0; i < KMS_ARRAY_LEN(good); i++)
+        cr_assert_eq(url_rc(good[i]), KMS_OK, "refused %s: %s", good[i], kms_error_detail());
+    /* the password is never in the error detail */
+    cr_assert_eq(url_rc("redis://u:Sup3rSecret%zz@127.0.0.1"), KMS_ERR_CONFIG);
+    cr_assert_null(strstr(kms_error_detail(), "Sup3rSecret"));
+}
+
+Test(redis_cache, options_are_checked)
+{
+    struct kms_cache *c = NULL, *local = NULL;
+    struct kms_secret *ck = cluster_key(0x44), *short_key = NULL;
+    cr_assert_eq(kms_secret_random(16, &short_key), KMS_OK);
+    struct kms_redis_options base = {.port = 1, .cluster_key = ck};
+    struct kms_redis_options o;
+
+#define EXPECT_CONFIG(mutate)                                                  \
+    do {                                                                       \
+        o = base;                                                              \
+        mutate;                                                                \
+        cr_assert_eq(kms_cache_local_new(4, 0, 0, &local), KMS_OK);            \
+        cr_assert_eq(kms_cache_redis_new(&o, local, &c), KMS_ERR_CONFIG, #mutate); \
+        cr_assert_null(c);                                                     \
+    } while (0)
+
+    EXPECT_CONFIG(o.cluster_key = NULL);
+    EXPECT_CONFIG(o.cluster_key = short_key);
+    EXPECT_CONFIG(o.url = "redis://127.0.0.1:1");            /* and a port */
+    EXPECT_CONFIG(o.prefix = "kms:*");
+    EXPECT_CONFIG(o.prefix = "");
+    EXPECT_CONFIG(o.prefix = "kms cache");
+    EXPECT_CONFIG(o.node = "a/b");
+    EXPECT_CONFIG(o.host = "127.0.0.1\r\nFLUSHALL");
+    EXPECT_CONFIG(o.port = 70000);
+    EXPECT_CONFIG(o.db = 10000);
+    EXPECT_CONFIG(o.user = "alice"); /* a user without a password */
+    EXPECT_CONFIG(o.backoff_min_ms = 500; o.backoff_max_ms = 100);
+    EXPECT_CONFIG(o.connect_timeout_ms = 60001);
+    EXPECT_CONFIG(o.ttl_s = 30u * 86400u + 1);
+    /* no local tier */
+    o = base;
+    cr_assert_eq(kms_cache_redis_new(&o, NULL, &c), KMS_ERR_CONFIG);
+    /* a good one, unreachable: created degraded, works locally */
+    o = base;
+    cr_assert_eq(kms_cache_local_new(4, 0, 0, &local), KMS_OK);
+    cr_assert_eq(kms_cache_redis_new(&o, local, &c), KMS_OK);
+    cr_assert_eq(state(c).link, KMS_REDIS_DEGRADED);
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    put(c, k, v);
+    expect(c, k, v);
+    cr_assert_eq(kms_cache_redis_invalidate_all(c), KMS_ERR_BACKEND_UNAVAILABLE);
+    expect(c, k, NULL); /* the local tier was cleared all the same */
+    struct kms_cluster_node nodes[2];
+    size_t n = 5;
+    cr_assert_eq(kms_cluster_nodes(c, nodes, 2, &n), KMS_ERR_BACKEND_UNAVAILABLE);
+    cr_assert_eq(n, 0);
+    /* state of something that is not a Redis cache */
+    struct kms_redis_state s;
+    kms_cache_redis_state(local, &s); /* local is owned by c now; only compared by ops */
+    cr_assert_eq(s.link, KMS_REDIS_DEGRADED);
+    kms_cache_redis_state(NULL, &s);
+    cr_assert_eq(s.hits_local, 0);
+    kms_secret_free(&v);
+    kms_cache_free(&c);
+    kms_secret_free(&ck);
+    kms_secret_free(&short_key);
+}

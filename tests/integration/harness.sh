@@ -64,6 +64,10 @@ CNF
   openssl req -new -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rogue.key \
     -subj "/O=kmsd dev/OU=cmxDevice/CN=cmxDevice" -days 30 -out rogue.crt 2>/dev/null
   openssl pkcs12 -export -name rogue -inkey rogue.key -in rogue.crt -passout env:DEVPKI_PW -out rogue.p12
+  # An (empty) CRL of the intermediate CA: kmsd loads it at start (kms.auth.crl.file)
+  # and reloads it when reload.sh revokes a certificate.
+  openssl ca -batch -config extra.cnf -cert intermediateCA.crt -keyfile intermediateCA.key -gencrl -crldays 30 \
+    -out crl.pem >/dev/null 2>&1
   keytool -importcert -noprompt -alias cmxDeviceExpired -file expiredDevice.crt -keystore kms.jks \
     -storepass:env DEVPKI_PW >/dev/null 2>&1
   keytool -importcert -noprompt -alias cmxDevice20261122 -file cmxDevice20261122.crt -keystore kms.jks \
@@ -130,6 +134,7 @@ start() {
     echo "kms.cache.type = local"
     echo "kms.audit.file = $dir/audit.log"
     echo "kms.log.level = debug"
+    echo "kms.auth.crl.file = $dir/pki/crl.pem"
     backend_properties "$backend" "$kmsctl"
   } > "$dir/kms.properties"
   echo "$backend" > "$dir/backend"

@@ -358,8 +358,9 @@ Test(redis_cache, redis_holds_no_key_material_nor_cache_keys)
         freeReplyObject(t);
         /* why: other tests write big values on this server at the same time */
         redisReply *g = is_string ? redisCommand(r, "GET %s", names[i]) : NULL;
-        const uint8_t *val = g && g->type == REDIS_REPLY_STRING ? (const uint8_t *)g->str : NULL;
-        size_t vlen = val ? g->len : 0;
+        static const uint8_t none[1];
+        const uint8_t *val = g && g->type == REDIS_REPLY_STRING ? (const uint8_t *)g->str : none;
+        size_t vlen = val != none ? g->len : 0;
         if (strncmp(names[i], "t-scan:g", 8) == 0)
             entries++;
         const uint8_t *hay[2] = {(const uint8_t *)names[i], val};

@@ -1243,6 +1243,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.control(method, path, url.query, body)
                 return
             fault = self._take_fault(path)
+            if fault is not None and fault.mode not in ("delay", "close"):
+                # why: answer after reading the request body, as a real server does;
+                # left unread, it would be parsed as the next request on a kept-alive
+                # connection (a 501 to the client's next, healthy request)
+                self._read_body()
             if fault is not None and self._apply_fault(fault):
                 self._endpoint = "fault:" + fault.mode
                 return

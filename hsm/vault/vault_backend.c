@@ -103,7 +103,7 @@ kms_rc kms_vault_address(const char *url, long port, char *out, size_t cap)
     if (curl_url_set(u, CURLUPART_URL, url, CURLU_DEFAULT_SCHEME) != CURLUE_OK)
         rc = kms_fail(KMS_ERR_CONFIG, "Vault address '%s' is not a URL", url);
     if (rc == KMS_OK && port > 0 && curl_url_get(u, CURLUPART_PORT, &got_port, 0) != CURLUE_OK) {
-        char p[16];
+        char p[24]; /* why: room for any long, so the format cannot truncate */
         snprintf(p, sizeof(p), "%ld", port);
         if (port > 65535 || curl_url_set(u, CURLUPART_PORT, p, 0) != CURLUE_OK)
             rc = kms_fail(KMS_ERR_CONFIG, "Vault port %ld is invalid", port);

@@ -850,7 +850,12 @@ kms_rc kms_cluster_heartbeat(struct kms_cache *base, const char *node, const cha
         freeReplyObject(r);
     }
     pthread_mutex_unlock(&c->mu);
-    free(body);
+    /* why: json_dumps allocates with jansson's allocator, which kmsd replaces
+     * (a wiping one); free() on it is invalid */
+    json_malloc_t jm;
+    json_free_t jf;
+    json_get_alloc_funcs(&jm, &jf);
+    jf(body);
     if (rc != KMS_OK)
         return kms_fail(rc, "heartbeat: redis unreachable or refused");
     return KMS_OK;

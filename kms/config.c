@@ -91,6 +91,11 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_CACHE_TTL] = INT("3600", 0, 604800, "seconds a cached customer key lives (0: no limit)"),
     [KMS_CFG_CACHE_IDLE] = INT("900", 0, 604800, "seconds an unused cached customer key is kept (0: no limit)"),
     [KMS_CFG_CACHE_MAX_ENTRIES] = INT("10000", 0, 10000000, "most customer keys held in the local cache"),
+    [KMS_CFG_CACHE_REDIS_URL] = STR("redis://127.0.0.1:6379",
+                                    "Redis of the distributed cache: redis://[user:password@]host:port/db"),
+    [KMS_CFG_CACHE_REDIS_PASSWORD] = SECRET("Redis password (or kms.cache.redis.password.file)"),
+    [KMS_CFG_CACHE_CLUSTER_KEY] = SECRET("cluster cache key shared by every node, base64 of 32 random bytes (or "
+                                         "kms.cache.cluster.key.file); Redis only ever sees values sealed under it"),
     [KMS_CFG_AUTH_ROLES] = {T_STR, "", 0, 0, NULL, check_roles,
                             "extra alias-prefix to role mappings: prefix=role,... with role backend, device or admin"},
     [KMS_CFG_AUTH_CRL_FILE] = STR("", "CRL file (PEM or DER) signed by a keystore CA; revoked client certificates "

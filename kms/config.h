@@ -53,6 +53,9 @@
     X(CACHE_TTL, "kms.cache.ttl")                                                                \
     X(CACHE_IDLE, "kms.cache.idle")                                                              \
     X(CACHE_MAX_ENTRIES, "kms.cache.max.entries")                                                \
+    X(CACHE_REDIS_URL, "kms.cache.redis.url")                                                    \
+    X(CACHE_REDIS_PASSWORD, "kms.cache.redis.password")                                          \
+    X(CACHE_CLUSTER_KEY, "kms.cache.cluster.key")                                                \
     X(AUTH_ROLES, "kms.auth.roles")                                                              \
     X(AUTH_CRL_FILE, "kms.auth.crl.file")                                                        \
     X(AUTH_EXPIRY_WARN_DAYS, "kms.auth.expiry.warn.days")                                        \

@@ -3,12 +3,18 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster/redis_cache.h"
 #include "server/trust.h"
 
 #include "common/log.h"
 #include "server/internal.h"
 
 #define PROBE_INTERVAL_S 5
+
+static int is_distributed(const struct kms_server *s)
+{
+    return s->d.cache != NULL && strcmp(s->d.cache_type, "distributed") == 0;
+}
 
 kms_rc kms_handle_health_live(struct kms_server *s, struct kms_request *r)
 {
@@ -101,8 +107,54 @@ kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
     kms_jsonw_key(w, "cache");
     kms_jsonw_obj_begin(w);
     kms_jsonw_kv(w, "type", s->d.cache_type);
-    kms_jsonw_kv(w, "status", "ok");
+    if (is_distributed(s)) {
+        /* SPEC §9: without Redis the node keeps serving (local tier + backend): degraded, still ready */
+        struct kms_redis_state st;
+        kms_cache_redis_state(s->d.cache, &st);
+        kms_jsonw_kv(w, "status", st.link == KMS_REDIS_CONNECTED ? "ok" : "degraded");
+        kms_jsonw_key(w, "hits_local");
+        kms_jsonw_int(w, (long long)st.hits_local);
+        kms_jsonw_key(w, "hits_redis");
+        kms_jsonw_int(w, (long long)st.hits_redis);
+        kms_jsonw_key(w, "misses");
+        kms_jsonw_int(w, (long long)st.misses);
+    } else {
+        kms_jsonw_kv(w, "status", "ok");
+    }
     kms_jsonw_obj_end(w);
+    kms_jsonw_obj_end(w);
+    return KMS_OK;
+}
+
+kms_rc kms_handle_cluster(struct kms_server *s, struct kms_request *r)
+{
+    struct kms_jsonw *w = &r->reply;
+    struct kms_cluster_node nodes[64];
+    size_t n = 0;
+    if (!is_distributed(s))
+        return kms_fail(KMS_ERR_NOT_FOUND, "kms.cache.type=%s: no cluster to list", s->d.cache_type);
+    KMS_GUARD(kms_cluster_nodes(s->d.cache, nodes, KMS_ARRAY_LEN(nodes), &n));
+    kms_jsonw_obj_begin(w);
+    kms_jsonw_kv(w, "node", s->d.node);
+    kms_jsonw_key(w, "nodes");
+    kms_jsonw_arr_begin(w);
+    for (size_t i = 0; i < n && i < KMS_ARRAY_LEN(nodes); i++) {
+        char seen[32], started[32];
+        struct tm tm;
+        time_t t = (time_t)nodes[i].last_seen;
+        gmtime_r(&t, &tm);
+        strftime(seen, sizeof(seen), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        t = (time_t)nodes[i].started;
+        gmtime_r(&t, &tm);
+        strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        kms_jsonw_obj_begin(w);
+        kms_jsonw_kv(w, "name", nodes[i].name);
+        kms_jsonw_kv(w, "version", nodes[i].version);
+        kms_jsonw_kv(w, "started", started);
+        kms_jsonw_kv(w, "last_seen", seen);
+        kms_jsonw_obj_end(w);
+    }
+    kms_jsonw_arr_end(w);
     kms_jsonw_obj_end(w);
     return KMS_OK;
 }

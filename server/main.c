@@ -12,6 +12,8 @@
 
 #include "common/log.h"
 #include "common/secret.h"
+#include "cluster/redis_cache.h"
+#include "common/base64.h"
 #include "kms/audit.h"
 #include "kms/backend_select.h"
 #include "kms/cache.h"
@@ -23,6 +25,9 @@
 #include "server/server.h"
 
 #define SECURE_HEAP_BYTES (4u << 20)
+#define KMSD_VERSION "0.1.0"
+#define HEARTBEAT_EVERY_S 5
+#define HEARTBEAT_TTL_S 15
 #define DEFAULT_CONFIG "/etc/kmsd/kms.properties"
 
 extern char **environ;
@@ -117,16 +122,63 @@ static kms_rc open_backend(struct node *n)
     return KMS_OK;
 }
 
+/* The cluster cache key: base64 of 32 bytes, from kms.cache.cluster.key(.file). */
+static kms_rc cluster_key(struct node *n, struct kms_secret **out)
+{
+    const char *b64 = kms_config_secret(n->cfg, KMS_CFG_CACHE_CLUSTER_KEY);
+    if (b64 == NULL || b64[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "kms.cache.type=distributed needs kms.cache.cluster.key (or .file): base64 "
+                                        "of 32 random bytes, the same on every node");
+    KMS_GUARD(kms_secret_new(64, out));
+    size_t len = 0;
+    kms_rc rc = kms_b64_decode(b64, strlen(b64), kms_secret_data(*out), kms_secret_len(*out), &len);
+    if (rc != KMS_OK || len != KMS_CLUSTER_KEY_LEN) {
+        kms_secret_free(out);
+        return kms_fail(KMS_ERR_CONFIG, "kms.cache.cluster.key is not base64 of %d bytes", KMS_CLUSTER_KEY_LEN);
+    }
+    kms_secret_truncate(*out, len);
+    return KMS_OK;
+}
+
 static kms_rc open_cache(struct node *n)
 {
     const char *type = kms_config_str(n->cfg, KMS_CFG_CACHE_TYPE);
     if (strcmp(type, "none") == 0)
         return KMS_OK;
-    if (strcmp(type, "local") == 0)
-        return kms_cache_local_new((size_t)kms_config_int(n->cfg, KMS_CFG_CACHE_MAX_ENTRIES),
-                                   (unsigned)kms_config_int(n->cfg, KMS_CFG_CACHE_TTL),
-                                   (unsigned)kms_config_int(n->cfg, KMS_CFG_CACHE_IDLE), &n->cache);
-    return kms_fail(KMS_ERR_CONFIG, "kms.cache.type=%s is not implemented yet (use none or local)", type);
+    struct kms_cache *local = NULL;
+    KMS_GUARD(kms_cache_local_new((size_t)kms_config_int(n->cfg, KMS_CFG_CACHE_MAX_ENTRIES),
+                                  (unsigned)kms_config_int(n->cfg, KMS_CFG_CACHE_TTL),
+                                  (unsigned)kms_config_int(n->cfg, KMS_CFG_CACHE_IDLE), &local));
+    if (strcmp(type, "local") == 0) {
+        n->cache = local;
+        return KMS_OK;
+    }
+    /* distributed: the local tier in front of Redis, values sealed under the cluster key */
+    struct kms_secret *key = NULL, *password = NULL;
+    kms_rc rc = cluster_key(n, &key);
+    const char *pw = kms_config_secret(n->cfg, KMS_CFG_CACHE_REDIS_PASSWORD);
+    if (rc == KMS_OK && pw != NULL && pw[0] != '\0')
+        rc = kms_secret_from((const uint8_t *)pw, strlen(pw), &password);
+    if (rc != KMS_OK) {
+        kms_secret_free(&key);
+        kms_cache_free(&local);
+        return rc;
+    }
+    long long ttl = kms_config_int(n->cfg, KMS_CFG_CACHE_TTL);
+    struct kms_redis_options o = {
+        .url = kms_config_str(n->cfg, KMS_CFG_CACHE_REDIS_URL),
+        .password = password,
+        .ttl_s = ttl > 0 && ttl < 0x7fffffff ? (unsigned)ttl : 0,
+        .cluster_key = key,
+        .node = n->name,
+    };
+    if (password != NULL && strchr(o.url + 8, '@') != NULL) {
+        o.password = NULL; /* why: the URL already carries credentials; the options refuse both */
+    }
+    rc = kms_cache_redis_new(&o, local, &n->cache); /* takes local */
+    kms_secret_free(&key);
+    kms_secret_free(&password);
+    return rc;
 }
 
 static kms_rc start(struct node *n)
@@ -299,7 +351,7 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--check-config") == 0) {
             check = 1;
         } else if (strcmp(argv[i], "--version") == 0) {
-            (void)printf("kmsd 0.1.0\n");
+            (void)printf("kmsd " KMSD_VERSION "\n");
             return 0;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -364,6 +416,8 @@ int main(int argc, char **argv)
     int wfd = watch_files(&n, names);
     struct timespec tick = {0, 250 * 1000 * 1000};
     time_t next_expiry_check = time(NULL) + 86400;
+    int distributed = strcmp(kms_config_str(n.cfg, KMS_CFG_CACHE_TYPE), "distributed") == 0;
+    time_t next_heartbeat = 0;
     int pending = 0; /* ticks until a debounced file-change reload */
     for (;;) {
         siginfo_t info;
@@ -381,6 +435,12 @@ int main(int argc, char **argv)
             pending = 2;
         else if (pending > 0 && --pending == 0)
             reload(&n, "file changed");
+        /* SPEC §9: nodes register a heartbeat in Redis (also what reconnects an idle node) */
+        if (distributed && time(NULL) >= next_heartbeat) {
+            if (kms_cluster_heartbeat(n.cache, n.name, KMSD_VERSION, HEARTBEAT_TTL_S) != KMS_OK)
+                kms_log(KMS_LOG_DEBUG, "cluster.heartbeat_failed", NULL, "detail", kms_error_detail(), NULL);
+            next_heartbeat = time(NULL) + HEARTBEAT_EVERY_S;
+        }
         if (time(NULL) >= next_expiry_check) {
             warn_expiry(&n);
             next_expiry_check = time(NULL) + 86400;

@@ -294,6 +294,11 @@ static void convert(int jks)
     cr_assert_str_eq(kt_type("out.ks", "cmxbackend"), "trustedCertEntry");
     cr_assert_eq(sh("keytool -list -v -keystore out.ks -storepass:env KS_PASS -alias kmsserver"), 0);
     expect("Certificate chain length: 3");
+    /* Java decrypts the private key we protected (keytool -list does not) */
+    cr_assert_eq(sh("keytool -importkeystore -noprompt -srckeystore out.ks -srcstorepass:env KS_PASS "
+                    "-destkeystore copy.p12 -deststoretype pkcs12 -deststorepass:env KS_PASS"),
+                 0, "%s", out);
+    expect("Entry for alias kmsserver successfully imported");
     cr_assert_eq(KMSCTL("convert --to pkcs12 --out out.ks --keystore ks --backup-dir bk"), 1);
     expect("already exists");
 }

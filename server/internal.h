@@ -18,6 +18,8 @@ struct kms_server {
     struct kms_server_deps d;
     struct MHD_Daemon *daemon;
     uint16_t port;
+    struct MHD_Daemon *admin;
+    uint16_t admin_port;
     /* the current trust generation (keystore, CRLs, TLS identity) */
     pthread_mutex_t trust_lock;
     struct kms_trust *trust;
@@ -35,6 +37,7 @@ struct kms_server {
  * needs it, and reused for every keep-alive request (SPEC §5). */
 struct kms_conn {
     int decided;
+    int counted;                  /* its handshake has been counted in the metrics */
     unsigned long id_generation;  /* trust generation the identity was decided under */
     struct kms_trust *tls;        /* generation whose certificate this connection's handshake used */
     struct kms_identity id;
@@ -80,6 +83,7 @@ struct kms_request {
 };
 
 /* router.c */
+size_t kms_router_index(const struct kms_route *r); /* 0.., or the route count when r is NULL */
 const struct kms_route *kms_router_match(const char *method, const char *url, char *param, size_t param_cap,
                                          int *method_mismatch);
 

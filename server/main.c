@@ -22,6 +22,7 @@
 #include "kms/identity.h"
 #include "kms/keystore.h"
 #include "kms/keystore.h"
+#include "server/metrics.h"
 #include "server/server.h"
 
 #define SECURE_HEAP_BYTES (4u << 20)
@@ -102,7 +103,9 @@ static kms_rc load_keystore(struct node *n)
 
 static kms_rc open_backend(struct node *n)
 {
-    KMS_GUARD(kms_backend_open_configured(n->cfg, n->ks, &n->backend));
+    struct kms_backend *raw = NULL;
+    KMS_GUARD(kms_backend_open_configured(n->cfg, n->ks, &raw));
+    KMS_GUARD(kms_metrics_wrap_backend(raw, &n->backend)); /* takes raw */
     if (n->backend->ops->kind == KMS_BACKEND_SOFT)
         kms_log(KMS_LOG_WARN, "backend.soft", NULL, "msg",
                 "kms.hsm.protocol=soft: master keys are held by kmsd itself in a password-sealed file, NOT in an "
@@ -181,6 +184,16 @@ static kms_rc open_cache(struct node *n)
     return rc;
 }
 
+/* The admin listener stays on loopback unless configured otherwise. */
+static const char *admin_address(struct node *n)
+{
+    const char *a = kms_config_str(n->cfg, KMS_CFG_ADMIN_ADDRESS);
+    if (a[0] != '\0')
+        return a;
+    const char *server = kms_config_str(n->cfg, KMS_CFG_SERVER_ADDRESS);
+    return strncmp(server, "127.", 4) == 0 ? server : "127.0.0.1";
+}
+
 static kms_rc start(struct node *n)
 {
     const char *node = kms_config_str(n->cfg, KMS_CFG_NODE_NAME);
@@ -202,6 +215,8 @@ static kms_rc start(struct node *n)
         .max_body = (size_t)kms_config_int(n->cfg, KMS_CFG_SERVER_MAX_BODY),
         .conn_timeout_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_TIMEOUT),
         .conn_limit = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_LIMIT),
+        .admin_address = admin_address(n),
+        .admin_port = (uint16_t)kms_config_int(n->cfg, KMS_CFG_ADMIN_PORT),
         .node = n->name,
         .master_key = kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY),
         .cache_type = kms_config_str(n->cfg, KMS_CFG_CACHE_TYPE),
@@ -217,10 +232,11 @@ static kms_rc start(struct node *n)
     n->ks = NULL;
     n->crls = NULL;
     KMS_GUARD(kms_server_start(&d, &n->server));
-    char port[16];
+    char port[16], admin[16];
     (void)snprintf(port, sizeof(port), "%u", (unsigned)kms_server_port(n->server));
+    (void)snprintf(admin, sizeof(admin), "%u", (unsigned)kms_server_admin_port(n->server));
     kms_log(KMS_LOG_INFO, "server.started", NULL, "address", d.address, "port", port, "node", n->name, "keystore",
-            kms_config_str(n->cfg, KMS_CFG_KEYSTORE_FILE), "backend", d.backend_name, "master_key", d.master_key, "cache", d.cache_type,
+            kms_config_str(n->cfg, KMS_CFG_KEYSTORE_FILE), "admin_port", admin, "backend", d.backend_name, "master_key", d.master_key, "cache", d.cache_type,
             NULL);
     return KMS_OK;
 }

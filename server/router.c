@@ -65,3 +65,8 @@ const struct kms_route *kms_router_match(const char *method, const char *url, ch
     param[0] = '\0';
     return NULL;
 }
+
+size_t kms_router_index(const struct kms_route *r)
+{
+    return r == NULL ? KMS_ARRAY_LEN(routes) : (size_t)(r - routes);
+}

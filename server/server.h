@@ -25,6 +25,8 @@ struct kms_server_deps {
     size_t max_body;
     unsigned conn_timeout_s;
     unsigned conn_limit;
+    const char *admin_address;  /* admin listener (GET /metrics); NULL or port 0: none */
+    uint16_t admin_port;
     const char *node;
     const char *master_key;
     const char *cache_type;
@@ -46,8 +48,9 @@ struct kms_server;
 kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out) KMS_MUST_CHECK;
 /* Stops accepting, finishes in-flight requests, frees; takes NULL. */
 void kms_server_stop(struct kms_server **s);
-/* The port actually bound. */
+/* The port actually bound, and the admin listener's (0 when none). */
 uint16_t kms_server_port(const struct kms_server *s);
+uint16_t kms_server_admin_port(const struct kms_server *s);
 
 /* Makes ks and crls (taken, also on failure) the next trust generation:
  * new handshakes present its server certificate, new identity decisions use

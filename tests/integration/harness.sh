@@ -124,11 +124,12 @@ start() {
   trap 'stop_peers' ERR
   "$root/deploy/pki/dev-pki.sh" "$dir/pki" >/dev/null
   make_extra_certs "$dir/pki"
-  local port; port=$(free_port)
+  local port admin_port; port=$(free_port); admin_port=$(free_port)
   {
     echo "# written by tests/integration/harness.sh ($backend)"
     echo "kms.server.address = 127.0.0.1"
     echo "kms.server.port = $port"
+    echo "kms.admin.port = $admin_port"
     echo "kms.keystore.file = $dir/pki/kms.jks"
     echo "kms.keystore.password.file = $dir/pki/password.txt"
     echo "kms.cache.type = local"
@@ -161,6 +162,7 @@ KMS_IT_PORT=$port
 KMS_IT_PKI=$dir/pki
 KMS_IT_PASSWORD=$(cat "$dir/pki/password.txt")
 KMS_IT_BACKEND=$backend
+KMS_IT_ADMIN_PORT=$admin_port
 ENV
   echo "harness: kmsd pid $(cat "$dir/kmsd.pid") on 127.0.0.1:$port"
 }

@@ -1,0 +1,36 @@
+/* Prometheus metrics (issue 7), served in the text exposition format on the
+ * admin listener (loopback by default, plain HTTP, no client certificate).
+ * Counters are lock-free atomics updated on the request path. */
+#ifndef KMS_SERVER_METRICS_H
+#define KMS_SERVER_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/error.h"
+#include "hsm/backend.h"
+#include "kms/identity.h"
+
+#define KMS_METRICS_ROUTES 16 /* route index; the last one is "unmatched" */
+
+void kms_metrics_request(size_t route, const char *pattern, int status, double seconds);
+void kms_metrics_handshake(int resumed);
+void kms_metrics_refused(enum kms_auth_status why);
+
+/* Wraps b so every call is counted and timed by operation and result; the
+ * wrapper owns b (kms_backend_free frees both). */
+kms_rc kms_metrics_wrap_backend(struct kms_backend *b, struct kms_backend **out) KMS_MUST_CHECK;
+
+struct kms_metrics_gauges {
+    unsigned long keystore_generation;
+    long long earliest_not_after; /* unix seconds */
+    int cache_kind;               /* 0 none, 1 local, 2 distributed */
+    uint64_t cache_hits_local, cache_hits_remote, cache_misses, cache_evictions;
+    int cache_remote_up;
+};
+
+/* Renders every metric into out (text format 0.0.4). */
+kms_rc kms_metrics_render(const struct kms_metrics_gauges *g, struct kms_buf *out) KMS_MUST_CHECK;
+
+#endif

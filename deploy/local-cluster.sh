@@ -77,8 +77,8 @@ except OSError:
 }
 
 free_port() { # free_port ADDR...: one port free on every ADDR
-  local i port a ok
-  for i in $(seq 50); do
+  local port a ok
+  for _ in $(seq 50); do
     port=$("$py" -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1")
     ok=1
     for a in "$@"; do can_bind "$a" "$port" || { ok=0; break; }; done
@@ -136,7 +136,7 @@ render_node() { # render_node N
   local addr_var=CLUSTER_NODE${n}_ADDR port_var=CLUSTER_NODE${n}_PORT
   NODE_NAME=node$n NODE_ADDRESS=${!addr_var} NODE_PORT=${!port_var} PKI_DIR=$dir/pki \
   HSM_HOST=127.0.0.1 HSM_PORT=$CLUSTER_PYKMIP_PORT CACHE_TYPE=${KMS_CLUSTER_CACHE:-distributed} \
-  REDIS_URL=redis://127.0.0.1:$CLUSTER_REDIS_PORT REDIS_PASSWORD_FILE=$dir/redis.password \
+  REDIS_URL=redis://127.0.0.1:$CLUSTER_REDIS_PORT \
   CLUSTER_KEY_FILE=$dir/cluster.key AUDIT_FILE=$ndir/audit.log LOG_LEVEL=${KMS_CLUSTER_LOG_LEVEL:-info} \
     "$render" "$here/templates/kms.properties.in" "$ndir/kms.properties"
 }
@@ -175,7 +175,7 @@ stop_node() { # stop_node N
 }
 
 start_redis() {
-  KMS_REDIS_PASSWORD=$(cat "$dir/redis.password") "$redis_sh" start "$dir/redis"
+  "$redis_sh" start "$dir/redis"
   # shellcheck disable=SC1091
   . "$dir/redis/redis.env"
   set_env CLUSTER_REDIS_PORT "$REDIS_PORT"
@@ -212,7 +212,6 @@ up() {
   ha_port=$(free_port "$ha"); stats_port=$(free_port 127.0.0.1)
   log "PKI in $dir/pki"
   make_pki "$ha" "$n1" "$n2" "$n3"
-  (umask 077; openssl rand -hex 16 | tr -d '\n' > "$dir/redis.password")
   cat > "$env_file" <<ENV
 CLUSTER_DIR=$dir
 CLUSTER_PKI=$dir/pki
@@ -247,7 +246,7 @@ ENV
   local n
   for n in 1 2 3; do render_node "$n"; done
   # the operator's way: kmsctl hsm, with a node's configuration and identity
-  $scrub KMS_CONFIG=$dir/node1/kms.properties "$KMSCTL" hsm create-key kms-master > "$dir/create-key.out" 2>&1 ||
+  $scrub KMS_CONFIG="$dir/node1/kms.properties" "$KMSCTL" hsm create-key kms-master > "$dir/create-key.out" 2>&1 ||
     { cat "$dir/create-key.out" >&2; false; }
   for n in 1 2 3; do start_node "$n"; done
   HAPROXY_BIND=$ha:$ha_port STATS_BIND=127.0.0.1:$stats_port \
@@ -298,12 +297,12 @@ down() {
 
 status() {
   read_env
-  local n addr_var port_var pid_var r
+  local n addr_var port_var r
   printf '%-8s %-8s %-22s %s\n' what pid address state
   r=down; alive "${CLUSTER_HAPROXY_PID:-}" && r=running
   printf '%-8s %-8s %-22s %s\n' haproxy "${CLUSTER_HAPROXY_PID:-}" "$CLUSTER_HAPROXY_ADDR:$CLUSTER_HAPROXY_PORT" $r
   for n in 1 2 3; do
-    addr_var=CLUSTER_NODE${n}_ADDR port_var=CLUSTER_NODE${n}_PORT pid_var=CLUSTER_NODE${n}_PID
+    addr_var=CLUSTER_NODE${n}_ADDR port_var=CLUSTER_NODE${n}_PORT
     r=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 --cacert "$CLUSTER_PKI/rootCA.crt" \
         "https://${!addr_var}:${!port_var}/health/ready" 2>/dev/null || true)
     alive "$(cat "$dir/node$n/kmsd.pid" 2>/dev/null)" || r="down"

@@ -71,6 +71,10 @@ struct kms_backend {
     const struct kms_backend_ops *ops;
 };
 
+/* Master key names, as every backend and the wrapped-key format accept them:
+ * 1..KMS_MASTER_NAME_MAX printable ASCII characters, no space. */
+int kms_master_name_valid(const char *name);
+
 /* Calls ops->destroy and sets *b = NULL; takes NULL. */
 void kms_backend_free(struct kms_backend **b);
 

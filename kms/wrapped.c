@@ -34,19 +34,6 @@ const char *kms_wrapper_name(unsigned wrapper)
     }
 }
 
-int kms_master_name_valid(const char *name)
-{
-    if (name == NULL)
-        return 0;
-    size_t n = strnlen(name, KMS_MASTER_NAME_MAX + 1);
-    if (n == 0 || n > KMS_MASTER_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (name[i] < 0x21 || name[i] > 0x7e)
-            return 0;
-    return 1;
-}
-
 static int is_backend_kind(unsigned w)
 {
     return w == KMS_BACKEND_SOFT || w == KMS_BACKEND_KMIP || w == KMS_BACKEND_VAULT;

@@ -95,9 +95,7 @@ void kms_wrapped_free(struct kms_wrapped **w);
 /* SHA-256 of the blob: the cache key of an unwrapped customer key. */
 kms_rc kms_wrapped_digest(const struct kms_wrapped *w, uint8_t out[32]) KMS_MUST_CHECK;
 
-/* Master key names: 1..KMS_MASTER_NAME_MAX printable ASCII bytes, no space
- * (KMIP unique identifiers, Vault and soft key names). */
-int kms_master_name_valid(const char *name);
+/* kms_master_name_valid (hsm/backend.h) checks master key names. */
 
 /* "customer", "user", "workspace", "data", or "unknown". Static strings. */
 const char *kms_key_level_name(unsigned level);

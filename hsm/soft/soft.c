@@ -55,18 +55,6 @@ struct soft {
 
 static const struct kms_backend_ops soft_ops;
 
-static int name_valid(const char *name)
-{
-    if (name == NULL)
-        return 0;
-    size_t n = strnlen(name, KMS_MASTER_NAME_MAX + 1);
-    if (n == 0 || n > KMS_MASTER_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (name[i] < 0x21 || name[i] > 0x7e)
-            return 0;
-    return 1;
-}
 
 static kms_rc openssl_fail(kms_rc rc, const char *what)
 {
@@ -237,7 +225,7 @@ static kms_rc keys_parse(struct soft *s, const uint8_t *data, size_t len)
             return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: truncated key entry", s->path);
         memcpy(k->name, name, name_len);
         k->name[name_len] = '\0';
-        if (!name_valid(k->name) || strlen(k->name) != name_len || k->version == 0)
+        if (!kms_master_name_valid(k->name) || strlen(k->name) != name_len || k->version == 0)
             return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: invalid key entry", s->path);
         if (find_key(s, k->name, k->version) != NULL)
             return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: duplicate key %s version %u", s->path,
@@ -483,7 +471,7 @@ kms_rc kms_soft_open(const char *path, const char *password, const char *default
         return kms_fail(KMS_ERR_CONFIG, "soft key file: no path");
     if (password == NULL || password[0] == '\0')
         return kms_fail(KMS_ERR_CONFIG, "soft key file %s: empty password", path);
-    if (default_key != NULL && !name_valid(default_key))
+    if (default_key != NULL && !kms_master_name_valid(default_key))
         return kms_fail(KMS_ERR_CONFIG, "soft key file %s: invalid default key name", path);
     struct soft *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -528,7 +516,7 @@ static kms_rc add_version(struct kms_backend *b, const char *name, int must_be_n
 {
     if (b == NULL || b->ops != &soft_ops)
         return kms_fail(KMS_ERR_INVALID_FIELD, "not a soft backend");
-    if (!name_valid(name))
+    if (!kms_master_name_valid(name))
         return kms_fail(KMS_ERR_INVALID_FIELD, "invalid key name");
     struct soft *s = (struct soft *)b;
     struct soft_key k;
@@ -565,7 +553,7 @@ static kms_rc soft_resolve(struct kms_backend *b, const char *name, struct kms_m
 {
     struct soft *s = (struct soft *)b;
     memset(out, 0, sizeof(*out));
-    if (!name_valid(name))
+    if (!kms_master_name_valid(name))
         return kms_fail(KMS_ERR_KEY_NOT_FOUND, "soft: invalid key name");
     pthread_rwlock_rdlock(&s->lock);
     struct soft_key *k = find_current(s, name);
@@ -625,7 +613,7 @@ static kms_rc soft_describe(struct kms_backend *b, const char *name, struct kms_
 {
     struct soft *s = (struct soft *)b;
     memset(out, 0, sizeof(*out));
-    if (!name_valid(name))
+    if (!kms_master_name_valid(name))
         return kms_fail(KMS_ERR_KEY_NOT_FOUND, "soft: invalid key name");
     pthread_rwlock_rdlock(&s->lock);
     struct soft_key *cur = find_current(s, name);

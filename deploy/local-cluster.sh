@@ -107,27 +107,8 @@ set_env() { # set_env NAME VALUE: update one line of cluster.env
   mv "$tmp" "$env_file"
 }
 
-make_pki() { # dev-pki.sh + kmsServer SANs for every node and HAProxy + a cmxAdmin entry
-  local pki=$dir/pki
-  KMS_PKI_SERVER_NAMES="IP:$1,IP:$2,IP:$3,IP:$4" "$root/deploy/pki/dev-pki.sh" "$pki" >/dev/null
-  (
-    cd "$pki"
-    umask 077
-    export DEVPKI_PW; DEVPKI_PW=$(cat password.txt)
-    printf '%s\n' 'basicConstraints = critical, CA:FALSE' 'keyUsage = critical, digitalSignature, keyEncipherment' \
-      'extendedKeyUsage = clientAuth' 'subjectKeyIdentifier = hash' 'authorityKeyIdentifier = keyid' > admin.ext
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out cmxAdmin.key
-    openssl req -new -key cmxAdmin.key -subj "/O=kmsd dev/OU=cmxAdmin/CN=cmxAdmin" -out cmxAdmin.csr
-    openssl x509 -req -in cmxAdmin.csr -CA intermediateCA.crt -CAkey intermediateCA.key -CAcreateserial -sha256 \
-      -days 825 -extfile admin.ext -out cmxAdmin.crt 2>/dev/null
-    openssl pkcs12 -export -name cmxAdmin -inkey cmxAdmin.key -in cmxAdmin.crt -certfile ca-chain.crt \
-      -passout env:DEVPKI_PW -out cmxAdmin.p12
-    keytool -importcert -noprompt -alias cmxAdmin -file cmxAdmin.crt -keystore kms.jks -storepass:env DEVPKI_PW \
-      >/dev/null 2>&1
-    rm -f admin.ext cmxAdmin.csr ./*.srl
-  )
-  # the cluster cache key: 32 random bytes, base64, shared by the nodes, never sent to Redis
-  (umask 077; openssl rand -base64 32 > "$dir/cluster.key")
+make_pki() { # dev PKI (kmsServer SANs: HAProxy and the nodes), cmxAdmin, cluster key
+  "$here/templates/cluster-pki.sh" "$dir" "IP:$1,IP:$2,IP:$3,IP:$4"
 }
 
 render_node() { # render_node N

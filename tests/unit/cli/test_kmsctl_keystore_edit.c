@@ -431,3 +431,43 @@ Test(kmsctl_edit, needs_password_and_refuses_wrong)
                  1);
     cr_assert_eq(sh("cmp ks $F/ks.jks"), 0);
 }
+
+/* ---- malformed inputs: refused, keystore untouched, no backup ----------- */
+
+Test(kmsctl_edit, malformed_bundles_and_certificates)
+{
+    setup_work("malformed");
+    cr_assert_eq(sh("cp $F/ks-modern.p12 ks && cp ks ks.orig && cd $F && "
+                    "cat server.p8 server.p8 server.crt inter.crt ca.crt >%s/twokeys.pem && "
+                    "openssl pkey -in server.key -pubout >%s/pub.pem && cat server.crt >>%s/pub.pem && "
+                    "head -c 300 server.crt >%s/trunc.pem && : >%s/empty.pem && "
+                    "cat server.p8 >%s/keyonly.pem && "
+                    "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17; do cat ca.crt; done >%s/many.pem && "
+                    "cat server.der >%s/trailing.der && printf 'x' >>%s/trailing.der && "
+                    "printf 'junk' >%s/junk.crt && cp server-trad-enc.key %s/tradenc.pem && "
+                    "cat server.crt inter.crt ca.crt >>%s/tradenc.pem",
+                    work, work, work, work, work, work, work, work, work, work, work, work),
+                 0, "%s", out);
+    cr_assert_eq(KMSCTL("add a twokeys.pem --keystore ks --backup-dir bk"), 1);
+    expect("more than one private key");
+    cr_assert_eq(KMSCTL("add a pub.pem --keystore ks --backup-dir bk"), 1);
+    expect("expected CERTIFICATE or PRIVATE KEY");
+    cr_assert_eq(KMSCTL("add a trunc.pem --keystore ks --backup-dir bk"), 1);
+    cr_assert_eq(KMSCTL("add a empty.pem --keystore ks --backup-dir bk"), 1);
+    cr_assert_eq(KMSCTL("add a keyonly.pem --keystore ks --backup-dir bk"), 1);
+    expect("no certificate");
+    cr_assert_eq(KMSCTL("add a many.pem --keystore ks --backup-dir bk"), 1);
+    expect("more than 16 certificates");
+    cr_assert_eq(KMSCTL("add a tradenc.pem --keystore ks --backup-dir bk"), 1);
+    expect("PKCS#8");
+    cr_assert_eq(KMSCTL("import-cert a trailing.der --keystore ks --backup-dir bk"), 1);
+    expect("not a certificate");
+    cr_assert_eq(KMSCTL("import-cert a junk.crt --keystore ks --backup-dir bk"), 1);
+    cr_assert_eq(KMSCTL("import-cert a nosuch.crt --keystore ks --backup-dir bk"), 1);
+    cr_assert_eq(KMSCTL("import-p12 a junk.crt --keystore ks --backup-dir bk"), 1);
+    cr_assert_eq(KMSCTL("import-cert 'bad\001alias' $F/device.crt --keystore ks --backup-dir bk"), 1);
+    cr_assert_eq(KMSCTL("add --keystore ks"), 2);
+    cr_assert_eq(KMSCTL("verify --keystore ks --days -1"), 2);
+    cr_assert_eq(KMSCTL("import-cert a $F/device.crt --keystore ks --max-backups 0"), 2);
+    cr_assert_eq(sh("cmp ks ks.orig && test ! -e bk"), 0, "a refused command changed something");
+}

@@ -21,6 +21,8 @@ int kmsctl_keystore_main(int argc, char **argv);
 void kmsctl_keystore_usage(FILE *f);
 int kmsctl_hsm_main(int argc, char **argv);
 void kmsctl_hsm_usage(FILE *f);
+int kmsctl_bench_main(int argc, char **argv);
+void kmsctl_bench_usage(FILE *f);
 
 /* Where a keystore password comes from, in this order of precedence:
  * --password-file FILE (first line), the environment variable

@@ -663,9 +663,16 @@ static struct timeval ms_tv(unsigned ms)
 static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
 {
     if (o->url != NULL) {
-        if (o->host != NULL || o->port != 0 || o->db != 0 || o->user != NULL || o->password != NULL)
-            return kms_fail(KMS_ERR_CONFIG, "redis: give either a url or host/port/db/user/password");
+        if (o->host != NULL || o->port != 0 || o->db != 0 || o->user != NULL)
+            return kms_fail(KMS_ERR_CONFIG, "redis: give either a url or host/port/db/user");
         KMS_GUARD(parse_url(c, o->url));
+        /* why: the password belongs in a secret file, not in the URL; it is used
+         * when the URL carries none, and giving both is an error */
+        if (o->password != NULL) {
+            if (c->password != NULL)
+                return kms_fail(KMS_ERR_CONFIG, "redis: the url already carries a password");
+            KMS_GUARD(kms_secret_from(kms_secret_cdata(o->password), kms_secret_len(o->password), &c->password));
+        }
     } else {
         const char *host = o->host ? o->host : "127.0.0.1";
         if (!valid_token(host, sizeof(c->host) - 1, ".-"))

@@ -27,7 +27,8 @@
 struct kms_redis_options {
     /* "redis://[[user]:password@]host[:port][/db]" (user, password
      * percent-decoded), parsed strictly; NULL to use host/port below. When
-     * set, host, port, db, user and password must be left unset. "rediss://"
+     * set, host, port, db and user must be left unset; password may be given
+     * when the URL carries none (kmsd keeps it in a secret file). "rediss://"
      * is recognised and refused: this build's hiredis (0.14) has no TLS. */
     const char *url;
     const char *host;                  /* NULL = "127.0.0.1" */

@@ -175,9 +175,6 @@ static kms_rc open_cache(struct node *n)
         .cluster_key = key,
         .node = n->name,
     };
-    if (password != NULL && strchr(o.url + 8, '@') != NULL) {
-        o.password = NULL; /* why: the URL already carries credentials; the options refuse both */
-    }
     rc = kms_cache_redis_new(&o, local, &n->cache); /* takes local */
     kms_secret_free(&key);
     kms_secret_free(&password);

@@ -159,6 +159,24 @@ kms_rc kms_handle_cluster(struct kms_server *s, struct kms_request *r)
     return KMS_OK;
 }
 
+/* After a master key is revoked or a customer key must stop working at once:
+ * every node drops its cached customer keys (SPEC §9: invalidation
+ * cluster-wide; the Redis generation moves, the local tiers are cleared). */
+kms_rc kms_handle_cache_invalidate(struct kms_server *s, struct kms_request *r)
+{
+    if (s->d.cache == NULL)
+        return kms_fail(KMS_ERR_NOT_FOUND, "kms.cache.type=none: nothing to invalidate");
+    if (is_distributed(s))
+        KMS_GUARD(kms_cache_redis_invalidate_all(s->d.cache));
+    else
+        kms_cache_local_clear(s->d.cache);
+    struct kms_jsonw *w = &r->reply;
+    kms_jsonw_obj_begin(w);
+    kms_jsonw_kv(w, "invalidated", is_distributed(s) ? "cluster" : "node");
+    kms_jsonw_obj_end(w);
+    return KMS_OK;
+}
+
 kms_rc kms_handle_whoami(struct kms_server *s, struct kms_request *r)
 {
     (void)s;

@@ -113,5 +113,6 @@ kms_rc kms_handle_key_rewrap(struct kms_server *s, struct kms_request *r);
 kms_rc kms_handle_key_datakey(struct kms_server *s, struct kms_request *r);
 kms_rc kms_handle_key_info(struct kms_server *s, struct kms_request *r);
 kms_rc kms_handle_cluster(struct kms_server *s, struct kms_request *r);
+kms_rc kms_handle_cache_invalidate(struct kms_server *s, struct kms_request *r);
 
 #endif

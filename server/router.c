@@ -25,6 +25,7 @@ static const struct kms_route routes[] = {
     {"POST", "/v1/keys/{}/datakey", kms_handle_key_datakey, BACKEND, KMS_BODY_JSON, "key.datakey"},
     {"GET", "/v1/keys/{}", kms_handle_key_info, BACKEND, KMS_BODY_NONE, "key.info"},
     {"GET", "/v1/cluster", kms_handle_cluster, ADMIN, KMS_BODY_NONE, "cluster.nodes"},
+    {"POST", "/v1/cluster/cache/invalidate", kms_handle_cache_invalidate, ADMIN, KMS_BODY_NONE, "cache.invalidate"},
 };
 
 /* Matches url against pattern; copies the {} segment into param. */

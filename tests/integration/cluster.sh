@@ -199,3 +199,15 @@ d2=$(decrypts)
   ok "(c) Redis back: a key unwrapped on node 1 is served by node 2 with no KMIP Decrypt" ||
   ko "(c) Redis back: $s1 $s2 $s3 $s4, Decrypts $d1 -> $d2"
 scan "at the end"
+
+# --- invalidation: the admin drops every node's cached customer keys (SPEC §9)
+s=$(api "$ha" cmxAdmin POST /v1/cluster/cache/invalidate)
+[ "$s" = 200 ] && ok "invalidate: POST /v1/cluster/cache/invalidate as admin" || ko "invalidate: $s $(head -c 200 "$tmp/body")"
+sleep 1.5   # the other nodes re-read the Redis generation every second
+d1=$(decrypts)
+s3=$(unwrap_ws "$n3" site-r)
+d2=$(decrypts)
+[ "$s3" = 200 ] && [ "$d2" -gt "$d1" ] && ok "invalidate: node 3 goes back to the HSM for the key (Decrypts $d1 -> $d2)" ||
+  ko "invalidate: $s3, Decrypts $d1 -> $d2"
+s=$(api "$ha" cmxBackend POST /v1/cluster/cache/invalidate)
+[ "$s" = 403 ] && ok "invalidate: a backend certificate gets 403" || ko "invalidate as backend: $s"

@@ -477,18 +477,22 @@ static kms_rc vault_encrypt(struct kms_backend *b, const struct kms_master_ref *
     return rc;
 }
 
-static kms_rc vault_decrypt(struct kms_backend *b, const struct kms_master_ref *ref, const uint8_t *aad,
-                            size_t aad_len, const uint8_t *ct, size_t ct_len, struct kms_secret **pt)
+/* POST transit/{op}/:name with a ciphertext made under ref (decrypt and
+ * rewrap send the same fields); *r holds Vault's checked reply and *derived
+ * whether the key is derived. The caller clears *r. */
+static kms_rc post_ciphertext(struct vault *v, const char *op, const struct kms_master_ref *ref, const uint8_t *aad,
+                              size_t aad_len, const uint8_t *ct, size_t ct_len, struct kms_vault_response *r,
+                              int *derived)
 {
-    struct vault *v = (struct vault *)b;
     struct key_entry e;
     char path[PATH_MAX_LEN];
-    *pt = NULL;
+    memset(r, 0, sizeof(*r));
     if (!kms_vault_key_name_valid(ref->name))
         return kms_fail(KMS_ERR_KEY_NOT_FOUND, "vault: invalid key name");
     KMS_GUARD(check_ct(ct, ct_len, ref->version));
     KMS_GUARD(key_entry(v, ref->name, -1, &e));
-    KMS_GUARD(key_path(path, "decrypt", ref->name, ""));
+    KMS_GUARD(key_path(path, op, ref->name, ""));
+    *derived = e.derived;
     struct kms_buf body;
     kms_buf_init(&body, SINGLE_BODY_MAX);
     kms_rc rc = kms_buf_append_u8(&body, '{');
@@ -496,20 +500,29 @@ static kms_rc vault_decrypt(struct kms_backend *b, const struct kms_master_ref *
         rc = append_decrypt_fields(&body, e.derived, aad, aad_len, ct, ct_len);
     if (rc == KMS_OK)
         rc = kms_buf_append_u8(&body, '}');
-    struct kms_vault_response r;
-    memset(&r, 0, sizeof(r));
     if (rc == KMS_OK)
-        rc = call(v, "POST", path, body.data, body.len, &r);
+        rc = call(v, "POST", path, body.data, body.len, r);
     kms_buf_free(&body);
     if (rc == KMS_OK)
-        rc = check_reply(&r, OP_DECRYPT, "POST", path);
-    if (rc == KMS_OK && r.json == NULL)
+        rc = check_reply(r, OP_DECRYPT, "POST", path);
+    if (rc == KMS_OK && r->json == NULL)
         rc = kms_fail(KMS_ERR_BACKEND, "Vault POST %s: no body", path);
+    return rc;
+}
+
+static kms_rc vault_decrypt(struct kms_backend *b, const struct kms_master_ref *ref, const uint8_t *aad,
+                            size_t aad_len, const uint8_t *ct, size_t ct_len, struct kms_secret **pt)
+{
+    struct vault *v = (struct vault *)b;
+    struct kms_vault_response r;
+    int derived = 0;
+    *pt = NULL;
+    kms_rc rc = post_ciphertext(v, "decrypt", ref, aad, aad_len, ct, ct_len, &r, &derived);
     if (rc == KMS_OK)
         rc = kms_vault_json_plaintext(r.json, pt);
     kms_vault_response_clear(&r);
     if (rc == KMS_OK)
-        rc = unbind(e.derived, aad, aad_len, pt);
+        rc = unbind(derived, aad, aad_len, pt);
     if (rc != KMS_OK)
         kms_secret_free(pt);
     return rc;
@@ -852,30 +865,10 @@ kms_rc kms_vault_rewrap(struct kms_backend *b, const struct kms_master_ref *ref,
     memset(new_ref, 0, sizeof(*new_ref));
     if (v == NULL)
         return kms_fail(KMS_ERR_INVALID_FIELD, "not a Vault backend");
-    if (!kms_vault_key_name_valid(ref->name))
-        return kms_fail(KMS_ERR_KEY_NOT_FOUND, "vault: invalid key name");
-    KMS_GUARD(check_ct(ct, ct_len, ref->version));
-    struct key_entry e;
-    char path[PATH_MAX_LEN];
-    KMS_GUARD(key_entry(v, ref->name, -1, &e));
-    KMS_GUARD(key_path(path, "rewrap", ref->name, ""));
-    struct kms_buf body;
-    kms_buf_init(&body, SINGLE_BODY_MAX);
-    kms_rc rc = kms_buf_append_u8(&body, '{');
-    if (rc == KMS_OK)
-        rc = append_decrypt_fields(&body, e.derived, aad, aad_len, ct, ct_len);
-    if (rc == KMS_OK)
-        rc = kms_buf_append_u8(&body, '}');
     struct kms_vault_response r;
-    memset(&r, 0, sizeof(r));
-    if (rc == KMS_OK)
-        rc = call(v, "POST", path, body.data, body.len, &r);
-    kms_buf_free(&body);
-    if (rc == KMS_OK)
-        rc = check_reply(&r, OP_DECRYPT, "POST", path);
+    int derived = 0;
     uint32_t got = 0;
-    if (rc == KMS_OK && r.json == NULL)
-        rc = kms_fail(KMS_ERR_BACKEND, "Vault POST %s: no body", path);
+    kms_rc rc = post_ciphertext(v, "rewrap", ref, aad, aad_len, ct, ct_len, &r, &derived);
     if (rc == KMS_OK)
         rc = kms_vault_json_ciphertext(r.json, out, cap, out_len, &got);
     kms_vault_response_clear(&r);

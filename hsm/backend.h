@@ -45,6 +45,19 @@ struct kms_key_info {
 
 struct kms_backend;
 
+/* One ciphertext of a batch decrypt: inputs borrowed, pt and rc set by the call. */
+struct kms_backend_batch_item {
+    const struct kms_master_ref *ref;
+    const uint8_t *aad;
+    size_t aad_len;
+    const uint8_t *ct;
+    size_t ct_len;
+    struct kms_secret *pt; /* new secret on success, else NULL */
+    kms_rc rc;             /* this item's result */
+};
+
+#define KMS_BACKEND_BATCH_MAX 256
+
 struct kms_backend_ops {
     const char *name;
     enum kms_backend_kind kind;
@@ -64,6 +77,11 @@ struct kms_backend_ops {
     kms_rc (*probe)(struct kms_backend *b);
     /* Frees everything the backend holds (wiping keys). */
     void (*destroy)(struct kms_backend *b);
+    /* Optional (NULL: callers loop over decrypt): decrypts n (1..KMS_BACKEND_BATCH_MAX)
+     * ciphertexts made under master key `name` in one round trip, each
+     * item's result in items[i].rc; returns an error only when the whole
+     * call failed (then every item carries it). */
+    kms_rc (*decrypt_batch)(struct kms_backend *b, const char *name, struct kms_backend_batch_item *items, size_t n);
 };
 
 /* Every backend struct begins with this header. */

@@ -59,6 +59,19 @@ kms_rc kms_hierarchy_wrap(struct kms_hierarchy *h, const char *name, const char 
                           size_t pt_len, char **wrapped) KMS_MUST_CHECK;
 kms_rc kms_hierarchy_unwrap(struct kms_hierarchy *h, const char *name, const char *site_id, const char *wrapped,
                             struct kms_secret **pt) KMS_MUST_CHECK;
+/* The generic unwrap of several keys under master key `name`: per-item
+ * results in items[i].rc / .pt (the caller frees each pt), decrypted in one
+ * backend round trip when the backend can (Vault: batch_input). Fails as a
+ * whole only for n outside 1..KMS_BACKEND_BATCH_MAX or on memory. */
+struct kms_unwrap_item {
+    const char *site_id; /* "" for none */
+    const char *wrapped;
+    struct kms_secret *pt;
+    kms_rc rc;
+};
+kms_rc kms_hierarchy_unwrap_batch(struct kms_hierarchy *h, const char *name, struct kms_unwrap_item *items,
+                                  size_t n) KMS_MUST_CHECK;
+
 kms_rc kms_hierarchy_rewrap(struct kms_hierarchy *h, const char *name, const char *site_id, const char *wrapped,
                             char **rewrapped) KMS_MUST_CHECK;
 kms_rc kms_hierarchy_datakey(struct kms_hierarchy *h, const char *name, const char *site_id, size_t nbytes,

@@ -118,6 +118,42 @@ static void write_item_error(struct kms_jsonw *w, kms_rc rc)
     kms_jsonw_obj_end(w);
 }
 
+/* A batch unwrap goes to the hierarchy in one call, so a backend that can
+ * decrypt several keys in one round trip (Vault's batch_input) does. */
+static kms_rc unwrap_batch(struct kms_server *s, struct kms_request *r, const struct item *items, size_t n)
+{
+    struct kms_unwrap_item *u = calloc(n, sizeof(*u));
+    if (u == NULL)
+        return KMS_ERR_NO_MEMORY;
+    for (size_t i = 0; i < n; i++) {
+        u[i].site_id = items[i].site_id;
+        u[i].wrapped = items[i].wrapped;
+    }
+    kms_rc rc = kms_hierarchy_unwrap_batch(s->d.hierarchy, r->param, u, n);
+    if (rc == KMS_OK) {
+        struct kms_jsonw *w = &r->reply;
+        kms_jsonw_obj_begin(w);
+        kms_jsonw_key(w, "batch");
+        kms_jsonw_arr_begin(w);
+        for (size_t i = 0; i < n; i++) {
+            if (u[i].rc != KMS_OK) {
+                write_item_error(w, u[i].rc);
+                continue;
+            }
+            kms_jsonw_obj_begin(w);
+            kms_jsonw_key(w, "plaintext");
+            kms_jsonw_b64(w, kms_secret_cdata(u[i].pt), kms_secret_len(u[i].pt));
+            kms_jsonw_obj_end(w);
+        }
+        kms_jsonw_arr_end(w);
+        kms_jsonw_obj_end(w);
+    }
+    for (size_t i = 0; i < n; i++)
+        kms_secret_free(&u[i].pt);
+    free(u);
+    return rc;
+}
+
 static kms_rc handle(struct kms_server *s, struct kms_request *r, enum op op)
 {
     json_t *root = NULL;
@@ -152,7 +188,9 @@ static kms_rc handle(struct kms_server *s, struct kms_request *r, enum op op)
         if (rc != KMS_OK)
             rc = kms_fail(rc, "batch item %zu: %s", i, kms_error_detail());
     }
-    if (rc == KMS_OK) {
+    if (rc == KMS_OK && op == OP_UNWRAP)
+        rc = unwrap_batch(s, r, items, n);
+    else if (rc == KMS_OK) {
         kms_jsonw_obj_begin(&r->reply);
         kms_jsonw_key(&r->reply, "batch");
         kms_jsonw_arr_begin(&r->reply);

@@ -135,6 +135,12 @@ static kms_rc m_probe(struct kms_backend *b)
     return count(OP_PROBE, t, inner(b)->ops->probe(inner(b)));
 }
 
+static kms_rc m_decrypt_batch(struct kms_backend *b, const char *name, struct kms_backend_batch_item *items, size_t n)
+{
+    double t = now_s();
+    return count(OP_DECRYPT, t, inner(b)->ops->decrypt_batch(inner(b), name, items, n));
+}
+
 static void m_destroy(struct kms_backend *b)
 {
     struct metered *mb = (struct metered *)(void *)b;
@@ -156,8 +162,15 @@ kms_rc kms_metrics_wrap_backend(struct kms_backend *b, struct kms_backend **out)
     }
     /* why: the wrapper keeps the inner backend's name and kind, so callers that
      * branch on them (kmsctl, readiness) see the real backend */
-    *ops = (struct kms_backend_ops){b->ops->name, b->ops->kind, m_resolve, m_encrypt, m_decrypt,
-                                    m_describe,  m_probe,       m_destroy};
+    *ops = (struct kms_backend_ops){.name = b->ops->name,
+                                    .kind = b->ops->kind,
+                                    .resolve = m_resolve,
+                                    .encrypt = m_encrypt,
+                                    .decrypt = m_decrypt,
+                                    .describe = m_describe,
+                                    .probe = m_probe,
+                                    .destroy = m_destroy,
+                                    .decrypt_batch = b->ops->decrypt_batch ? m_decrypt_batch : NULL};
     mb->base.ops = ops;
     mb->inner = b;
     bm.backend = b->ops->name;

@@ -67,6 +67,16 @@ bad+=[(r["path"],r["namespace"]) for r in health if r["namespace"] is not None]
 print("ok" if not bad and health else "bad %r (health calls: %d)" % (bad[:3], len(health)))' "$ns" > "$tmp/ns"
 [ "$(cat "$tmp/ns")" = ok ] && ok "namespace header on transit/auth, absent on sys/health" || ko "namespace: $(cat "$tmp/ns")"
 
+# 2b. A batch unwrap is one Transit call with batch_input (issue 4), per-item errors kept.
+control POST stats/reset >/dev/null
+body="{\"batch\":[{\"wrapped\":\"$w1\",\"site_id\":\"v1\"},{\"wrapped\":\"$w1\",\"site_id\":\"v1\"},{\"wrapped\":\"$w1\",\"site_id\":\"other\"},{\"wrapped\":\"$w1\",\"site_id\":\"v1\"}]}"
+s=$(api POST /v1/keys/kms-master/unwrap "$body")
+calls=$(control GET stats | /usr/bin/python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v["count"] for k,v in e.items() if "transit/decrypt" in k))')
+items=$(/usr/bin/python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["batch"]; print(",".join("pt" if "plaintext" in x else x["error"]["code"] for x in b))' "$tmp/body" 2>/dev/null)
+[ "$s" = 200 ] && [ "$calls" = 1 ] && [ "$items" = "pt,pt,unwrap_failed,pt" ] \
+  && ok "batch unwrap of 4: one Transit decrypt call (batch_input), per-item results $items" \
+  || ko "batch unwrap: $s, $calls decrypt calls, items $items"
+
 # 3. Sealed: 503, readiness 503; unsealed: back.
 control POST seal >/dev/null
 s=$(unwrap "$w1"); [ "$s" = 503 ] && ok "sealed: 503" || ko "sealed: $s $(cat "$tmp/body")"

@@ -56,6 +56,17 @@ struct kms_backend_batch_item {
     kms_rc rc;             /* this item's result */
 };
 
+/* One plaintext of a batch encrypt: inputs borrowed, ct filled by the call. */
+struct kms_backend_seal_item {
+    const uint8_t *aad;
+    size_t aad_len;
+    const struct kms_secret *pt;
+    uint8_t *ct; /* ct_cap bytes, the caller's */
+    size_t ct_cap;
+    size_t ct_len;
+    kms_rc rc;
+};
+
 #define KMS_BACKEND_BATCH_MAX 256
 
 struct kms_backend_ops {
@@ -82,6 +93,9 @@ struct kms_backend_ops {
      * item's result in items[i].rc; returns an error only when the whole
      * call failed (then every item carries it). */
     kms_rc (*decrypt_batch)(struct kms_backend *b, const char *name, struct kms_backend_batch_item *items, size_t n);
+    /* Optional likewise: encrypts n plaintexts under ref in one round trip. */
+    kms_rc (*encrypt_batch)(struct kms_backend *b, const struct kms_master_ref *ref,
+                            struct kms_backend_seal_item *items, size_t n);
 };
 
 /* Every backend struct begins with this header. */

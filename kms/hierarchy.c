@@ -476,6 +476,75 @@ kms_rc kms_hierarchy_unwrap(struct kms_hierarchy *h, const char *name, const cha
     return KMS_OK;
 }
 
+kms_rc kms_hierarchy_wrap_batch(struct kms_hierarchy *h, const char *name, struct kms_wrap_item *items, size_t n)
+{
+    KMS_GUARD(generic_args(name, ""));
+    if (n == 0 || n > KMS_BACKEND_BATCH_MAX)
+        return kms_fail(KMS_ERR_INVALID_FIELD, "a batch holds 1..%d items", KMS_BACKEND_BATCH_MAX);
+    struct kms_wrapped_header hdr;
+    memset(&hdr, 0, sizeof(hdr));
+    kms_rc resolved = h->b->ops->resolve(h->b, name, &hdr.master); /* why: once for the whole batch */
+    struct kms_buf *blobs = calloc(n, sizeof(*blobs));
+    struct kms_backend_seal_item *si = calloc(n, sizeof(*si));
+    size_t *at = calloc(n, sizeof(*at));
+    uint8_t *cts = malloc(n * KMS_BACKEND_CT_MAX);
+    if (blobs == NULL || si == NULL || at == NULL || cts == NULL) {
+        free(blobs);
+        free(si);
+        free(at);
+        free(cts);
+        return KMS_ERR_NO_MEMORY;
+    }
+    size_t pending = 0;
+    for (size_t i = 0; i < n; i++) {
+        kms_buf_init(&blobs[i], KMS_WRAPPED_BLOB_MAX);
+        items[i].wrapped = NULL;
+        items[i].rc = resolved;
+        if (items[i].rc == KMS_OK && !generic_site_valid(items[i].site_id))
+            items[i].rc = kms_fail(KMS_ERR_INVALID_FIELD, "invalid site id");
+        if (items[i].rc == KMS_OK && (items[i].pt == NULL || kms_secret_len(items[i].pt) > KMS_DATA_MAX))
+            items[i].rc = kms_fail(KMS_ERR_INVALID_FIELD, "key material of 1..%d bytes", KMS_DATA_MAX);
+        if (items[i].rc != KMS_OK)
+            continue;
+        hdr.level = KMS_LEVEL_DATA;
+        hdr.wrapper = (uint8_t)h->b->ops->kind;
+        memcpy(hdr.site_id, items[i].site_id, strlen(items[i].site_id) + 1);
+        items[i].rc = kms_random(hdr.key_id, sizeof(hdr.key_id));
+        if (items[i].rc == KMS_OK)
+            items[i].rc = kms_wrapped_header_encode(&hdr, &blobs[i]);
+        if (items[i].rc != KMS_OK)
+            continue;
+        si[pending] = (struct kms_backend_seal_item){.aad = blobs[i].data, .aad_len = blobs[i].len,
+                                                     .pt = items[i].pt, .ct = cts + i * KMS_BACKEND_CT_MAX,
+                                                     .ct_cap = KMS_BACKEND_CT_MAX};
+        at[pending++] = i;
+    }
+    if (pending > 1 && h->b->ops->encrypt_batch != NULL) {
+        kms_rc rc = h->b->ops->encrypt_batch(h->b, &hdr.master, si, pending);
+        for (size_t k = 0; k < pending; k++)
+            si[k].rc = rc == KMS_OK ? si[k].rc : rc;
+    } else {
+        for (size_t k = 0; k < pending; k++)
+            si[k].rc = h->b->ops->encrypt(h->b, &hdr.master, si[k].aad, si[k].aad_len, si[k].pt, si[k].ct,
+                                         si[k].ct_cap, &si[k].ct_len);
+    }
+    for (size_t k = 0; k < pending; k++) {
+        size_t i = at[k];
+        items[i].rc = si[k].rc;
+        if (items[i].rc == KMS_OK)
+            items[i].rc = kms_wrapped_append_master_payload(&blobs[i], si[k].ct, si[k].ct_len);
+        if (items[i].rc == KMS_OK)
+            items[i].rc = kms_wrapped_to_text(blobs[i].data, blobs[i].len, &items[i].wrapped);
+    }
+    for (size_t i = 0; i < n; i++)
+        kms_buf_free(&blobs[i]);
+    free(blobs);
+    free(si);
+    free(at);
+    free(cts);
+    return KMS_OK;
+}
+
 kms_rc kms_hierarchy_unwrap_batch(struct kms_hierarchy *h, const char *name, struct kms_unwrap_item *items, size_t n)
 {
     if (n == 0 || n > KMS_BACKEND_BATCH_MAX)

@@ -72,6 +72,20 @@ struct kms_unwrap_item {
 kms_rc kms_hierarchy_unwrap_batch(struct kms_hierarchy *h, const char *name, struct kms_unwrap_item *items,
                                   size_t n) KMS_MUST_CHECK;
 
+/* The generic wrap of several plaintexts under master key `name`: per-item
+ * results in items[i].rc / .wrapped (malloc'd; the caller frees each),
+ * encrypted in one backend round trip when the backend can. An item with pt
+ * NULL fails with KMS_ERR_INVALID_FIELD. Fails as a whole only for an
+ * invalid name, n outside 1..KMS_BACKEND_BATCH_MAX, or on memory. */
+struct kms_wrap_item {
+    const char *site_id; /* "" for none */
+    const struct kms_secret *pt;
+    char *wrapped;
+    kms_rc rc;
+};
+kms_rc kms_hierarchy_wrap_batch(struct kms_hierarchy *h, const char *name, struct kms_wrap_item *items,
+                                size_t n) KMS_MUST_CHECK;
+
 kms_rc kms_hierarchy_rewrap(struct kms_hierarchy *h, const char *name, const char *site_id, const char *wrapped,
                             char **rewrapped) KMS_MUST_CHECK;
 kms_rc kms_hierarchy_datakey(struct kms_hierarchy *h, const char *name, const char *site_id, size_t nbytes,

@@ -141,6 +141,13 @@ static kms_rc m_decrypt_batch(struct kms_backend *b, const char *name, struct km
     return count(OP_DECRYPT, t, inner(b)->ops->decrypt_batch(inner(b), name, items, n));
 }
 
+static kms_rc m_encrypt_batch(struct kms_backend *b, const struct kms_master_ref *ref,
+                              struct kms_backend_seal_item *items, size_t n)
+{
+    double t = now_s();
+    return count(OP_ENCRYPT, t, inner(b)->ops->encrypt_batch(inner(b), ref, items, n));
+}
+
 static void m_destroy(struct kms_backend *b)
 {
     struct metered *mb = (struct metered *)(void *)b;
@@ -170,7 +177,8 @@ kms_rc kms_metrics_wrap_backend(struct kms_backend *b, struct kms_backend **out)
                                     .describe = m_describe,
                                     .probe = m_probe,
                                     .destroy = m_destroy,
-                                    .decrypt_batch = b->ops->decrypt_batch ? m_decrypt_batch : NULL};
+                                    .decrypt_batch = b->ops->decrypt_batch ? m_decrypt_batch : NULL,
+                                    .encrypt_batch = b->ops->encrypt_batch ? m_encrypt_batch : NULL};
     mb->base.ops = ops;
     mb->inner = b;
     bm.backend = b->ops->name;

@@ -638,8 +638,29 @@ static kms_rc vault_decrypt_batch(struct kms_backend *b, const char *name, struc
     return rc;
 }
 
+static kms_rc vault_encrypt_batch(struct kms_backend *b, const struct kms_master_ref *ref,
+                                  struct kms_backend_seal_item *items, size_t n)
+{
+    if (n == 0 || n > KMS_VAULT_BATCH_MAX)
+        return kms_fail(KMS_ERR_INTERNAL, "vault batch of %zu items", n);
+    struct kms_vault_enc_item *v = calloc(n, sizeof(*v));
+    if (v == NULL)
+        return KMS_ERR_NO_MEMORY;
+    for (size_t i = 0; i < n; i++)
+        v[i] = (struct kms_vault_enc_item){.aad = items[i].aad, .aad_len = items[i].aad_len, .pt = items[i].pt,
+                                           .ct = items[i].ct, .ct_cap = items[i].ct_cap};
+    kms_rc rc = kms_vault_encrypt_batch(b, ref, v, n);
+    for (size_t i = 0; i < n; i++) {
+        items[i].ct_len = rc == KMS_OK ? v[i].ct_len : 0;
+        items[i].rc = rc == KMS_OK ? v[i].rc : rc;
+    }
+    free(v);
+    return rc;
+}
+
 static const struct kms_backend_ops vault_ops = {
     .decrypt_batch = vault_decrypt_batch,
+    .encrypt_batch = vault_encrypt_batch,
     .name = "vault",
     .kind = KMS_BACKEND_VAULT,
     .resolve = vault_resolve,

@@ -472,6 +472,9 @@ Test(api, malformed_requests_get_4xx_and_server_keeps_serving)
     http("cmxBackend", "POST", "/v1/keys/kms-master/wrap", "{\"plaintext\":\"not base64!\"}", &r);
     expect_error(&r, 400, "invalid_field");
     resp_free(&r);
+    http("cmxBackend", "POST", "/v1/keys/kms-master/wrap", "{\"plaintext\":\"!!\"}", &r);
+    expect_error(&r, 400, "invalid_field");
+    resp_free(&r);
     http("cmxBackend", "POST", "/v1/keys/kms-master/wrap", "{\"plaintext\":\"QUJD\\u0000\"}", &r);
     cr_assert(r.status == 400, "embedded NUL: %d", r.status);
     resp_free(&r);
@@ -567,6 +570,28 @@ Test(api, generic_wrap_unwrap_rewrap_datakey_and_batch)
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(json_array_get(batch, 1), "error"), "code")),
                      "unwrap_failed");
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(batch, 2), "plaintext")), "aGVsbG8=");
+    resp_free(&u);
+    /* batch wrap: order kept, a bad item fails alone, each result unwraps */
+    http("cmxBackend", "POST", "/v1/keys/kms-master/wrap",
+         "{\"batch\":[{\"plaintext\":\"aGVsbG8=\",\"site_id\":\"g1\"},{\"plaintext\":\"!!\"},"
+         "{\"plaintext\":\"d29ybGQ=\",\"site_id\":\"g2\"}]}",
+         &u);
+    cr_assert_eq(u.status, 200, "%s", u.body);
+    batch = json_object_get(u.json, "batch");
+    cr_assert_eq(json_array_size(batch), 3, "%s", u.body);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(json_array_get(batch, 1), "error"), "code")),
+                     "invalid_field");
+    const char *sites[3] = {"g1", NULL, "g2"}, *plain[3] = {"aGVsbG8=", NULL, "d29ybGQ="};
+    for (size_t i = 0; i < 3; i += 2) {
+        const char *wk = json_string_value(json_object_get(json_array_get(batch, i), "wrapped"));
+        cr_assert(wk != NULL && strncmp(wk, "kms:v1:", 7) == 0, "%s", u.body);
+        struct resp v;
+        snprintf(body, sizeof(body), "{\"wrapped\":\"%s\",\"site_id\":\"%s\"}", wk, sites[i]);
+        http("cmxBackend", "POST", "/v1/keys/kms-master/unwrap", body, &v);
+        cr_assert_eq(v.status, 200, "%s", v.body);
+        cr_assert_str_eq(jstr(&v, "plaintext"), plain[i]);
+        resp_free(&v);
+    }
     resp_free(&u);
     /* metadata, never material */
     http("cmxBackend", "GET", "/v1/keys/kms-master", NULL, &u);

@@ -77,6 +77,13 @@ items=$(/usr/bin/python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["ba
   && ok "batch unwrap of 4: one Transit decrypt call (batch_input), per-item results $items" \
   || ko "batch unwrap: $s, $calls decrypt calls, items $items"
 
+control POST stats/reset >/dev/null
+s=$(api POST /v1/keys/kms-master/wrap '{"batch":[{"plaintext":"YQ==","site_id":"v1"},{"plaintext":"Yg==","site_id":"v1"},{"plaintext":"Yw==","site_id":"v1"}]}')
+calls=$(control GET stats | /usr/bin/python3 -c 'import json,sys; e=json.load(sys.stdin)["endpoints"]; print(sum(v["count"] for k,v in e.items() if "transit/encrypt" in k))')
+n=$(/usr/bin/python3 -c 'import json,sys; print(sum(1 for x in json.load(open(sys.argv[1]))["batch"] if "wrapped" in x))' "$tmp/body" 2>/dev/null)
+[ "$s" = 200 ] && [ "$calls" = 1 ] && [ "$n" = 3 ] && ok "batch wrap of 3: one Transit encrypt call (batch_input)" \
+  || ko "batch wrap: $s, $calls encrypt calls, $n wrapped"
+
 # 3. Sealed: 503, readiness 503; unsealed: back.
 control POST seal >/dev/null
 s=$(unwrap "$w1"); [ "$s" = 503 ] && ok "sealed: 503" || ko "sealed: $s $(cat "$tmp/body")"

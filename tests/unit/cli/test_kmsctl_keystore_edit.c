@@ -18,42 +18,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/unit/keystore_fixtures.h"
+
 #define PASSWORD "S3cret-pw!"
-
-extern char **environ;
-
-static char fixture_dir[64];
-
-static int run_plain(char *const argv[])
-{
-    pid_t pid;
-    int status;
-    if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    const char *src = getenv("KMS_SOURCE_DIR");
-    char script[4096];
-    snprintf(fixture_dir, sizeof(fixture_dir), "/tmp/kmsctl-edit-XXXXXX");
-    snprintf(script, sizeof(script), "%s/tests/unit/kms/make_keystores.sh", src ? src : ".");
-    if (mkdtemp(fixture_dir) == NULL)
-        return;
-    char *argv[] = {"/bin/sh", script, fixture_dir, PASSWORD, NULL};
-    if (run_plain(argv) == 0)
-        setenv("KMSCTL_FIXTURES", fixture_dir, 1);
+    fixtures_build("kmsctl-edit-", "KMSCTL_FIXTURES", PASSWORD, 0);
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
-    if (strncmp(fixture_dir, "/tmp/kmsctl-edit-", 17) == 0) {
-        char *argv[] = {"/bin/rm", "-rf", fixture_dir, NULL};
-        (void)run_plain(argv);
-    }
+    fixtures_remove();
 }
 
 /* ---- helpers ------------------------------------------------------------ */

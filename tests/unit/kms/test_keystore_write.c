@@ -22,42 +22,20 @@
 #include "kms/keystore_backup.h"
 #include "kms/keystore_write.h"
 
+#include "tests/unit/keystore_fixtures.h"
+
 #define PASSWORD "S3cret-pw!"
-
-extern char **environ;
-
-static char fixture_dir[64];
-
-static int run_plain(char *const argv[])
-{
-    pid_t pid;
-    int status;
-    if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    const char *src = getenv("KMS_SOURCE_DIR");
-    char script[4096];
-    snprintf(fixture_dir, sizeof(fixture_dir), "/tmp/kswrite-test-XXXXXX");
-    snprintf(script, sizeof(script), "%s/tests/unit/kms/make_keystores.sh", src ? src : ".");
-    if (mkdtemp(fixture_dir) == NULL)
-        return;
-    char *argv[] = {"/bin/sh", script, fixture_dir, PASSWORD, "--openssl-only", NULL};
-    if (run_plain(argv) == 0)
-        setenv("KSWRITE_FIXTURES", fixture_dir, 1);
+    fixtures_build("kswrite-test-", "KSWRITE_FIXTURES", PASSWORD, 1);
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
-    if (strncmp(fixture_dir, "/tmp/kswrite-test-", 18) == 0) {
-        char *argv[] = {"/bin/rm", "-rf", fixture_dir, NULL};
-        (void)run_plain(argv);
-    }
+    fixtures_remove();
 }
 
 static void fx(char *out, size_t cap, const char *name)

@@ -2,15 +2,16 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <openssl/ssl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
+#include "cluster/redis_conn.h"
 #include "common/log.h"
 
 #define NS_PER_MS 1000000ull
@@ -26,21 +27,31 @@
 #define SCAN_MAX_CALLS 256
 #define NAME_MAX_LEN 160 /* prefix (64) + "g" + 20 digits + ":" + 64 hex */
 #define BAD_VALUE_LOG_EVERY 100
+#define SENTINELS_MAX 8
+#define HOST_MAX 255
 
 struct rcache {
     struct kms_cache base;
     struct kms_cache *local;
     pthread_mutex_t mu; /* guards ctx, gen, backoff and link fields below */
-    redisContext *ctx;
-    char host[256];
+    struct kms_redis_conn *ctx;
+    char host[HOST_MAX + 1]; /* with sentinels: the master last found */
     int port;
+    SSL_CTX *tls; /* NULL: plain TCP */
+    unsigned connect_ms, command_ms;
+    struct {
+        char host[HOST_MAX + 1];
+        int port;
+    } sentinels[SENTINELS_MAX];
+    size_t n_sentinels, sentinel_next; /* sentinel_next: the one that answered last */
+    char master_name[65];
+    struct kms_secret *sentinel_password;
     unsigned db;
     char user[129];
     struct kms_secret *password;
     char prefix[65];
     char node[KMS_CLUSTER_NAME_MAX + 1];
     unsigned ttl_s;
-    struct timeval connect_tv, command_tv;
     uint64_t backoff_min_ns, backoff_max_ns, backoff_ns, retry_at_ns;
     uint64_t gen_check_ns, next_gen_check_ns; /* next_gen_check_ns: atomic */
     uint64_t gen;
@@ -107,31 +118,6 @@ static void init_fns(void)
     bounded_fns.createArray = bounded_array;
 }
 
-/* Sends the queued command and reads one reply, buffering at most
- * REPLY_MAX_BULK (+ one read) unparsed bytes. NULL on any failure; the
- * context is then unusable (the caller drops it). */
-static redisReply *bounded_reply(redisContext *ctx)
-{
-    void *reply = NULL;
-    int done = 0;
-    do {
-        if (redisBufferWrite(ctx, &done) != REDIS_OK)
-            return NULL;
-    } while (!done);
-    for (;;) {
-        if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK)
-            return NULL;
-        if (reply != NULL)
-            return reply;
-        if (ctx->reader->len - ctx->reader->pos > REPLY_MAX_BULK + 64) {
-            kms_error_set_detail("redis: reply larger than %d bytes", REPLY_MAX_BULK);
-            return NULL;
-        }
-        if (redisBufferRead(ctx) != REDIS_OK)
-            return NULL;
-    }
-}
-
 /* ---- the link -------------------------------------------------------------- */
 
 static void set_link(struct rcache *c, int up)
@@ -144,27 +130,38 @@ static void drop_link(struct rcache *c, const char *why)
     if (c->ctx != NULL) {
         if (!c->link_logged_down)
             kms_log(KMS_LOG_WARN, "cache_redis_down", NULL, "node", c->node, "reason", why, "detail",
-                    c->ctx->errstr[0] ? c->ctx->errstr : kms_error_detail(), NULL);
+                    kms_redis_conn_error(c->ctx), NULL);
         c->link_logged_down = 1;
-        redisFree(c->ctx);
-        c->ctx = NULL;
+        kms_redis_conn_free(&c->ctx);
     }
     count(&c->errors);
     set_link(c, 0);
 }
 
-/* One command on the locked link (argv form, so no byte is ever
- * interpreted). NULL when the link failed (then dropped); the caller frees a
- * reply. */
+/* One command on conn (argv form, so no byte is ever interpreted), the
+ * reply bounded. NULL when the link failed; the caller frees a reply. */
+static redisReply *conn_command(struct kms_redis_conn *conn, int argc, const char **argv, const size_t *lens)
+{
+    return kms_redis_conn_command(conn, argc, argv, lens, REPLY_MAX_BULK + 64);
+}
+
+static int is_error(const redisReply *r, const char *code)
+{
+    size_t n = strlen(code);
+    return r != NULL && r->type == REDIS_REPLY_ERROR && r->len >= n && memcmp(r->str, code, n) == 0;
+}
+
+/* One command on the locked link. NULL when the link failed (then
+ * dropped); the caller frees a reply. */
 static redisReply *command(struct rcache *c, int argc, const char **argv, const size_t *lens)
 {
-    if (redisAppendCommandArgv(c->ctx, argc, argv, lens) != REDIS_OK) {
-        drop_link(c, "send");
+    if (c->ctx == NULL)
         return NULL;
-    }
-    redisReply *r = bounded_reply(c->ctx);
+    redisReply *r = conn_command(c->ctx, argc, argv, lens);
     if (r == NULL)
         drop_link(c, "reply");
+    else if (c->n_sentinels > 0 && is_error(r, "READONLY"))
+        drop_link(c, "master demoted"); /* why: after a failover; the next operation asks the sentinels */
     return r;
 }
 
@@ -230,10 +227,9 @@ static int refresh_gen(struct rcache *c)
 
 static void connect_failed(struct rcache *c, const char *why, const char *detail)
 {
-    if (c->ctx != NULL) {
-        redisFree(c->ctx);
-        c->ctx = NULL;
-    }
+    char copy[256];
+    snprintf(copy, sizeof(copy), "%s", detail); /* why: detail may be the thread's error record */
+    kms_redis_conn_free(&c->ctx);
     count(&c->errors);
     set_link(c, 0);
     c->backoff_ns = c->backoff_ns == 0 ? c->backoff_min_ns : c->backoff_ns * 2;
@@ -244,55 +240,134 @@ static void connect_failed(struct rcache *c, const char *why, const char *detail
         char port[16];
         snprintf(port, sizeof(port), "%d", c->port);
         kms_log(KMS_LOG_WARN, "cache_redis_unreachable", NULL, "node", c->node, "host", c->host, "port", port,
-                "reason", why, "detail", detail, NULL);
+                "reason", why, "detail", copy, NULL);
         c->link_logged_down = 1;
     }
 }
 
+/* AUTH [user] password on conn; 0 when accepted. The password travels in
+ * argv form and is wiped from the formatted command; Redis's error text
+ * never echoes it. */
+static int auth(struct kms_redis_conn *conn, const char *user, const struct kms_secret *password)
+{
+    const char *argv[3];
+    size_t lens[3];
+    int argc = 0;
+    argv[argc] = "AUTH";
+    lens[argc++] = 4;
+    if (user != NULL && user[0]) {
+        argv[argc] = user;
+        lens[argc++] = strlen(user);
+    }
+    argv[argc] = (const char *)kms_secret_cdata(password);
+    lens[argc++] = kms_secret_len(password);
+    redisReply *r = conn_command(conn, argc, argv, lens);
+    int ok = reply_ok(r);
+    freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+static int valid_host(const char *s, size_t len);
+
+/* Asks one sentinel for the master's address (SENTINEL
+ * get-master-addr-by-name); 0 with host/port filled in. */
+static int ask_sentinel(struct rcache *c, size_t i, char host[HOST_MAX + 1], int *port)
+{
+    struct kms_redis_conn *s = NULL;
+    if (kms_redis_conn_open(c->sentinels[i].host, c->sentinels[i].port, c->tls, c->connect_ms, c->command_ms,
+                            &bounded_fns, &s) != KMS_OK)
+        return -1;
+    int rc = -1;
+    if (c->sentinel_password == NULL || auth(s, NULL, c->sentinel_password) == 0) {
+        const char *argv[] = {"SENTINEL", "get-master-addr-by-name", c->master_name};
+        size_t lens[] = {8, 23, strlen(c->master_name)};
+        redisReply *r = conn_command(s, 3, argv, lens);
+        unsigned long p = 0;
+        char *end = NULL;
+        if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
+            valid_host(r->element[0]->str, r->element[0]->len) && r->element[1]->len > 0 &&
+            r->element[1]->len <= 5 && r->element[1]->str[0] != '-' && r->element[1]->str[0] != '+') {
+            p = strtoul(r->element[1]->str, &end, 10);
+            if (end == r->element[1]->str + r->element[1]->len && p > 0 && p <= 65535) {
+                memcpy(host, r->element[0]->str, r->element[0]->len);
+                host[r->element[0]->len] = '\0';
+                *port = (int)p;
+                rc = 0;
+            }
+        }
+        if (rc != 0)
+            kms_error_set_detail("sentinel %s:%d does not know master '%s' or answered garbage",
+                                 c->sentinels[i].host, c->sentinels[i].port, c->master_name);
+        freeReplyObject(r);
+    } else {
+        kms_error_set_detail("sentinel %s:%d refused AUTH", c->sentinels[i].host, c->sentinels[i].port);
+    }
+    kms_redis_conn_free(&s);
+    return rc;
+}
+
+/* The master's address from the first sentinel that knows it, starting
+ * with the one that answered last; c->host/port are set. 0 or -1. */
+static int find_master(struct rcache *c)
+{
+    for (size_t k = 0; k < c->n_sentinels; k++) {
+        size_t i = (c->sentinel_next + k) % c->n_sentinels;
+        char host[HOST_MAX + 1];
+        int port = 0;
+        if (ask_sentinel(c, i, host, &port) != 0)
+            continue;
+        c->sentinel_next = i;
+        if (strcmp(host, c->host) != 0 || port != c->port) {
+            char ps[16];
+            snprintf(ps, sizeof(ps), "%d", port);
+            kms_log(KMS_LOG_INFO, "cache_redis_master", NULL, "node", c->node, "master", c->master_name, "host",
+                    host, "port", ps, NULL);
+            snprintf(c->host, sizeof(c->host), "%s", host);
+            c->port = port;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+/* ROLE on the locked, fresh link: 0 when the server is a master. */
+static int is_master(struct rcache *c)
+{
+    const char *argv[] = {"ROLE"};
+    size_t lens[] = {4};
+    redisReply *r = command(c, 1, argv, lens);
+    int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+             r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len == 6 &&
+             memcmp(r->element[0]->str, "master", 6) == 0;
+    freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
 /* The connected link, connecting when none and not in backoff. Locked. */
-static redisContext *link_get(struct rcache *c)
+static struct kms_redis_conn *link_get(struct rcache *c)
 {
     if (c->ctx != NULL)
         return c->ctx;
     if (c->backoff_ns != 0 && now_ns() < c->retry_at_ns)
         return NULL;
-    c->ctx = redisConnectWithTimeout(c->host, c->port, c->connect_tv);
-    if (c->ctx == NULL) {
-        connect_failed(c, "connect", "out of memory");
+    if (c->n_sentinels > 0 && find_master(c) != 0) {
+        connect_failed(c, "sentinel", kms_error_detail());
         return NULL;
     }
-    if (c->ctx->err) {
-        char detail[sizeof(c->ctx->errstr)];
-        snprintf(detail, sizeof(detail), "%s", c->ctx->errstr);
-        connect_failed(c, "connect", detail);
+    if (kms_redis_conn_open(c->host, c->port, c->tls, c->connect_ms, c->command_ms, &bounded_fns, &c->ctx) !=
+        KMS_OK) {
+        connect_failed(c, "connect", kms_error_detail());
         return NULL;
     }
-    if (redisSetTimeout(c->ctx, c->command_tv) != REDIS_OK) {
-        connect_failed(c, "timeout", "setsockopt");
-        return NULL;
-    }
-    c->ctx->reader->fn = &bounded_fns;
     redisReply *r;
-    if (c->password != NULL) {
-        const char *argv[3];
-        size_t lens[3];
-        int argc = 0;
-        argv[argc] = "AUTH";
-        lens[argc++] = 4;
-        if (c->user[0]) {
-            argv[argc] = c->user;
-            lens[argc++] = strlen(c->user);
-        }
-        argv[argc] = (const char *)kms_secret_cdata(c->password);
-        lens[argc++] = kms_secret_len(c->password);
-        r = command(c, argc, argv, lens);
-        int ok = reply_ok(r);
-        freeReplyObject(r);
-        /* why: the detail is Redis's error text, which never echoes the password */
-        if (!ok) {
-            connect_failed(c, "auth", "AUTH refused");
-            return NULL;
-        }
+    if (c->password != NULL && auth(c->ctx, c->user, c->password) != 0) {
+        connect_failed(c, "auth", "AUTH refused");
+        return NULL;
+    }
+    if (c->n_sentinels > 0 && (c->ctx == NULL || is_master(c) != 0)) {
+        connect_failed(c, "role", "the address the sentinels gave is not a master (yet)");
+        return NULL;
     }
     if (c->db > 0) {
         char db[16];
@@ -491,10 +566,11 @@ static kms_rc redis_put(struct kms_cache *base, const uint8_t key[KMS_CACHE_KEY_
 static void redis_destroy(struct kms_cache *base)
 {
     struct rcache *c = (struct rcache *)base;
-    if (c->ctx != NULL)
-        redisFree(c->ctx);
+    kms_redis_conn_free(&c->ctx);
+    SSL_CTX_free(c->tls);
     kms_cache_free(&c->local);
     kms_secret_free(&c->password);
+    kms_secret_free(&c->sentinel_password);
     kms_secret_free(&c->k_name);
     kms_secret_free(&c->k_value);
     pthread_mutex_destroy(&c->mu);
@@ -582,43 +658,52 @@ static int parse_uint(const char *s, size_t len, unsigned max, unsigned *out)
 
 #define URL_MAX 1024
 
-/* redis://[[user]:password@]host[:port][/db]. Never puts the password into
- * the error detail. */
-static kms_rc parse_url(struct rcache *c, const char *url)
+/* redis[s]://[user@ | [user]:password@]host[:port][/db]; the host is empty
+ * (and no port) exactly when sentinels are used. *tls = 1 for rediss://.
+ * Never puts the password into the error detail. */
+static kms_rc parse_url(struct rcache *c, const char *url, int sentinels, int *tls)
 {
     size_t len = strnlen(url, URL_MAX + 1);
     if (len > URL_MAX)
         return kms_fail(KMS_ERR_CONFIG, "redis url: longer than %d bytes", URL_MAX);
     const char *p;
-    if (strncmp(url, "rediss://", 9) == 0)
-        return kms_fail(KMS_ERR_CONFIG, "redis url: rediss:// (TLS) is not supported by this build's hiredis");
-    if (strncmp(url, "redis://", 8) != 0)
-        return kms_fail(KMS_ERR_CONFIG, "redis url: must start with redis://");
-    p = url + 8;
+    if (strncmp(url, "rediss://", 9) == 0) {
+        *tls = 1;
+        p = url + 9;
+    } else if (strncmp(url, "redis://", 8) == 0) {
+        *tls = 0;
+        p = url + 8;
+    } else {
+        return kms_fail(KMS_ERR_CONFIG, "redis url: must start with redis:// or rediss://");
+    }
     const char *end = url + len;
     const char *at = memchr(p, '@', (size_t)(end - p));
     if (at != NULL) {
         if (memchr(at + 1, '@', (size_t)(end - at - 1)) != NULL)
             return kms_fail(KMS_ERR_CONFIG, "redis url: more than one '@'");
         const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon == NULL)
-            return kms_fail(KMS_ERR_CONFIG, "redis url: user info must be [user]:password");
+        if (colon == NULL) /* why: "user@": the password comes from a secret file */
+            colon = at;
         size_t ulen = 0;
         if (pct_decode(p, (size_t)(colon - p), (uint8_t *)c->user, sizeof(c->user) - 1, &ulen) != 0)
             return kms_fail(KMS_ERR_CONFIG, "redis url: bad user name");
         c->user[ulen] = '\0';
-        size_t plen_enc = (size_t)(at - colon - 1);
-        if (plen_enc == 0)
-            return kms_fail(KMS_ERR_CONFIG, "redis url: empty password");
-        struct kms_secret *pw = NULL;
-        KMS_GUARD(kms_secret_new(plen_enc, &pw));
-        size_t plen = 0;
-        if (pct_decode(colon + 1, plen_enc, kms_secret_data(pw), plen_enc, &plen) != 0 || plen == 0) {
-            kms_secret_free(&pw);
-            return kms_fail(KMS_ERR_CONFIG, "redis url: bad password encoding");
+        if (colon == at && ulen == 0)
+            return kms_fail(KMS_ERR_CONFIG, "redis url: empty user info");
+        if (colon != at) {
+            size_t plen_enc = (size_t)(at - colon - 1);
+            if (plen_enc == 0)
+                return kms_fail(KMS_ERR_CONFIG, "redis url: empty password");
+            struct kms_secret *pw = NULL;
+            KMS_GUARD(kms_secret_new(plen_enc, &pw));
+            size_t plen = 0;
+            if (pct_decode(colon + 1, plen_enc, kms_secret_data(pw), plen_enc, &plen) != 0 || plen == 0) {
+                kms_secret_free(&pw);
+                return kms_fail(KMS_ERR_CONFIG, "redis url: bad password encoding");
+            }
+            kms_secret_truncate(pw, plen);
+            c->password = pw;
         }
-        kms_secret_truncate(pw, plen);
-        c->password = pw;
         p = at + 1;
     }
     /* host */
@@ -626,8 +711,19 @@ static kms_rc parse_url(struct rcache *c, const char *url)
     while (p < end && *p != ':' && *p != '/')
         p++;
     size_t hlen = (size_t)(p - h);
-    if (hlen == 0 || hlen >= sizeof(c->host))
-        return kms_fail(KMS_ERR_CONFIG, "redis url: missing or too long host");
+    if (hlen >= sizeof(c->host))
+        return kms_fail(KMS_ERR_CONFIG, "redis url: host too long");
+    if (hlen == 0) {
+        /* why: with sentinels the master's address comes from them; the url
+         * then only says TLS or not, the user and the database */
+        if (!sentinels)
+            return kms_fail(KMS_ERR_CONFIG, "redis url: missing host");
+        if (p < end && *p == ':')
+            return kms_fail(KMS_ERR_CONFIG, "redis url: a port without a host");
+    } else if (sentinels) {
+        return kms_fail(KMS_ERR_CONFIG, "redis url: give no host with sentinels (redis:// or rediss://, "
+                                        "optionally user@ and /db); the sentinels name the master");
+    }
     for (size_t i = 0; i < hlen; i++)
         if (!is_name_char(h[i], ".-"))
             return kms_fail(KMS_ERR_CONFIG, "redis url: bad character in host");
@@ -654,18 +750,80 @@ static kms_rc parse_url(struct rcache *c, const char *url)
     return KMS_OK;
 }
 
-static struct timeval ms_tv(unsigned ms)
+/* Any host a sentinel may name: a DNS name or an IPv4/IPv6 literal. */
+static int valid_host(const char *s, size_t len)
 {
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    return tv;
+    if (len == 0 || len > HOST_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!is_name_char(s[i], ".-:"))
+            return 0;
+    return 1;
+}
+
+/* "host:port[,host:port]..." (1..SENTINELS_MAX, spaces after commas
+ * allowed; host [A-Za-z0-9.-], no IPv6 literal) into c->sentinels. */
+static kms_rc parse_sentinels(struct rcache *c, const char *list)
+{
+    const char *p = list;
+    size_t len = strnlen(list, URL_MAX + 1);
+    if (len == 0 || len > URL_MAX)
+        return kms_fail(KMS_ERR_CONFIG, "redis sentinels: give 1..%d host:port, comma-separated", SENTINELS_MAX);
+    const char *end = list + len;
+    while (p < end) {
+        while (p < end && *p == ' ')
+            p++;
+        const char *item = p;
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *stop = comma ? comma : end;
+        const char *colon = NULL;
+        for (const char *q = item; q < stop; q++)
+            if (*q == ':')
+                colon = q;
+        if (c->n_sentinels == SENTINELS_MAX)
+            return kms_fail(KMS_ERR_CONFIG, "redis sentinels: at most %d", SENTINELS_MAX);
+        unsigned port = 0;
+        size_t hlen = colon ? (size_t)(colon - item) : 0;
+        if (colon == NULL || hlen == 0 || hlen > HOST_MAX ||
+            parse_uint(colon + 1, (size_t)(stop - colon - 1), 65535, &port) != 0 || port == 0)
+            return kms_fail(KMS_ERR_CONFIG, "redis sentinels: entry %zu is not host:port (port 1..65535)",
+                            c->n_sentinels + 1);
+        for (size_t i = 0; i < hlen; i++)
+            if (!is_name_char(item[i], ".-"))
+                return kms_fail(KMS_ERR_CONFIG, "redis sentinels: bad character in host of entry %zu",
+                                c->n_sentinels + 1);
+        memcpy(c->sentinels[c->n_sentinels].host, item, hlen);
+        c->sentinels[c->n_sentinels].host[hlen] = '\0';
+        c->sentinels[c->n_sentinels].port = (int)port;
+        c->n_sentinels++;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+        if (p == end)
+            return kms_fail(KMS_ERR_CONFIG, "redis sentinels: trailing comma");
+    }
+    return KMS_OK;
 }
 
 static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
 {
+    int sentinels = o->sentinels != NULL;
+    if (sentinels) {
+        KMS_GUARD(parse_sentinels(c, o->sentinels));
+        if (!valid_token(o->sentinel_master, sizeof(c->master_name) - 1, "._-"))
+            return kms_fail(KMS_ERR_CONFIG, "redis: sentinels need the master's name: 1..64 of [A-Za-z0-9._-]");
+        snprintf(c->master_name, sizeof(c->master_name), "%s", o->sentinel_master);
+        if (o->sentinel_password != NULL)
+            KMS_GUARD(kms_secret_from(kms_secret_cdata(o->sentinel_password), kms_secret_len(o->sentinel_password),
+                                      &c->sentinel_password));
+    } else if (o->sentinel_master != NULL || o->sentinel_password != NULL) {
+        return kms_fail(KMS_ERR_CONFIG, "redis: a sentinel master name or password without sentinels");
+    }
+    int tls = o->tls;
     if (o->url != NULL) {
-        if (o->host != NULL || o->port != 0 || o->db != 0 || o->user != NULL)
-            return kms_fail(KMS_ERR_CONFIG, "redis: give either a url or host/port/db/user");
-        KMS_GUARD(parse_url(c, o->url));
+        if (o->host != NULL || o->port != 0 || o->db != 0 || o->user != NULL || o->tls)
+            return kms_fail(KMS_ERR_CONFIG, "redis: give either a url or host/port/db/user/tls");
+        KMS_GUARD(parse_url(c, o->url, sentinels, &tls));
         /* why: the password belongs in a secret file, not in the URL; it is used
          * when the URL carries none, and giving both is an error */
         if (o->password != NULL) {
@@ -674,13 +832,16 @@ static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
             KMS_GUARD(kms_secret_from(kms_secret_cdata(o->password), kms_secret_len(o->password), &c->password));
         }
     } else {
+        if (sentinels && (o->host != NULL || o->port != 0))
+            return kms_fail(KMS_ERR_CONFIG, "redis: give no host or port with sentinels; they name the master");
         const char *host = o->host ? o->host : "127.0.0.1";
         if (!valid_token(host, sizeof(c->host) - 1, ".-"))
             return kms_fail(KMS_ERR_CONFIG, "redis: bad host");
-        snprintf(c->host, sizeof(c->host), "%s", host);
+        if (!sentinels)
+            snprintf(c->host, sizeof(c->host), "%s", host);
         if (o->port > 65535)
             return kms_fail(KMS_ERR_CONFIG, "redis: port must be 1..65535");
-        c->port = o->port ? (int)o->port : 6379;
+        c->port = sentinels ? 0 : o->port ? (int)o->port : 6379;
         if (o->db > 9999)
             return kms_fail(KMS_ERR_CONFIG, "redis: database must be 0..9999");
         c->db = o->db;
@@ -692,6 +853,10 @@ static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
         if (o->password != NULL)
             KMS_GUARD(kms_secret_from(kms_secret_cdata(o->password), kms_secret_len(o->password), &c->password));
     }
+    if (!tls && (o->tls_ca_file != NULL || o->tls_cert_file != NULL || o->tls_key_file != NULL))
+        return kms_fail(KMS_ERR_CONFIG, "redis: TLS files given but TLS is off (use a rediss:// url)");
+    if (tls)
+        KMS_GUARD(kms_redis_conn_tls_new(o->tls_ca_file, o->tls_cert_file, o->tls_key_file, &c->tls));
     if (c->user[0] && c->password == NULL)
         return kms_fail(KMS_ERR_CONFIG, "redis: an ACL user needs a password");
     const char *prefix = o->prefix ? o->prefix : KMS_REDIS_DEFAULT_PREFIX;
@@ -709,8 +874,8 @@ static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
     unsigned mto = o->command_timeout_ms ? o->command_timeout_ms : 500;
     if (cto > 60000 || mto > 60000)
         return kms_fail(KMS_ERR_CONFIG, "redis: timeouts must be 1..60000 ms");
-    c->connect_tv = ms_tv(cto);
-    c->command_tv = ms_tv(mto);
+    c->connect_ms = cto;
+    c->command_ms = mto;
     unsigned bmin = o->backoff_min_ms ? o->backoff_min_ms : 100;
     unsigned bmax = o->backoff_max_ms ? o->backoff_max_ms : 5000;
     if (bmin > bmax || bmax > 600000)

@@ -9,7 +9,9 @@
  *
  * Redis trouble is never the caller's error: get falls back to the local tier
  * (a miss), put stores locally; the link reconnects lazily with exponential
- * backoff. Thread-safe (one mutex around one connection). */
+ * backoff. Thread-safe (one mutex around one connection). The connection is
+ * kmsd's own (cluster/redis_conn.h: TCP, optionally TLS); hiredis only
+ * formats commands and parses replies. */
 #ifndef KMS_CLUSTER_REDIS_CACHE_H
 #define KMS_CLUSTER_REDIS_CACHE_H
 
@@ -25,11 +27,13 @@
 #define KMS_CLUSTER_NAME_MAX 64 /* node names and versions: [A-Za-z0-9._-]{1,64} */
 
 struct kms_redis_options {
-    /* "redis://[[user]:password@]host[:port][/db]" (user, password
-     * percent-decoded), parsed strictly; NULL to use host/port below. When
-     * set, host, port, db and user must be left unset; password may be given
-     * when the URL carries none (kmsd keeps it in a secret file). "rediss://"
-     * is recognised and refused: this build's hiredis (0.14) has no TLS. */
+    /* "redis[s]://[user@ | [user]:password@]host[:port][/db]" (user,
+     * password percent-decoded), parsed strictly; NULL to use host/port
+     * below. When set, host, port, db, user and tls must be left unset;
+     * password may be given when the URL carries none (kmsd keeps it in a
+     * secret file), and must be when it names a user without one.
+     * "rediss://" turns TLS on. With sentinels the URL names no host:
+     * "redis://", "rediss://kmsd@/2". */
     const char *url;
     const char *host;                  /* NULL = "127.0.0.1" */
     unsigned port;                     /* 0 = 6379 */
@@ -45,6 +49,23 @@ struct kms_redis_options {
     unsigned gen_check_ms;             /* 0 = 1000: how often the generation is re-read */
     const struct kms_secret *cluster_key; /* required, KMS_CLUSTER_KEY_LEN bytes; borrowed, copied */
     const char *node;                  /* this node's name, for logs; NULL = "kmsd" */
+    /* TLS (TLS 1.2+; the server's certificate must chain to the CA and name
+     * the host or IP address dialled). On with a rediss:// url, or tls = 1
+     * with host/port. The files are read here; giving any of them with TLS
+     * off is KMS_ERR_CONFIG. */
+    int tls;
+    const char *tls_ca_file;   /* PEM CA certificates; NULL = the system's trusted CAs */
+    const char *tls_cert_file; /* PEM client certificate (chain), for tls-auth-clients; needs tls_key_file */
+    const char *tls_key_file;  /* its unencrypted PEM private key */
+    /* Redis Sentinel: "host:port[,host:port]..." (1..8). On every
+     * (re)connect the sentinels are asked in turn for sentinel_master's
+     * address (SENTINEL get-master-addr-by-name), and the server found there
+     * must answer ROLE with "master"; a READONLY reply (a demoted master)
+     * drops the link, so a failover is followed. Exclusive with a host (url
+     * or host/port). TLS and its files apply to sentinels and master alike. */
+    const char *sentinels;
+    const char *sentinel_master;                /* required with sentinels: [A-Za-z0-9._-]{1,64} */
+    const struct kms_secret *sentinel_password; /* AUTH to the sentinels; NULL = none; borrowed, copied */
 };
 
 /* New two-tier cache. get: local tier, then Redis (a Redis hit is decrypted

@@ -4,7 +4,9 @@
  * shared server; tests that stop Redis or need a password start a private
  * one in a subdirectory. Two cache instances with separate local tiers play
  * two kmsd nodes. The raw hiredis connection below is the test's view of
- * what Redis holds. */
+ * what Redis holds (TLS servers keep a plain port for it). TLS uses a PKI
+ * made by redis.sh pki in PRE_ALL; Sentinel tests run a primary, a replica
+ * and a sentinel of their own. */
 #define _GNU_SOURCE /* memmem */
 #include "cluster/redis_cache.h"
 
@@ -47,6 +49,8 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
         snprintf(cmd, sizeof(cmd), "cat %s.out >&2", dir);
         (void)!system(cmd);
     }
+    snprintf(dir, sizeof(dir), "%s/pki", own_dir);
+    (void)!harness("pki", dir, NULL);
     setenv("KMS_TEST_REDIS_DIR", own_dir, 1);
 }
 
@@ -55,7 +59,9 @@ ReportHook(POST_ALL)(struct criterion_global_stats *stats)
     (void)stats;
     if (own_dir[0] == '\0')
         return;
-    static const char *const subdirs[] = {"shared", "outage", "auth"};
+    static const char *const subdirs[] = {"shared",   "outage",    "auth",       "tls",       "mtls",
+                                          "s-master", "s-replica", "s-sentinel", "ts-master", "ts-replica",
+                                          "ts-sentinel"};
     char dir[256], cmd[512];
     for (size_t i = 0; i < KMS_ARRAY_LEN(subdirs); i++) {
         snprintf(dir, sizeof(dir), "%s/%s", own_dir, subdirs[i]);
@@ -67,6 +73,7 @@ ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 
 struct env {
     unsigned port;
+    unsigned tls_port;
     char password[256];
 };
 
@@ -83,6 +90,8 @@ static void read_env(const char *sub, struct env *e)
         line[strcspn(line, "\n")] = '\0';
         if (strncmp(line, "REDIS_PORT=", 11) == 0)
             e->port = (unsigned)strtoul(line + 11, NULL, 10);
+        else if (strncmp(line, "REDIS_TLS_PORT=", 15) == 0)
+            e->tls_port = (unsigned)strtoul(line + 15, NULL, 10);
         else if (strncmp(line, "REDIS_PASSWORD=", 15) == 0)
             snprintf(e->password, sizeof(e->password), "%s", line + 15);
     }
@@ -128,20 +137,36 @@ struct node_opts {
     const char *url;
     unsigned ttl_s;
     unsigned gen_check_ms;
+    const char *tls_ca, *tls_cert, *tls_key; /* file names under the test PKI */
+    const char *sentinels, *sentinel_master, *sentinel_password;
 };
+
+/* own_dir/pki/file into out. */
+static const char *pki_path(const char *file, char *out, size_t cap)
+{
+    const char *root = getenv("KMS_TEST_REDIS_DIR");
+    cr_assert_not_null(root);
+    snprintf(out, cap, "%s/pki/%s", root, file);
+    return out;
+}
 
 static kms_rc try_node(const struct node_opts *no, struct kms_cache **out)
 {
     struct kms_cache *local = NULL;
     cr_assert_eq(kms_cache_local_new(64, 0, 0, &local), KMS_OK);
     struct kms_secret *ck = cluster_key(no->key_fill ? no->key_fill : 0x11);
-    struct kms_secret *pw = NULL;
+    struct kms_secret *pw = NULL, *spw = NULL;
     if (no->password != NULL)
         cr_assert_eq(kms_secret_from((const uint8_t *)no->password, strlen(no->password), &pw), KMS_OK);
+    if (no->sentinel_password != NULL)
+        cr_assert_eq(
+            kms_secret_from((const uint8_t *)no->sentinel_password, strlen(no->sentinel_password), &spw), KMS_OK);
+    char ca[512], cert[512], key[512];
+    int fixed = no->url == NULL && no->sentinels == NULL;
     struct kms_redis_options o = {
         .url = no->url,
-        .host = no->url ? NULL : "127.0.0.1",
-        .port = no->url ? 0 : no->port,
+        .host = fixed ? "127.0.0.1" : NULL,
+        .port = fixed ? no->port : 0,
         .password = pw,
         .prefix = no->prefix,
         .ttl_s = no->ttl_s,
@@ -152,10 +177,17 @@ static kms_rc try_node(const struct node_opts *no, struct kms_cache **out)
         .gen_check_ms = no->gen_check_ms,
         .cluster_key = ck,
         .node = "test-node",
+        .tls_ca_file = no->tls_ca ? pki_path(no->tls_ca, ca, sizeof(ca)) : NULL,
+        .tls_cert_file = no->tls_cert ? pki_path(no->tls_cert, cert, sizeof(cert)) : NULL,
+        .tls_key_file = no->tls_key ? pki_path(no->tls_key, key, sizeof(key)) : NULL,
+        .sentinels = no->sentinels,
+        .sentinel_master = no->sentinel_master,
+        .sentinel_password = spw,
     };
     kms_rc rc = kms_cache_redis_new(&o, local, out);
     kms_secret_free(&ck);
     kms_secret_free(&pw);
+    kms_secret_free(&spw);
     return rc;
 }
 
@@ -714,6 +746,12 @@ Test(redis_cache, password_auth_and_wrong_password)
     struct node_opts by_url = {.url = url, .prefix = "t-auth:"};
     struct node_opts by_url_user = {.url = url_user, .prefix = "t-auth:"};
     struct node_opts by_url_bad = {.url = url_bad, .prefix = "t-auth:"};
+    char url_file[256];
+    snprintf(url_file, sizeof(url_file), "redis://default@127.0.0.1:%u", e.port);
+    struct node_opts by_url_file = {.url = url_file, .prefix = "t-auth:", .password = "pw-Redis.1"};
+    struct kms_cache *uf = node(&by_url_file);
+    cr_assert_eq(state(uf).link, KMS_REDIS_CONNECTED, "user in the url, password from the secret file");
+    kms_cache_free(&uf);
 
     struct kms_cache *a = node(&good), *w = node(&wrong), *n = node(&none);
     struct kms_cache *u = node(&by_url), *uu = node(&by_url_user), *ub = node(&by_url_bad);
@@ -813,7 +851,9 @@ static kms_rc url_rc(const char *url)
 Test(redis_cache, urls_are_parsed_strictly)
 {
     static const char *const bad[] = {
-        "rediss://127.0.0.1:6379",           /* no TLS in this hiredis */
+        "rediss://",                         /* no host, no sentinels */
+        "rediss://127.0.0.1:6379/x",
+        "redis://@127.0.0.1",                /* empty user info */
         "http://127.0.0.1:6379",
         "redis:/127.0.0.1",
         "redis://",
@@ -827,7 +867,7 @@ Test(redis_cache, urls_are_parsed_strictly)
         "redis://127.0.0.1:6379/1?timeout=1",
         "redis://127.0.0.1:6379/1/2",
         "redis://127.0.0.1:6379#x",
-        "redis://user@127.0.0.1",            /* user info needs ':' */
+        "redis://user@127.0.0.1",            /* a user, and no password given */
         "redis://u:@127.0.0.1",              /* empty password */
         "redis://u:p@q@127.0.0.1",
         "redis://u:p%4@127.0.0.1",           /* truncated escape */
@@ -849,7 +889,8 @@ Test(redis_cache, urls_are_parsed_strictly)
 
     /* good ones (nothing listens on port 1: they start degraded) */
     static const char *const good[] = {"redis://127.0.0.1:1", "redis://127.0.0.1:1/", "redis://127.0.0.1:1/15",
-                                       "redis://:pw@127.0.0.1:1/2", "redis://u:p%40ss@localhost:1"};
+                                       "redis://:pw@127.0.0.1:1/2", "redis://u:p%40ss@localhost:1",
+                                       "rediss://127.0.0.1:1", "rediss://u:p@localhost:1/3"};
     for (size_t i = 0; i < KMS_ARRAY_LEN(good); i++)
         cr_assert_eq(url_rc(good[i]), KMS_OK, "refused %s: %s", good[i], kms_error_detail());
     /* the password is never in the error detail */
@@ -917,4 +958,341 @@ Test(redis_cache, options_are_checked)
     kms_cache_free(&c);
     kms_secret_free(&ck);
     kms_secret_free(&short_key);
+}
+
+/* ---- TLS (rediss://) --------------------------------------------------------------- */
+
+static size_t count_keys(unsigned plain_port, const char *password, const char *prefix)
+{
+    redisContext *r = raw(plain_port, password);
+    char pattern[128], **names = NULL;
+    snprintf(pattern, sizeof(pattern), "%s*", prefix);
+    size_t n = scan(r, pattern, &names);
+    free_names(names, n);
+    redisFree(r);
+    return n;
+}
+
+static void tls_server(const char *sub, const char *extra, struct env *e)
+{
+    char env[768], pki[512];
+    snprintf(env, sizeof(env), "KMS_REDIS_TLS=%s %s", pki_path("", pki, sizeof(pki)), extra ? extra : "");
+    private_server(sub, env, e);
+    cr_assert_gt(e->tls_port, 0, "no TLS port in %s/redis.env", sub);
+}
+
+Test(redis_cache, tls_with_ca_verification)
+{
+    struct env e;
+    tls_server("tls", NULL, &e);
+    char url[128], url_name[128], url_plain[128];
+    snprintf(url, sizeof(url), "rediss://127.0.0.1:%u", e.tls_port);
+    snprintf(url_name, sizeof(url_name), "rediss://localhost:%u/0", e.tls_port); /* not in the SANs */
+    snprintf(url_plain, sizeof(url_plain), "redis://127.0.0.1:%u", e.tls_port);
+    struct node_opts good = {.url = url, .prefix = "t-tls:", .tls_ca = "ca.crt"};
+    struct kms_cache *a = node(&good), *b = node(&good);
+    cr_assert_eq(state(a).link, KMS_REDIS_CONNECTED, "rediss:// with the right CA");
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    put(a, k, v);
+    expect(b, k, v);
+    cr_assert_eq(state(b).hits_redis, 1, "served by Redis over TLS");
+    cr_assert_eq(kms_cache_redis_invalidate_all(a), KMS_OK);
+    cr_assert_eq(kms_cluster_heartbeat(a, "tls-node", "1", 30), KMS_OK);
+    cr_assert_eq(count_keys(e.port, NULL, "t-tls:"), 3, "entry, generation and heartbeat reached Redis");
+
+    /* fail closed: nothing is sent to a server that does not verify */
+    struct node_opts wrong_ca = {.url = url, .prefix = "t-tls-ca:", .tls_ca = "other-ca.crt"};
+    struct node_opts system_ca = {.url = url, .prefix = "t-tls-sys:"};
+    struct node_opts wrong_name = {.url = url_name, .prefix = "t-tls-name:", .tls_ca = "ca.crt"};
+    struct node_opts no_tls = {.url = url_plain, .prefix = "t-tls-plain:"};
+    const struct node_opts *bad[] = {&wrong_ca, &system_ca, &wrong_name, &no_tls};
+    for (size_t i = 0; i < KMS_ARRAY_LEN(bad); i++) {
+        struct kms_cache *c = node(bad[i]);
+        cr_assert_eq(state(c).link, KMS_REDIS_DEGRADED, "%s connected", bad[i]->prefix);
+        put(c, k, v); /* not an error: served locally */
+        expect(c, k, v);
+        cr_assert_eq(kms_cluster_heartbeat(c, "x", "1", 30), KMS_ERR_BACKEND_UNAVAILABLE);
+        cr_assert_eq(state(c).link, KMS_REDIS_DEGRADED);
+        cr_assert_geq(state(c).errors, 1);
+        cr_assert_eq(count_keys(e.port, NULL, bad[i]->prefix), 0, "%s: data reached Redis", bad[i]->prefix);
+        kms_cache_free(&c);
+    }
+    kms_secret_free(&v);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+    stop_private("tls");
+}
+
+Test(redis_cache, tls_client_certificate_when_redis_requires_one)
+{
+    struct env e;
+    tls_server("mtls", "KMS_REDIS_TLS_AUTH_CLIENTS=yes", &e);
+    char url[128];
+    snprintf(url, sizeof(url), "rediss://127.0.0.1:%u/3", e.tls_port);
+    struct node_opts with = {
+        .url = url, .prefix = "t-mtls:", .tls_ca = "ca.crt", .tls_cert = "client.crt", .tls_key = "client.key"};
+    struct node_opts without = {.url = url, .prefix = "t-mtls-no:", .tls_ca = "ca.crt"};
+    struct kms_cache *a = node(&with), *n = node(&without);
+    cr_assert_eq(state(a).link, KMS_REDIS_CONNECTED, "client certificate accepted");
+    cr_assert_eq(state(n).link, KMS_REDIS_DEGRADED, "no client certificate: refused");
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    put(a, k, v);
+    put(n, k, v);
+    kms_cache_free(&a);
+    struct kms_cache *b = node(&with);
+    expect(b, k, v);
+    cr_assert_eq(state(b).hits_redis, 1);
+    redisContext *r = raw(e.port, NULL);
+    redisReply *sel = redisCommand(r, "SELECT 3");
+    freeReplyObject(sel);
+    char **names = NULL;
+    size_t cnt = scan(r, "t-mtls*", &names);
+    cr_assert_eq(cnt, 1, "database 3 holds the one t-mtls: entry, nothing of t-mtls-no: (got %zu)", cnt);
+    cr_assert_eq(strncmp(names[0], "t-mtls:g", 8), 0, "%s", names[0]);
+    free_names(names, cnt);
+    redisFree(r);
+
+    /* the files are checked when the cache is made */
+    struct node_opts cert_no_key = {.url = url, .tls_ca = "ca.crt", .tls_cert = "client.crt"};
+    struct node_opts key_no_cert = {.url = url, .tls_ca = "ca.crt", .tls_key = "client.key"};
+    struct node_opts mismatch = {.url = url, .tls_ca = "ca.crt", .tls_cert = "client.crt", .tls_key = "server.key"};
+    struct node_opts missing_ca = {.url = url, .tls_ca = "nope.crt"};
+    struct node_opts garbage_ca = {.url = url, .tls_ca = "client.key"};
+    char plain[128];
+    snprintf(plain, sizeof(plain), "redis://127.0.0.1:%u", e.port);
+    struct node_opts files_no_tls = {.url = plain, .tls_ca = "ca.crt"};
+    const struct node_opts *bad[] = {&cert_no_key, &key_no_cert, &mismatch, &missing_ca, &garbage_ca, &files_no_tls};
+    for (size_t i = 0; i < KMS_ARRAY_LEN(bad); i++) {
+        struct kms_cache *c = NULL;
+        cr_assert_eq(try_node(bad[i], &c), KMS_ERR_CONFIG, "case %zu accepted", i);
+        cr_assert_null(c);
+    }
+    kms_secret_free(&v);
+    kms_cache_free(&b);
+    kms_cache_free(&n);
+    stop_private("mtls");
+}
+
+/* ---- Sentinel ------------------------------------------------------------------- */
+
+/* Runs cmd on a raw connection to port until the reply satisfies ok, for at
+ * most limit_ms; 1 when it did. */
+static int wait_reply(unsigned port, const char *password, const char *cmd, int (*ok)(const redisReply *, const void *),
+                      const void *arg, int limit_ms)
+{
+    for (int waited = 0; waited <= limit_ms; waited += 100) {
+        struct timeval tv = {1, 0};
+        redisContext *r = redisConnectWithTimeout("127.0.0.1", (int)port, tv);
+        int done = 0;
+        if (r != NULL && r->err == 0) {
+            redisSetTimeout(r, tv);
+            if (password != NULL)
+                freeReplyObject(redisCommand(r, "AUTH %s", password));
+            redisReply *rep = redisCommand(r, cmd);
+            done = rep != NULL && ok(rep, arg);
+            freeReplyObject(rep);
+        }
+        redisFree(r);
+        if (done)
+            return 1;
+        usleep(100 * 1000);
+    }
+    return 0;
+}
+
+static int has_replica(const redisReply *r, const void *arg)
+{
+    (void)arg; /* SENTINEL replicas: one map per replica; flags exactly "slave" (not down) */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_ARRAY)
+        return 0;
+    const redisReply *m = r->element[0];
+    for (size_t i = 0; i + 1 < m->elements; i += 2)
+        if (strcmp(m->element[i]->str, "flags") == 0)
+            return strcmp(m->element[i + 1]->str, "slave") == 0;
+    return 0;
+}
+
+static int link_up(const redisReply *r, const void *arg)
+{
+    (void)arg;
+    return r->type == REDIS_REPLY_STRING && strstr(r->str, "master_link_status:up") != NULL;
+}
+
+static int master_port_is(const redisReply *r, const void *arg)
+{
+    char want[16];
+    snprintf(want, sizeof(want), "%u", *(const unsigned *)arg);
+    return r->type == REDIS_REPLY_ARRAY && r->elements == 2 && strcmp(r->element[1]->str, want) == 0;
+}
+
+/* Primary + replica + sentinel, all in subdirectories prefix-*; tls: over
+ * TLS only. Fills the plain ports (or TLS ports when tls) and the sentinel's. */
+static void sentinel_setup(const char *prefix, int tls, const char *password, unsigned *master, unsigned *replica,
+                           unsigned *sentinel)
+{
+    char sub[64], extra[1024], pki[512], common[768];
+    struct env m, r, s;
+    pki_path("", pki, sizeof(pki));
+    snprintf(common, sizeof(common), "%s%s%s%s", tls ? "KMS_REDIS_TLS_ONLY=1 KMS_REDIS_TLS=" : "", tls ? pki : "",
+             password ? " KMS_REDIS_PASSWORD=" : "", password ? password : "");
+    snprintf(sub, sizeof(sub), "%s-master", prefix);
+    private_server(sub, common, &m);
+    snprintf(sub, sizeof(sub), "%s-replica", prefix);
+    snprintf(extra, sizeof(extra), "%s KMS_REDIS_REPLICAOF='127.0.0.1 %u'", common, m.port);
+    private_server(sub, extra, &r);
+    snprintf(sub, sizeof(sub), "%s-sentinel", prefix);
+    snprintf(extra, sizeof(extra), "%s KMS_REDIS_SENTINEL='kmsmaster 127.0.0.1 %u' KMS_REDIS_SENTINEL_PASSWORD=pw-sentinel",
+             common, m.port);
+    private_server(sub, extra, &s);
+    *master = m.port;
+    *replica = r.port;
+    *sentinel = s.port;
+}
+
+Test(redis_cache, sentinel_finds_the_master_and_follows_a_failover)
+{
+    unsigned mport, rport, sport;
+    sentinel_setup("s", 0, "pw-master", &mport, &rport, &sport);
+    /* why: the sentinel can only promote a replica it knows and that is in sync */
+    cr_assert(wait_reply(rport, "pw-master", "INFO replication", link_up, NULL, 15000), "replica never synced");
+    cr_assert(wait_reply(sport, "pw-sentinel", "SENTINEL replicas kmsmaster", has_replica, NULL, 15000),
+              "the sentinel never saw the replica");
+    char sentinels[128];
+    /* the first sentinel is down: the next one is asked */
+    snprintf(sentinels, sizeof(sentinels), "127.0.0.1:1, 127.0.0.1:%u", sport);
+    struct node_opts no = {.url = "redis://",
+                           .prefix = "t-sen:",
+                           .password = "pw-master",
+                           .sentinels = sentinels,
+                           .sentinel_master = "kmsmaster",
+                           .sentinel_password = "pw-sentinel"};
+    struct kms_cache *a = node(&no), *b = node(&no);
+    cr_assert_eq(state(a).link, KMS_REDIS_CONNECTED, "the sentinel named the master");
+    uint8_t k1[KMS_CACHE_KEY_LEN], k2[KMS_CACHE_KEY_LEN];
+    rand_key(k1);
+    rand_key(k2);
+    struct kms_secret *v1 = rand_secret(32), *v2 = rand_secret(32);
+    put(a, k1, v1);
+    expect(b, k1, v1);
+    cr_assert_eq(count_keys(mport, "pw-master", "t-sen:g"), 1, "written to the master");
+    /* a node with the wrong sentinel password or master name finds nothing */
+    struct node_opts bad_pw = no, bad_name = no;
+    bad_pw.sentinel_password = "nope";
+    bad_name.sentinel_master = "other";
+    struct kms_cache *x = node(&bad_pw), *y = node(&bad_name);
+    cr_assert_eq(state(x).link, KMS_REDIS_DEGRADED);
+    cr_assert_eq(state(y).link, KMS_REDIS_DEGRADED);
+    kms_cache_free(&x);
+    kms_cache_free(&y);
+
+    stop_private("s-master");
+    cr_assert(wait_reply(sport, "pw-sentinel", "SENTINEL get-master-addr-by-name kmsmaster", master_port_is, &rport,
+                         30000),
+              "no failover within 30 s");
+    int shared = 0;
+    for (int i = 0; i < 100 && !shared; i++) { /* backoff is at most 400 ms */
+        put(a, k2, v2);
+        struct kms_secret *got = NULL;
+        if (kms_cache_get(b, k2, &got) == KMS_OK) {
+            cr_assert(kms_secret_equal(got, v2));
+            shared = 1;
+        }
+        kms_secret_free(&got);
+        if (!shared)
+            usleep(50 * 1000);
+    }
+    cr_assert(shared, "the nodes did not follow the failover");
+    cr_assert_eq(state(a).link, KMS_REDIS_CONNECTED);
+    cr_assert_geq(state(a).reconnects, 1);
+    cr_assert_geq(state(b).reconnects, 1);
+    cr_assert_eq(count_keys(rport, "pw-master", "t-sen:g"), 2, "both entries are on the promoted replica");
+    cr_assert_eq(kms_cache_redis_invalidate_all(a), KMS_OK);
+    kms_secret_free(&v1);
+    kms_secret_free(&v2);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+    stop_private("s-replica");
+    stop_private("s-sentinel");
+}
+
+Test(redis_cache, sentinel_over_tls)
+{
+    unsigned mport, rport, sport;
+    sentinel_setup("ts", 1, NULL, &mport, &rport, &sport);
+    char sentinels[64];
+    snprintf(sentinels, sizeof(sentinels), "127.0.0.1:%u", sport);
+    struct node_opts no = {.url = "rediss:///2",
+                           .prefix = "t-tsen:",
+                           .tls_ca = "ca.crt",
+                           .sentinels = sentinels,
+                           .sentinel_master = "kmsmaster",
+                           .sentinel_password = "pw-sentinel"};
+    struct kms_cache *a = node(&no), *b = node(&no);
+    cr_assert_eq(state(a).link, KMS_REDIS_CONNECTED, "sentinel and master over TLS");
+    uint8_t k[KMS_CACHE_KEY_LEN];
+    rand_key(k);
+    struct kms_secret *v = rand_secret(32);
+    put(a, k, v);
+    expect(b, k, v);
+    cr_assert_eq(state(b).hits_redis, 1);
+    struct node_opts plain = no, wrong_ca = no;
+    plain.url = "redis:///2";
+    plain.tls_ca = NULL;
+    wrong_ca.tls_ca = "other-ca.crt";
+    struct kms_cache *p = node(&plain), *w = node(&wrong_ca);
+    cr_assert_eq(state(p).link, KMS_REDIS_DEGRADED, "plain TCP to a TLS sentinel");
+    cr_assert_eq(state(w).link, KMS_REDIS_DEGRADED, "a sentinel that does not verify");
+    kms_cache_free(&p);
+    kms_cache_free(&w);
+    kms_secret_free(&v);
+    kms_cache_free(&a);
+    kms_cache_free(&b);
+    stop_private("ts-master");
+    stop_private("ts-replica");
+    stop_private("ts-sentinel");
+}
+
+static kms_rc sentinel_rc(const char *url, const char *sentinels, const char *master)
+{
+    struct node_opts no = {.url = url, .sentinels = sentinels, .sentinel_master = master};
+    struct kms_cache *c = NULL;
+    kms_rc rc = try_node(&no, &c);
+    kms_cache_free(&c);
+    return rc;
+}
+
+Test(redis_cache, sentinel_options_are_checked)
+{
+    static const struct {
+        const char *url, *sentinels, *master;
+    } bad[] = {
+        {"redis://", "127.0.0.1:1", NULL},                    /* no master name */
+        {"redis://", "127.0.0.1:1", ""},
+        {"redis://", "127.0.0.1:1", "a b"},
+        {"redis://127.0.0.1:6379", "127.0.0.1:1", "m"},       /* a host as well */
+        {"redis://:6379", "127.0.0.1:1", "m"},
+        {"redis://", "", "m"},
+        {"redis://", "127.0.0.1", "m"},
+        {"redis://", "127.0.0.1:0", "m"},
+        {"redis://", "127.0.0.1:65536", "m"},
+        {"redis://", ":1", "m"},
+        {"redis://", "127.0.0.1:1,", "m"},
+        {"redis://", "127.0.0.1:1,,127.0.0.1:2", "m"},
+        {"redis://", "a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8,a:9", "m"}, /* more than 8 */
+        {"redis://", "[::1]:1", "m"},
+        {"redis://", "a b:1", "m"},
+        {"redis://", "a:1x", "m"},
+        {NULL, NULL, "m"},                                    /* a master name without sentinels */
+    };
+    for (size_t i = 0; i < KMS_ARRAY_LEN(bad); i++)
+        cr_assert_eq(sentinel_rc(bad[i].url, bad[i].sentinels, bad[i].master), KMS_ERR_CONFIG, "case %zu accepted", i);
+    /* nothing listens on port 1: accepted, degraded */
+    cr_assert_eq(sentinel_rc("redis://", "127.0.0.1:1", "m"), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(sentinel_rc("rediss://kmsd:pw@/3", "localhost:1, 127.0.0.1:2,x.example:3", "my-master.1"), KMS_OK,
+                 "%s", kms_error_detail());
+    cr_assert_eq(sentinel_rc("redis://", "a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8", "m"), KMS_OK);
 }

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -99,6 +100,20 @@ kms_rc kms_random(uint8_t *out, size_t len)
     if (RAND_bytes(out, (int)len) != 1)
         return kms_fail(KMS_ERR_CRYPTO, "RAND_bytes failed");
     return KMS_OK;
+}
+
+static EVP_CIPHER *aes256gcm;
+static pthread_once_t aes256gcm_once = PTHREAD_ONCE_INIT;
+
+static void fetch_aes256gcm(void)
+{
+    aes256gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+}
+
+const EVP_CIPHER *kms_aes256gcm(void)
+{
+    (void)pthread_once(&aes256gcm_once, fetch_aes256gcm);
+    return aes256gcm;
 }
 
 void kms_wipe(void *p, size_t len)

@@ -6,6 +6,7 @@
 #ifndef KMS_COMMON_SECRET_H
 #define KMS_COMMON_SECRET_H
 
+#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,11 @@ int kms_secret_equal(const struct kms_secret *a, const struct kms_secret *b);
 
 /* Random bytes for non-secret values (nonces, ids). */
 kms_rc kms_random(uint8_t *out, size_t len) KMS_MUST_CHECK;
+
+/* AES-256-GCM from the default provider, fetched once for the process
+ * (why: EVP_aes_256_gcm() makes every EVP_*Init_ex do a locked provider
+ * lookup). NULL when the fetch failed. Not owned by the caller. */
+const EVP_CIPHER *kms_aes256gcm(void);
 
 /* Wipe a buffer in a way the compiler cannot elide. */
 void kms_wipe(void *p, size_t len);

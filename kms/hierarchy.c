@@ -89,6 +89,10 @@ static kms_rc openssl_fail(kms_rc rc, const char *what)
     return rc;
 }
 
+/* why: the nonce is passed with the key in one Init, relying on GCM's
+ * default 96-bit IV length. */
+_Static_assert(KMS_GCM_NONCE_LEN == 12, "GCM nonce must be the default IV length");
+
 /* AES-256-GCM of pt under key (SPEC §2: user and workspace keys are wrapped
  * by kmsd). nonce is drawn here; ct receives len(pt) bytes. */
 static kms_rc gcm_seal(const struct kms_secret *key, const uint8_t *aad, size_t aad_len,
@@ -101,9 +105,8 @@ static kms_rc gcm_seal(const struct kms_secret *key, const uint8_t *aad, size_t 
     size_t len = kms_secret_len(pt);
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int n = 0, fin = 0;
-    int ok = ctx != NULL && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, KMS_GCM_NONCE_LEN, NULL) == 1 &&
-             EVP_EncryptInit_ex(ctx, NULL, NULL, kms_secret_cdata(key), nonce) == 1 &&
+    int ok = ctx != NULL && kms_aes256gcm() != NULL &&
+             EVP_EncryptInit_ex2(ctx, kms_aes256gcm(), kms_secret_cdata(key), nonce, NULL) == 1 &&
              EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aad_len) == 1 &&
              EVP_EncryptUpdate(ctx, ct, &n, kms_secret_cdata(pt), (int)len) == 1 &&
              EVP_EncryptFinal_ex(ctx, ct + n, &fin) == 1 && (size_t)(n + fin) == len &&
@@ -123,9 +126,8 @@ static kms_rc gcm_open(const struct kms_secret *key, const struct kms_wrapped *w
     KMS_GUARD(kms_secret_new(w->ct_len, &pt));
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int n = 0, fin = 0;
-    int setup = ctx != NULL && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-                EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, KMS_GCM_NONCE_LEN, NULL) == 1 &&
-                EVP_DecryptInit_ex(ctx, NULL, NULL, kms_secret_cdata(key), w->nonce) == 1 &&
+    int setup = ctx != NULL && kms_aes256gcm() != NULL &&
+                EVP_DecryptInit_ex2(ctx, kms_aes256gcm(), kms_secret_cdata(key), w->nonce, NULL) == 1 &&
                 EVP_DecryptUpdate(ctx, NULL, &n, w->blob, (int)w->header_len) == 1 &&
                 EVP_DecryptUpdate(ctx, kms_secret_data(pt), &n, w->ct, (int)w->ct_len) == 1 &&
                 /* why: the API takes a non-const tag; OpenSSL only reads it */

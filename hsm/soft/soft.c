@@ -65,14 +65,15 @@ static kms_rc openssl_fail(kms_rc rc, const char *what)
 
 /* ---- AES-256-GCM ------------------------------------------------------- */
 
+_Static_assert(NONCE_LEN == 12, "GCM nonce must be the default IV length");
+
 static kms_rc gcm_seal(const uint8_t key[KEY_LEN], const uint8_t nonce[NONCE_LEN], const uint8_t *aad,
                        size_t aad_len, const uint8_t *pt, size_t len, uint8_t *ct, uint8_t tag[TAG_LEN])
 {
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int n = 0, fin = 0;
-    int ok = ctx != NULL && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) == 1 &&
-             EVP_EncryptInit_ex(ctx, NULL, NULL, key, nonce) == 1 &&
+    int ok = ctx != NULL && kms_aes256gcm() != NULL &&
+             EVP_EncryptInit_ex2(ctx, kms_aes256gcm(), key, nonce, NULL) == 1 &&
              (aad_len == 0 || EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aad_len) == 1) &&
              EVP_EncryptUpdate(ctx, ct, &n, pt, (int)len) == 1 && EVP_EncryptFinal_ex(ctx, ct + n, &fin) == 1 &&
              (size_t)(n + fin) == len && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag) == 1;
@@ -86,9 +87,8 @@ static kms_rc gcm_open(const uint8_t key[KEY_LEN], const uint8_t nonce[NONCE_LEN
 {
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int n = 0, fin = 0;
-    int setup = ctx != NULL && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-                EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) == 1 &&
-                EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) == 1 &&
+    int setup = ctx != NULL && kms_aes256gcm() != NULL &&
+                EVP_DecryptInit_ex2(ctx, kms_aes256gcm(), key, nonce, NULL) == 1 &&
                 (aad_len == 0 || EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aad_len) == 1) &&
                 EVP_DecryptUpdate(ctx, pt, &n, ct, (int)len) == 1 &&
                 /* why: the API takes a non-const tag; OpenSSL only reads it */

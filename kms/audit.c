@@ -2,19 +2,94 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 
+#define LINE_MAX_LEN 4096
+#define BUFFER_CAP (256 * 1024) /* pending lines; writers wait when it is full */
+#define FILE_CHUNK (64 * 1024)
+
 struct kms_audit {
     int fd;
     char node[128];
+    unsigned flush_ms; /* 0: one write(2) per line, no thread */
+    size_t chunk;      /* largest single write(2): PIPE_BUF unless fd is a regular file */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;  /* the writer: lines pending past half the buffer, or stop */
+    pthread_cond_t space; /* producers: the writer emptied the buffer */
+    char *buf, *spare;    /* pending lines; the writer swaps them under mu */
+    size_t len;
+    int stop, has_writer;
+    pthread_t writer;
 };
 
-kms_rc kms_audit_open(const char *path, const char *node, struct kms_audit **out)
+/* Writes all of data in pieces of at most a->chunk bytes cut after a
+ * newline, so a reader of a pipe never sees a line split by another writer. */
+static void write_lines(struct kms_audit *a, const char *data, size_t len)
+{
+    while (len > 0) {
+        size_t n = len;
+        if (n > a->chunk) {
+            n = a->chunk;
+            while (n > 0 && data[n - 1] != '\n')
+                n--;
+            if (n == 0)
+                n = a->chunk; /* why: lines are < LINE_MAX_LEN <= chunk; never reached */
+        }
+        ssize_t w = write(a->fd, data, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* a failed audit write never fails the request (STYLE.md) */
+        data += w;
+        len -= (size_t)w;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct kms_audit *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (a->len == 0 && !a->stop)
+            pthread_cond_wait(&a->wake, &a->mu);
+        if (a->len == 0)
+            break; /* stopping, nothing pending */
+        if (!a->stop && a->len < BUFFER_CAP / 2) {
+            /* why: lines arriving within flush_ms of the first share one write */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)a->flush_ms * 1000000ull;
+            until.tv_sec += (time_t)(ns / 1000000000ull);
+            until.tv_nsec = (long)(ns % 1000000000ull);
+            (void)pthread_cond_timedwait(&a->wake, &a->mu, &until);
+        }
+        char *out = a->buf;
+        size_t n = a->len;
+        a->buf = a->spare;
+        a->spare = NULL;
+        a->len = 0;
+        pthread_cond_broadcast(&a->space);
+        pthread_mutex_unlock(&a->mu);
+        write_lines(a, out, n);
+        pthread_mutex_lock(&a->mu);
+        a->spare = out;
+        pthread_cond_broadcast(&a->space);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+kms_rc kms_audit_open(const char *path, const char *node, unsigned flush_ms, struct kms_audit **out)
 {
     *out = NULL;
     struct kms_audit *a = calloc(1, sizeof(*a));
@@ -28,19 +103,74 @@ kms_rc kms_audit_open(const char *path, const char *node, struct kms_audit **out
             return kms_fail(KMS_ERR_IO, "cannot open audit file %s: %s", path, strerror(errno));
         }
     }
+    struct stat st;
+    a->chunk = fstat(a->fd, &st) == 0 && S_ISREG(st.st_mode) ? FILE_CHUNK : PIPE_BUF;
     (void)snprintf(a->node, sizeof(a->node), "%s", node ? node : "");
+    a->flush_ms = flush_ms;
+    if (flush_ms > 0) {
+        a->buf = malloc(BUFFER_CAP);
+        a->spare = malloc(BUFFER_CAP);
+        int ok = a->buf != NULL && a->spare != NULL && pthread_mutex_init(&a->mu, NULL) == 0;
+        if (ok && (pthread_cond_init(&a->wake, NULL) != 0 || pthread_cond_init(&a->space, NULL) != 0))
+            ok = 0; /* why: only reached when the system is out of resources; mu leaks then */
+        if (ok && pthread_create(&a->writer, NULL, writer_main, a) != 0)
+            ok = 0;
+        if (!ok) {
+            free(a->buf);
+            free(a->spare);
+            if (a->fd != STDERR_FILENO)
+                (void)close(a->fd);
+            free(a);
+            return kms_fail(KMS_ERR_NO_MEMORY, "cannot start the audit writer");
+        }
+        a->has_writer = 1;
+    }
     *out = a;
     return KMS_OK;
 }
 
-void kms_audit_close(struct kms_audit **a)
+void kms_audit_close(struct kms_audit **pa)
 {
-    if (a == NULL || *a == NULL)
+    if (pa == NULL || *pa == NULL)
         return;
-    if ((*a)->fd != STDERR_FILENO)
-        (void)close((*a)->fd);
-    free(*a);
-    *a = NULL;
+    struct kms_audit *a = *pa;
+    if (a->has_writer) {
+        pthread_mutex_lock(&a->mu);
+        a->stop = 1;
+        pthread_cond_signal(&a->wake);
+        pthread_mutex_unlock(&a->mu);
+        (void)pthread_join(a->writer, NULL); /* why: it writes what is pending first */
+        pthread_cond_destroy(&a->wake);
+        pthread_cond_destroy(&a->space);
+        pthread_mutex_destroy(&a->mu);
+    }
+    free(a->buf);
+    free(a->spare);
+    if (a->fd != STDERR_FILENO)
+        (void)close(a->fd);
+    free(a);
+    *pa = NULL;
+}
+
+/* Queues one line for the writer; waits while the buffer is full. */
+static void enqueue(struct kms_audit *a, const char *line, size_t len)
+{
+    pthread_mutex_lock(&a->mu);
+    while (!a->stop && (a->buf == NULL || a->len + len > BUFFER_CAP)) {
+        pthread_cond_signal(&a->wake);
+        pthread_cond_wait(&a->space, &a->mu);
+    }
+    if (a->stop) { /* why: lines written during close go straight out */
+        pthread_mutex_unlock(&a->mu);
+        write_lines(a, line, len);
+        return;
+    }
+    memcpy(a->buf + a->len, line, len);
+    size_t before = a->len;
+    a->len += len;
+    if (before == 0 || a->len >= BUFFER_CAP / 2)
+        pthread_cond_signal(&a->wake);
+    pthread_mutex_unlock(&a->mu);
 }
 
 static size_t field(char *out, size_t cap, size_t used, const char *key, const char *value)
@@ -64,7 +194,7 @@ void kms_audit_write(struct kms_audit *a, const struct kms_audit_record *r)
 {
     if (a == NULL)
         return;
-    char line[4096], ts[40];
+    char line[LINE_MAX_LEN], ts[40];
     kms_log_timestamp(ts, sizeof(ts));
     int n = snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"info\",\"event\":\"audit\"", ts);
     size_t used = n > 0 ? (size_t)n : 0;
@@ -83,6 +213,8 @@ void kms_audit_write(struct kms_audit *a, const struct kms_audit_record *r)
     }
     if (used >= sizeof(line))
         return; /* why: a truncated line is not valid JSON; the record is bounded well below this */
-    ssize_t w = write(a->fd, line, used);
-    (void)w; /* a failed audit write never fails the request (STYLE.md) */
+    if (a->has_writer)
+        enqueue(a, line, used);
+    else
+        write_lines(a, line, used);
 }

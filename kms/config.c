@@ -37,6 +37,7 @@ struct row {
 
 static int check_address(const char *v, char **canon, char *why, size_t cap);
 static int check_roles(const char *v, char **canon, char *why, size_t cap);
+static int check_sentinels(const char *v, char **canon, char *why, size_t cap);
 
 static const char *const protocols[] = {"kmip1", "VAULT", "soft", NULL};
 static const char *const vault_auths[] = {"token", "azure", NULL};
@@ -95,8 +96,20 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_CACHE_IDLE] = INT("900", 0, 604800, "seconds an unused cached customer key is kept (0: no limit)"),
     [KMS_CFG_CACHE_MAX_ENTRIES] = INT("10000", 0, 10000000, "most customer keys held in the local cache"),
     [KMS_CFG_CACHE_REDIS_URL] = STR("redis://127.0.0.1:6379",
-                                    "Redis of the distributed cache: redis://[user:password@]host:port/db"),
+                                    "Redis of the distributed cache: redis[s]://[user@]host:port/db (rediss: TLS); "
+                                    "with sentinels no host: redis:// or rediss://[user@]/db"),
     [KMS_CFG_CACHE_REDIS_PASSWORD] = SECRET("Redis password (or kms.cache.redis.password.file)"),
+    [KMS_CFG_CACHE_REDIS_TLS_CA_FILE] = STR("", "rediss://: PEM file of CAs trusted for Redis (and Sentinel) "
+                                                "certificates; empty: the system's trusted CAs"),
+    [KMS_CFG_CACHE_REDIS_TLS_CERT_FILE] = STR("", "rediss://: PEM client certificate for Redis's tls-auth-clients "
+                                                  "(with kms.cache.redis.tls.key.file)"),
+    [KMS_CFG_CACHE_REDIS_TLS_KEY_FILE] = STR("", "rediss://: its private key, unencrypted PEM readable only by kmsd"),
+    [KMS_CFG_CACHE_REDIS_SENTINELS] = {T_STR, "", 0, 0, NULL, check_sentinels,
+                                       "Redis Sentinels host:port,host:port (at most 8) asked for the master's "
+                                       "address; empty: the host in kms.cache.redis.url"},
+    [KMS_CFG_CACHE_REDIS_SENTINEL_MASTER] = STR("", "master name the sentinels monitor (required with sentinels)"),
+    [KMS_CFG_CACHE_REDIS_SENTINEL_PASSWORD] = SECRET("password of the Sentinels themselves (or "
+                                                     "kms.cache.redis.sentinel.password.file); unset: none"),
     [KMS_CFG_CACHE_CLUSTER_KEY] = SECRET("cluster cache key shared by every node, base64 of 32 random bytes (or "
                                          "kms.cache.cluster.key.file); Redis only ever sees values sealed under it"),
     [KMS_CFG_AUTH_ROLES] = {T_STR, "", 0, 0, NULL, check_roles,
@@ -107,6 +120,7 @@ static const struct row rows[KMS_CFG_COUNT] = {
                                                          "within this many days"),
     [KMS_CFG_LOG_LEVEL] = ENUM("info", log_levels, "log level: debug, info, warn or error"),
     [KMS_CFG_AUDIT_FILE] = STR("", "audit log file (JSON lines); empty: audit lines go to the application log"),
+    [KMS_CFG_AUDIT_FLUSH_MS] = INT("100", 0, 10000, "audit lines are written by a writer thread within this many ms; 0: one write per line"),
     [KMS_CFG_NODE_NAME] = STR("", "node name in logs, audit and cluster heartbeats; empty: the host name"),
     [KMS_CFG_CONFIG_STRICT] = {T_BOOL, "false", 0, 0, NULL, NULL,
                                "refuse to start on unknown properties or KMS_* variables instead of warning"},
@@ -813,8 +827,99 @@ static kms_rc apply_legacy(struct kms_config *c)
     return KMS_OK;
 }
 
+/* "host:port[,host:port]..." (1..8; spaces after commas); the cache checks
+ * it again in full (cluster/redis_cache.c). */
+static int check_sentinels(const char *v, char **canon, char *why, size_t cap)
+{
+    (void)canon;
+    size_t n = 0;
+    const char *p = v;
+    if (*p == '\0')
+        return 0;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        size_t host = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+        size_t digits = p[host] == ':' ? strspn(p + host + 1, "0123456789") : 0;
+        long port = 0;
+        for (size_t i = 0; i < digits && i < 6; i++)
+            port = port * 10 + (p[host + 1 + i] - '0');
+        if (host == 0 || host > 255 || digits == 0 || digits > 5 || port < 1 || port > 65535 || ++n > 8) {
+            snprintf(why, cap, "give 1..8 host:port (port 1..65535), comma-separated");
+            return -1;
+        }
+        p += host + 1 + digits;
+        if (*p == '\0')
+            return 0;
+        if (*p != ',') {
+            snprintf(why, cap, "entries are host:port separated by commas");
+            return -1;
+        }
+        p++;
+    }
+}
+
+/* The host part of a redis[s]:// url, or NULL when it is not such a url. */
+static const char *redis_url_host(const char *url, int *tls, size_t *len)
+{
+    const char *p;
+    if (strncmp(url, "rediss://", 9) == 0) {
+        *tls = 1;
+        p = url + 9;
+    } else if (strncmp(url, "redis://", 8) == 0) {
+        *tls = 0;
+        p = url + 8;
+    } else {
+        return NULL;
+    }
+    const char *at = strchr(p, '@');
+    if (at != NULL)
+        p = at + 1;
+    *len = strcspn(p, ":/");
+    return p;
+}
+
+/* The distributed cache's Redis settings fit together (kmsd --check-config). */
+static kms_rc cross_check_redis(const struct kms_config *c)
+{
+    const char *url = c->v[KMS_CFG_CACHE_REDIS_URL].str;
+    const char *url_src = c->v[KMS_CFG_CACHE_REDIS_URL].source;
+    const char *ca = c->v[KMS_CFG_CACHE_REDIS_TLS_CA_FILE].str;
+    const char *cert = c->v[KMS_CFG_CACHE_REDIS_TLS_CERT_FILE].str;
+    const char *key = c->v[KMS_CFG_CACHE_REDIS_TLS_KEY_FILE].str;
+    int sentinels = c->v[KMS_CFG_CACHE_REDIS_SENTINELS].str[0] != '\0';
+    int tls = 0;
+    size_t hlen = 0;
+    const char *host = redis_url_host(url, &tls, &hlen);
+    if (host == NULL)
+        return kms_fail(KMS_ERR_CONFIG, "kms.cache.redis.url (from %s) must start with redis:// or rediss://", url_src);
+    if (!tls && (ca[0] || cert[0] || key[0]))
+        return kms_fail(KMS_ERR_CONFIG,
+                        "kms.cache.redis.tls.* files are given but kms.cache.redis.url (from %s) is not rediss://",
+                        url_src);
+    if ((cert[0] == '\0') != (key[0] == '\0'))
+        return kms_fail(KMS_ERR_CONFIG, "kms.cache.redis.tls.cert.file and kms.cache.redis.tls.key.file go together");
+    /* why: the default url names a host; with sentinels only an explicit one is a conflict */
+    if (sentinels && hlen > 0 && c->v[KMS_CFG_CACHE_REDIS_URL].set)
+        return kms_fail(KMS_ERR_CONFIG,
+                        "kms.cache.redis.sentinels and a host in kms.cache.redis.url (from %s) are exclusive: the "
+                        "sentinels name the master; use redis:// or rediss://[user@]/db",
+                        url_src);
+    if (sentinels && c->v[KMS_CFG_CACHE_REDIS_SENTINEL_MASTER].str[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "kms.cache.redis.sentinels needs kms.cache.redis.sentinel.master");
+    if (!sentinels && (c->v[KMS_CFG_CACHE_REDIS_SENTINEL_MASTER].str[0] != '\0' ||
+                       c->v[KMS_CFG_CACHE_REDIS_SENTINEL_PASSWORD].set))
+        return kms_fail(KMS_ERR_CONFIG,
+                        "kms.cache.redis.sentinel.master/.password are given but kms.cache.redis.sentinels is empty");
+    if (!sentinels && hlen == 0)
+        return kms_fail(KMS_ERR_CONFIG, "kms.cache.redis.url (from %s) names no host and no sentinels are given",
+                        url_src);
+    return KMS_OK;
+}
+
 static kms_rc cross_check(const struct kms_config *c)
 {
+    KMS_GUARD(cross_check_redis(c));
     const char *proto = c->v[KMS_CFG_HSM_PROTOCOL].str;
     const char *psrc = c->v[KMS_CFG_HSM_PROTOCOL].source;
     if (c->v[KMS_CFG_HSM_SERVER_URL].str[0] == '\0') {

@@ -57,12 +57,19 @@
     X(CACHE_MAX_ENTRIES, "kms.cache.max.entries")                                                \
     X(CACHE_REDIS_URL, "kms.cache.redis.url")                                                    \
     X(CACHE_REDIS_PASSWORD, "kms.cache.redis.password")                                          \
+    X(CACHE_REDIS_TLS_CA_FILE, "kms.cache.redis.tls.ca.file")                                    \
+    X(CACHE_REDIS_TLS_CERT_FILE, "kms.cache.redis.tls.cert.file")                                \
+    X(CACHE_REDIS_TLS_KEY_FILE, "kms.cache.redis.tls.key.file")                                  \
+    X(CACHE_REDIS_SENTINELS, "kms.cache.redis.sentinels")                                        \
+    X(CACHE_REDIS_SENTINEL_MASTER, "kms.cache.redis.sentinel.master")                            \
+    X(CACHE_REDIS_SENTINEL_PASSWORD, "kms.cache.redis.sentinel.password")                        \
     X(CACHE_CLUSTER_KEY, "kms.cache.cluster.key")                                                \
     X(AUTH_ROLES, "kms.auth.roles")                                                              \
     X(AUTH_CRL_FILE, "kms.auth.crl.file")                                                        \
     X(AUTH_EXPIRY_WARN_DAYS, "kms.auth.expiry.warn.days")                                        \
     X(LOG_LEVEL, "kms.log.level")                                                                \
     X(AUDIT_FILE, "kms.audit.file")                                                              \
+    X(AUDIT_FLUSH_MS, "kms.audit.flush.ms")                                                      \
     X(NODE_NAME, "kms.node.name")                                                                \
     X(CONFIG_STRICT, "kms.config.strict")
 

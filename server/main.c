@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "cluster/redis_cache.h"
+#include "cluster/redis_config.h"
 #include "common/base64.h"
 #include "kms/audit.h"
 #include "kms/backend_select.h"
@@ -125,24 +126,6 @@ static kms_rc open_backend(struct node *n)
     return KMS_OK;
 }
 
-/* The cluster cache key: base64 of 32 bytes, from kms.cache.cluster.key(.file). */
-static kms_rc cluster_key(struct node *n, struct kms_secret **out)
-{
-    const char *b64 = kms_config_secret(n->cfg, KMS_CFG_CACHE_CLUSTER_KEY);
-    if (b64 == NULL || b64[0] == '\0')
-        return kms_fail(KMS_ERR_CONFIG, "kms.cache.type=distributed needs kms.cache.cluster.key (or .file): base64 "
-                                        "of 32 random bytes, the same on every node");
-    KMS_GUARD(kms_secret_new(64, out));
-    size_t len = 0;
-    kms_rc rc = kms_b64_decode(b64, strlen(b64), kms_secret_data(*out), kms_secret_len(*out), &len);
-    if (rc != KMS_OK || len != KMS_CLUSTER_KEY_LEN) {
-        kms_secret_free(out);
-        return kms_fail(KMS_ERR_CONFIG, "kms.cache.cluster.key is not base64 of %d bytes", KMS_CLUSTER_KEY_LEN);
-    }
-    kms_secret_truncate(*out, len);
-    return KMS_OK;
-}
-
 static kms_rc open_cache(struct node *n)
 {
     const char *type = kms_config_str(n->cfg, KMS_CFG_CACHE_TYPE);
@@ -157,28 +140,7 @@ static kms_rc open_cache(struct node *n)
         return KMS_OK;
     }
     /* distributed: the local tier in front of Redis, values sealed under the cluster key */
-    struct kms_secret *key = NULL, *password = NULL;
-    kms_rc rc = cluster_key(n, &key);
-    const char *pw = kms_config_secret(n->cfg, KMS_CFG_CACHE_REDIS_PASSWORD);
-    if (rc == KMS_OK && pw != NULL && pw[0] != '\0')
-        rc = kms_secret_from((const uint8_t *)pw, strlen(pw), &password);
-    if (rc != KMS_OK) {
-        kms_secret_free(&key);
-        kms_cache_free(&local);
-        return rc;
-    }
-    long long ttl = kms_config_int(n->cfg, KMS_CFG_CACHE_TTL);
-    struct kms_redis_options o = {
-        .url = kms_config_str(n->cfg, KMS_CFG_CACHE_REDIS_URL),
-        .password = password,
-        .ttl_s = ttl > 0 && ttl < 0x7fffffff ? (unsigned)ttl : 0,
-        .cluster_key = key,
-        .node = n->name,
-    };
-    rc = kms_cache_redis_new(&o, local, &n->cache); /* takes local */
-    kms_secret_free(&key);
-    kms_secret_free(&password);
-    return rc;
+    return kms_redis_config_open(n->cfg, n->name, local, &n->cache); /* takes local */
 }
 
 /* The admin listener stays on loopback unless configured otherwise. */
@@ -200,7 +162,8 @@ static kms_rc start(struct node *n)
         (void)snprintf(n->name, sizeof(n->name), "kmsd");
     KMS_GUARD(load_keystore(n));
     KMS_GUARD(kms_rolemap_parse(kms_config_str(n->cfg, KMS_CFG_AUTH_ROLES), &n->roles));
-    KMS_GUARD(kms_audit_open(kms_config_str(n->cfg, KMS_CFG_AUDIT_FILE), n->name, &n->audit));
+    KMS_GUARD(kms_audit_open(kms_config_str(n->cfg, KMS_CFG_AUDIT_FILE), n->name,
+                             (unsigned)kms_config_int(n->cfg, KMS_CFG_AUDIT_FLUSH_MS), &n->audit));
     KMS_GUARD(open_backend(n));
     KMS_GUARD(open_cache(n));
     KMS_GUARD(kms_hierarchy_new(n->backend, n->cache, kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &n->hierarchy));

@@ -7,15 +7,22 @@
 #include <time.h>
 
 #include "cli/kmsctl.h"
+#include "cluster/redis_cache.h"
+#include "cluster/redis_config.h"
 #include "common/log.h"
 #include "hsm/kmip/kmip_backend.h"
 #include "hsm/soft/soft.h"
 #include "hsm/vault/vault_backend.h"
 #include "kms/backend_select.h"
+#include "kms/cache.h"
 #include "kms/config.h"
 #include "kms/keystore.h"
 
 extern char **environ;
+
+/* why: a rotation that happened but did not reach the cluster cache needs
+ * the operator, and scripts must tell it from a failed rotation (1) */
+#define EXIT_NOT_INVALIDATED 3
 
 void kmsctl_hsm_usage(FILE *f)
 {
@@ -29,7 +36,10 @@ void kmsctl_hsm_usage(FILE *f)
             "  create-key NAME    create an AES-256 master key NAME (KMIP: Create + Activate, prints the UID)\n"
             "  show NAME|UID      master key metadata (state, algorithm, versions) - never key material\n"
             "  locate NAME        KMIP: the unique identifiers carrying Name NAME\n"
-            "  rotate NAME        Vault, soft: add a new version of NAME (old wrapped keys keep unwrapping)\n");
+            "  rotate NAME        Vault, soft: add a new version of NAME (old wrapped keys keep unwrapping);\n"
+            "                     with kms.cache.type=distributed also invalidates the cluster cache (Redis\n"
+            "                     generation +1, as POST /v1/cluster/cache/invalidate); exit 3 when the key\n"
+            "                     was rotated but Redis could not be told\n");
 }
 
 static void warn_cb(void *ctx, const char *msg)
@@ -183,6 +193,33 @@ static int rotate(struct kms_backend *b, const char *name)
     return KMSCTL_EXIT_OK;
 }
 
+/* SPEC §9: after a rotation every node drops its cached customer keys. The
+ * same Redis, TLS and Sentinel settings as kmsd; INCR of the generation. */
+static int invalidate_cluster(const struct kms_config *cfg)
+{
+    struct kms_cache *local = NULL, *c = NULL;
+    kms_rc rc = kms_cache_local_new(1, 0, 0, &local);
+    if (rc == KMS_OK)
+        rc = kms_redis_config_open(cfg, "kmsctl", local, &c); /* takes local */
+    if (rc == KMS_OK)
+        rc = kms_cache_redis_invalidate_all(c);
+    struct kms_redis_state st;
+    kms_cache_redis_state(c, &st);
+    kms_cache_free(&c);
+    if (rc != KMS_OK) {
+        fprintf(stderr,
+                "kmsctl hsm: the master key WAS rotated, but the cluster cache was NOT invalidated: %s (%s).\n"
+                "Nodes keep serving customer keys they cached until kms.cache.ttl; once Redis is reachable, call "
+                "POST /v1/cluster/cache/invalidate on any node (cmxAdmin client certificate).\n",
+                kms_error_detail()[0] ? kms_error_detail() : kms_error_message(rc), kms_error_code(rc));
+        return EXIT_NOT_INVALIDATED;
+    }
+    printf("cluster cache invalidated through Redis: generation %llu; every node drops its cached keys within "
+           "about a second\n",
+           (unsigned long long)st.generation);
+    return KMSCTL_EXIT_OK;
+}
+
 int kmsctl_hsm_main(int argc, char **argv)
 {
     const char *config = getenv("KMS_CONFIG");
@@ -243,8 +280,11 @@ int kmsctl_hsm_main(int argc, char **argv)
         code = show(b, arg);
     else if (strcmp(cmd, "locate") == 0)
         code = locate(b, arg);
-    else if (strcmp(cmd, "rotate") == 0)
+    else if (strcmp(cmd, "rotate") == 0) {
         code = rotate(b, arg);
+        if (code == KMSCTL_EXIT_OK && strcmp(kms_config_str(cfg, KMS_CFG_CACHE_TYPE), "distributed") == 0)
+            code = invalidate_cluster(cfg);
+    }
     else {
         fprintf(stderr, "kmsctl hsm: unknown command '%s'\n", cmd);
         kmsctl_hsm_usage(stderr);

@@ -1,0 +1,82 @@
+#include "cluster/redis_config.h"
+
+#include <string.h>
+
+#include "cluster/redis_cache.h"
+#include "common/base64.h"
+#include "common/secret.h"
+
+/* The cluster cache key: base64 of 32 bytes, from kms.cache.cluster.key(.file). */
+static kms_rc cluster_key(const struct kms_config *cfg, struct kms_secret **out)
+{
+    const char *b64 = kms_config_secret(cfg, KMS_CFG_CACHE_CLUSTER_KEY);
+    if (b64 == NULL || b64[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "kms.cache.type=distributed needs kms.cache.cluster.key (or .file): base64 "
+                                        "of 32 random bytes, the same on every node");
+    KMS_GUARD(kms_secret_new(64, out));
+    size_t len = 0;
+    kms_rc rc = kms_b64_decode(b64, strlen(b64), kms_secret_data(*out), kms_secret_len(*out), &len);
+    if (rc != KMS_OK || len != KMS_CLUSTER_KEY_LEN) {
+        kms_secret_free(out);
+        return kms_fail(KMS_ERR_CONFIG, "kms.cache.cluster.key is not base64 of %d bytes", KMS_CLUSTER_KEY_LEN);
+    }
+    kms_secret_truncate(*out, len);
+    return KMS_OK;
+}
+
+/* A secret property as a kms_secret, or NULL when unset or empty. */
+static kms_rc secret_of(const struct kms_config *cfg, enum kms_config_key k, struct kms_secret **out)
+{
+    *out = NULL;
+    const char *v = kms_config_secret(cfg, k);
+    if (v == NULL || v[0] == '\0')
+        return KMS_OK;
+    return kms_secret_from((const uint8_t *)v, strlen(v), out);
+}
+
+static const char *or_null(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+kms_rc kms_redis_config_open(const struct kms_config *cfg, const char *node, struct kms_cache *local,
+                             struct kms_cache **out)
+{
+    *out = NULL;
+    struct kms_secret *key = NULL, *password = NULL, *sentinel_password = NULL;
+    kms_rc rc = cluster_key(cfg, &key);
+    if (rc == KMS_OK)
+        rc = secret_of(cfg, KMS_CFG_CACHE_REDIS_PASSWORD, &password);
+    if (rc == KMS_OK)
+        rc = secret_of(cfg, KMS_CFG_CACHE_REDIS_SENTINEL_PASSWORD, &sentinel_password);
+    if (rc != KMS_OK) {
+        kms_secret_free(&key);
+        kms_secret_free(&password);
+        kms_cache_free(&local);
+        return rc;
+    }
+    const char *sentinels = or_null(kms_config_str(cfg, KMS_CFG_CACHE_REDIS_SENTINELS));
+    const char *url = kms_config_str(cfg, KMS_CFG_CACHE_REDIS_URL);
+    /* why: the default url names a host; with sentinels they name the master */
+    if (sentinels != NULL && strcmp(kms_config_source(cfg, KMS_CFG_CACHE_REDIS_URL), "default") == 0)
+        url = "redis://";
+    long long ttl = kms_config_int(cfg, KMS_CFG_CACHE_TTL);
+    struct kms_redis_options o = {
+        .url = url,
+        .password = password,
+        .ttl_s = ttl > 0 && ttl < 0x7fffffff ? (unsigned)ttl : 0,
+        .cluster_key = key,
+        .node = node,
+        .tls_ca_file = or_null(kms_config_str(cfg, KMS_CFG_CACHE_REDIS_TLS_CA_FILE)),
+        .tls_cert_file = or_null(kms_config_str(cfg, KMS_CFG_CACHE_REDIS_TLS_CERT_FILE)),
+        .tls_key_file = or_null(kms_config_str(cfg, KMS_CFG_CACHE_REDIS_TLS_KEY_FILE)),
+        .sentinels = sentinels,
+        .sentinel_master = sentinels ? kms_config_str(cfg, KMS_CFG_CACHE_REDIS_SENTINEL_MASTER) : NULL,
+        .sentinel_password = sentinel_password,
+    };
+    rc = kms_cache_redis_new(&o, local, out); /* takes local */
+    kms_secret_free(&key);
+    kms_secret_free(&password);
+    kms_secret_free(&sentinel_password);
+    return rc;
+}

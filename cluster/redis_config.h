@@ -1,0 +1,22 @@
+/* The distributed cache tier as kmsd's configuration describes it
+ * (kms.cache.redis.*, kms.cache.cluster.key, kms.cache.ttl; SPEC §7, §9).
+ * One place builds struct kms_redis_options from a kms_config, so kmsd and
+ * kmsctl (hsm rotate's cluster invalidation) reach the same Redis the same
+ * way. */
+#ifndef KMS_CLUSTER_REDIS_CONFIG_H
+#define KMS_CLUSTER_REDIS_CONFIG_H
+
+#include "common/error.h"
+#include "kms/cache.h"
+#include "kms/config.h"
+
+/* Opens the Redis tier in front of *local (taken over: freed with the new
+ * cache, or here on failure). node names this process in logs. Redis being
+ * unreachable is not an error (the cache starts degraded). Errors:
+ * KMS_ERR_CONFIG (no or bad cluster key, bad Redis option or TLS file; the
+ * detail names it, never a secret), KMS_ERR_NO_MEMORY, KMS_ERR_CRYPTO.
+ * Caller owns *out (kms_cache_free). */
+kms_rc kms_redis_config_open(const struct kms_config *cfg, const char *node, struct kms_cache *local,
+                             struct kms_cache **out) KMS_MUST_CHECK;
+
+#endif

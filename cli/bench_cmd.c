@@ -3,7 +3,11 @@
  * (docs/benchmarks.md), so this one does: OpenSSL, non-blocking sockets,
  * edge-triggered epoll, N connections over T threads, HTTP/1.1 keep-alive or a
  * new TLS connection per request (with or without session resumption), and
- * nanosecond latencies sorted for the percentiles.
+ * nanosecond latencies sorted for the percentiles. --idle N holds N more
+ * mutual-TLS keep-alive connections open and quiet beside the load (one
+ * request each, then a cheap ping every --idle-ping seconds so that the
+ * server's idle timeout does not close them), to measure what idle clients
+ * cost a server.
  *
  * Limits: HTTP/1.1 responses with Content-Length only (kmsd and nginx send
  * it); closed loop, so latency under overload is understated (coordinated
@@ -46,6 +50,11 @@
 #define MAX_CONNS 10000
 #define MAX_THREADS 64
 #define HARD_STOP_SLACK_S 10
+#define IDLE_RBUF 8192
+#define IDLE_INFLIGHT 64 /* idle connections being set up at once */
+#define IDLE_ATTEMPTS 3
+#define IDLE_SETUP_S 60 /* the load starts after the idle set is up, or after this */
+#define IDLE_ATTEMPT_S 10 /* a handshake and first answer that take longer failed */
 
 enum op { OP_HEALTH, OP_WHOAMI, OP_UNWRAP_WS, OP_CREATE_CUSTOMER, OP_UNWRAP, OP_CUSTOM };
 
@@ -54,8 +63,8 @@ static const char *const op_names[] = {"health", "whoami", "unwrap-workspace", "
 struct opts {
     const char *url, *cert, *cert_pem, *key_pem, *password_file, *cacert;
     const char *method, *path, *body_file, *key_name, *site;
-    int conns, threads, new_conn, resume, allow_remote, json;
-    double duration, warmup;
+    int conns, threads, new_conn, resume, allow_remote, json, idle;
+    double duration, warmup, idle_ping;
     long requests;
     enum op op;
 };
@@ -102,6 +111,38 @@ struct worker {
     int failed; /* the worker could not start (reported on stderr) */
 };
 
+/* --idle: connections that make one request, then stay open and quiet but
+ * for a ping. One thread of their own, so the load's latencies do not wait
+ * on them. */
+enum istate { I_WAIT, I_HANDSHAKE, I_WRITE, I_READ, I_IDLE, I_CLOSED, I_FAILED };
+
+struct idle_conn {
+    int fd;
+    SSL *ssl;
+    enum istate st;
+    int attempts;
+    int established; /* its first request was answered 2xx */
+    const char *req;
+    size_t req_len;
+    uint64_t t_open, next_ping;
+    size_t rlen;
+    char rbuf[IDLE_RBUF];
+};
+
+struct idle {
+    struct bench *b;
+    pthread_t tid;
+    SSL_CTX *ctx;
+    int ep;
+    int n, next, inflight;
+    struct idle_conn *c;
+    char first[512], ping[512];
+    size_t first_len, ping_len;
+    atomic_int ready; /* every slot is open or has failed */
+    uint64_t opened, closed, failed, refused, pings, ping_errors;
+    int open_at_end, pending_at_end;
+};
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -135,12 +176,23 @@ static void usage(FILE *f)
             "  --site ID            site_id used by the setup of unwrap ops (default bench)\n"
             "  --method M --path P  request of --op custom\n"
             "  --body-file F        request body (custom; unwrap-workspace: skips the setup)\n"
+            "  --idle N             also hold N idle keep-alive connections open (0..%d): each\n"
+            "                       does its handshake and one GET /v1/whoami before the warm-up,\n"
+            "                       then only pings; -c 0 runs the idle connections alone\n"
+            "  --idle-ping SECONDS  an idle connection sends GET /health/live this often, so that\n"
+            "                       the server's idle timeout (kmsd: kms.server.connection.timeout,\n"
+            "                       30 s) does not close it (default 10; 0: never)\n"
             "  --json               one JSON object on stdout\n"
             "  --allow-remote       allow a non-loopback address\n\n"
             "unwrap-workspace first creates a customer, user and workspace key with the same\n"
             "certificate (it must be a backend certificate); unwrap first wraps 32 random bytes.\n"
-            "The process stops by itself at warm-up + duration + %d s at the latest.\n",
-            HARD_STOP_SLACK_S);
+            "The report of --idle: idle connections opened, still open at the end, closed by the\n"
+            "server (or lost) after they were open, failed to open (%d attempts of %d s each) and\n"
+            "still opening.\n"
+            "SIGINT or SIGTERM ends the measurement early and still prints the report.\n"
+            "The process stops by itself at warm-up + duration + %d s at the latest (+ %d s\n"
+            "with --idle, the most it waits for the idle connections before the load).\n",
+            MAX_CONNS, IDLE_ATTEMPTS, IDLE_ATTEMPT_S, HARD_STOP_SLACK_S, IDLE_SETUP_S);
 }
 
 void kmsctl_bench_usage(FILE *f)
@@ -804,6 +856,268 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* ---- idle connections (--idle) ----------------------------------------- */
+
+static void idle_close(struct idle_conn *c, int graceful)
+{
+    if (c->ssl != NULL) {
+        if (graceful)
+            (void)SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    ERR_clear_error();
+}
+
+static int idle_open(struct idle *g, struct idle_conn *c)
+{
+    const struct bench *b = g->b;
+    c->fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return -1;
+    int one = 1;
+    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(c->fd, (const struct sockaddr *)&b->addr, b->addrlen) != 0 && errno != EINPROGRESS)
+        goto fail;
+    c->ssl = new_ssl(g->ctx, b, c->fd);
+    if (c->ssl == NULL)
+        goto fail;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(g->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+        goto fail;
+    c->st = I_HANDSHAKE;
+    c->req = g->first;
+    c->req_len = g->first_len;
+    c->rlen = 0;
+    c->t_open = now_ns();
+    return 0;
+fail:
+    idle_close(c, 0);
+    return -1;
+}
+
+/* A connection failed: before its first answer it is retried (up to
+ * IDLE_ATTEMPTS), after it the server closed it (or it broke). */
+static void idle_lost(struct idle *g, struct idle_conn *c)
+{
+    idle_close(c, 0);
+    if (c->established) {
+        g->closed++;
+        c->st = I_CLOSED;
+        return;
+    }
+    g->inflight--;
+    c->st = ++c->attempts < IDLE_ATTEMPTS ? I_WAIT : I_FAILED;
+    if (c->st == I_FAILED)
+        g->failed++;
+}
+
+static uint64_t ping_ns(const struct idle *g)
+{
+    return (uint64_t)(g->b->o->idle_ping * 1e9);
+}
+
+/* Runs c until OpenSSL wants the socket. */
+static void idle_drive(struct idle *g, struct idle_conn *c)
+{
+    for (;;) {
+        int r = 0, err;
+        switch (c->st) {
+        case I_HANDSHAKE:
+            r = SSL_connect(c->ssl);
+            if (r != 1)
+                goto ssl_wait;
+            c->st = I_WRITE;
+            continue;
+        case I_WRITE:
+            r = SSL_write(c->ssl, c->req, (int)c->req_len);
+            if (r <= 0)
+                goto ssl_wait;
+            c->st = I_READ;
+            c->rlen = 0;
+            continue;
+        case I_READ: {
+            r = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(sizeof(c->rbuf) - c->rlen));
+            if (r <= 0)
+                goto ssl_wait;
+            c->rlen += (size_t)r;
+            int status, cl;
+            size_t total;
+            int p = parse_response(c->rbuf, c->rlen, &status, &total, &cl);
+            if (p == 0 && c->rlen < sizeof(c->rbuf))
+                continue;
+            if (p != 1 || total != c->rlen)
+                goto broken;
+            int ok = status >= 200 && status <= 299;
+            if (!c->established) {
+                g->inflight--;
+                if (!ok) { /* why: a refused identity is not worth retrying */
+                    g->refused++;
+                    g->failed++;
+                    idle_close(c, 1);
+                    c->st = I_FAILED;
+                    return;
+                }
+                c->established = 1;
+                g->opened++;
+                /* why: the set opens within a second or two; spread its pings
+                 * over the first period instead of sending them all at once */
+                uint64_t jitter = 0, per = ping_ns(g);
+                if (per > 0 && RAND_bytes((unsigned char *)&jitter, sizeof(jitter)) == 1)
+                    jitter %= per / 2 + 1;
+                c->next_ping = now_ns() + per / 2 + jitter;
+            } else {
+                g->pings++;
+                g->ping_errors += ok ? 0 : 1;
+                c->next_ping = now_ns() + ping_ns(g);
+            }
+            if (cl)
+                goto broken;
+            c->st = I_IDLE;
+            c->req = g->ping;
+            c->req_len = g->ping_len;
+            continue;
+        }
+        case I_IDLE:
+            /* why: edge-triggered; reading to WANT_READ also sees a close
+             * (or a late session ticket, which OpenSSL takes in) */
+            r = SSL_read(c->ssl, c->rbuf, (int)sizeof(c->rbuf));
+            if (r > 0)
+                continue;
+            goto ssl_wait;
+        case I_WAIT:
+        case I_CLOSED:
+        case I_FAILED:
+            return;
+        }
+    ssl_wait:
+        err = SSL_get_error(c->ssl, r);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            return;
+    broken:
+        idle_lost(g, c);
+        return;
+    }
+}
+
+static void *idle_main(void *arg)
+{
+    struct idle *g = arg;
+    struct bench *b = g->b;
+    struct epoll_event evs[256];
+    uint64_t per = ping_ns(g);
+    while (atomic_load_explicit(&b->phase, memory_order_relaxed) != 2) {
+        /* start waiting slots (new ones, and retries), IDLE_INFLIGHT at a time */
+        for (int i = 0; i < g->n && g->inflight < IDLE_INFLIGHT; i++) {
+            struct idle_conn *c = &g->c[i];
+            if (c->st != I_WAIT)
+                continue;
+            g->inflight++;
+            if (idle_open(g, c) != 0) {
+                g->inflight--;
+                c->st = ++c->attempts < IDLE_ATTEMPTS ? I_WAIT : I_FAILED;
+                g->failed += c->st == I_FAILED;
+                break; /* why: out of fds or refused: retry on the next round, not in a tight loop */
+            }
+            idle_drive(g, c);
+        }
+        if (!atomic_load_explicit(&g->ready, memory_order_relaxed) && g->inflight == 0) {
+            int waiting = 0;
+            for (int i = 0; i < g->n && !waiting; i++)
+                waiting = g->c[i].st == I_WAIT;
+            if (!waiting)
+                atomic_store(&g->ready, 1);
+        }
+        int n = epoll_wait(g->ep, evs, (int)KMS_ARRAY_LEN(evs), 20);
+        for (int i = 0; i < n; i++)
+            idle_drive(g, evs[i].data.ptr);
+        uint64_t t = now_ns();
+        for (int i = 0; i < g->n; i++) {
+            struct idle_conn *c = &g->c[i];
+            int live = c->st == I_HANDSHAKE || c->st == I_WRITE || c->st == I_READ || c->st == I_IDLE;
+            /* why: a server at its connection limit may leave a connection
+             * in its listen backlog, unanswered, for ever */
+            if (live && !c->established && t - c->t_open > (uint64_t)IDLE_ATTEMPT_S * 1000000000u)
+                idle_lost(g, c);
+            else if (per > 0 && c->st == I_IDLE && t >= c->next_ping) {
+                c->st = I_WRITE;
+                idle_drive(g, c);
+            }
+        }
+    }
+    for (int i = 0; i < g->n; i++) {
+        struct idle_conn *c = &g->c[i];
+        int live = c->st == I_HANDSHAKE || c->st == I_WRITE || c->st == I_READ || c->st == I_IDLE;
+        g->open_at_end += live && c->established;
+        g->pending_at_end += (live && !c->established) || c->st == I_WAIT;
+        idle_close(c, live && c->established);
+    }
+    OPENSSL_thread_stop();
+    return NULL;
+}
+
+/* The idle connections' two requests; the ping is the cheapest route. */
+static int idle_init(struct idle *g, struct bench *b)
+{
+    g->b = b;
+    g->ep = -1;
+    g->n = b->o->idle;
+    int n1 = snprintf(g->first, sizeof(g->first), "GET /v1/whoami HTTP/1.1\r\nHost: %s\r\nUser-Agent: kmsctl-bench\r\n\r\n",
+                      b->host);
+    int n2 = snprintf(g->ping, sizeof(g->ping), "GET /health/live HTTP/1.1\r\nHost: %s\r\nUser-Agent: kmsctl-bench\r\n\r\n",
+                      b->host);
+    if (n1 < 0 || (size_t)n1 >= sizeof(g->first) || n2 < 0 || (size_t)n2 >= sizeof(g->ping))
+        return KMSCTL_EXIT_ERROR;
+    g->first_len = (size_t)n1;
+    g->ping_len = (size_t)n2;
+    g->c = calloc((size_t)g->n, sizeof(*g->c));
+    g->ctx = make_ctx(b);
+    g->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (g->c == NULL || g->ctx == NULL || g->ep < 0) {
+        ssl_errors("cannot set up the idle connections");
+        return KMSCTL_EXIT_ERROR;
+    }
+    for (int i = 0; i < g->n; i++)
+        g->c[i].fd = -1;
+    return KMSCTL_EXIT_OK;
+}
+
+static void idle_free(struct idle *g)
+{
+    SSL_CTX_free(g->ctx);
+    g->ctx = NULL;
+    if (g->ep >= 0)
+        close(g->ep);
+    g->ep = -1;
+    free(g->c);
+    g->c = NULL;
+}
+
+/* One fd per connection, idle or not, plus some for epoll and the setup. */
+static int raise_fd_limit(const struct opts *o)
+{
+    rlim_t need = (rlim_t)o->conns + (rlim_t)o->idle + 64;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return KMSCTL_EXIT_ERROR;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+            fprintf(stderr, "kmsctl bench: %d + %d connections need %llu file descriptors; the hard limit is %llu\n",
+                    o->conns, o->idle, (unsigned long long)need, (unsigned long long)rl.rlim_max);
+            return KMSCTL_EXIT_ERROR;
+        }
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            fprintf(stderr, "kmsctl bench: cannot raise the file descriptor limit: %s\n", strerror(errno));
+            return KMSCTL_EXIT_ERROR;
+        }
+    }
+    return KMSCTL_EXIT_OK;
+}
+
 /* ---- report ------------------------------------------------------------ */
 
 static int cmp_u64(const void *a, const void *b)
@@ -833,7 +1147,16 @@ struct totals {
     double elapsed, user, sys;
 };
 
-static void report(const struct bench *b, const struct totals *t)
+static json_t *idle_json(const struct idle *g)
+{
+    return json_pack("{s:i,s:I,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:f}", "requested", g->n, "opened",
+                     (json_int_t)g->opened, "open_at_end", g->open_at_end, "pending_at_end", g->pending_at_end,
+                     "closed_by_server", (json_int_t)g->closed, "failed",
+                     (json_int_t)g->failed, "refused", (json_int_t)g->refused, "pings", (json_int_t)g->pings,
+                     "ping_errors", (json_int_t)g->ping_errors, "ping_s", g->b->o->idle_ping);
+}
+
+static void report(const struct bench *b, const struct totals *t, const struct idle *g)
 {
     const struct opts *o = b->o;
     const char *method_end = memchr(b->req, ' ', b->req_len);
@@ -862,6 +1185,8 @@ static void report(const struct bench *b, const struct totals *t)
             "percent", cpu);
         if (j == NULL)
             return;
+        if (g != NULL)
+            json_object_set_new(j, "idle", idle_json(g));
         char *s = json_dumps(j, JSON_COMPACT);
         if (s != NULL)
             printf("%s\n", s);
@@ -869,6 +1194,18 @@ static void report(const struct bench *b, const struct totals *t)
         json_decref(j);
         return;
     }
+    if (g != NULL && o->conns == 0)
+        printf("kmsctl bench: idle connections only, %.2f s\n", t->elapsed);
+    if (g != NULL)
+        printf("idle:        %d requested, %llu opened, %d open at the end, %llu closed by the server after "
+               "opening, %llu failed to open (%llu refused), %d still opening\n"
+               "idle pings:  %llu GET /health/live, %llu non-2xx, every %.1f s%s\n",
+               g->n, (unsigned long long)g->opened, g->open_at_end, (unsigned long long)g->closed,
+               (unsigned long long)g->failed, (unsigned long long)g->refused, g->pending_at_end,
+               (unsigned long long)g->pings,
+               (unsigned long long)g->ping_errors, o->idle_ping, o->idle_ping > 0 ? "" : " (never)");
+    if (o->conns == 0)
+        return;
     printf("kmsctl bench: %.*s %.*s, %d connections, %d thread%s, %s, %.2f s measured (warm-up %.1f s)\n", mlen,
            b->req, plen, method_end ? method_end + 1 : "", o->conns, o->threads, o->threads == 1 ? "" : "s",
            o->new_conn ? (o->resume ? "new connection per request, resumed" : "new connection per request")
@@ -894,7 +1231,7 @@ static void report(const struct bench *b, const struct totals *t)
 static int parse_args(int argc, char **argv, struct opts *o)
 {
     enum { O_URL = 256, O_CERT, O_CERT_PEM, O_KEY_PEM, O_PWFILE, O_CACERT, O_NEW, O_RESUME, O_OP, O_METHOD, O_PATH,
-           O_BODY, O_KEY, O_SITE, O_JSON, O_REMOTE, O_HELP };
+           O_BODY, O_KEY, O_SITE, O_JSON, O_REMOTE, O_IDLE, O_IDLE_PING, O_HELP };
     static const struct option lo[] = {
         {"url", required_argument, NULL, O_URL},         {"cert", required_argument, NULL, O_CERT},
         {"cert-pem", required_argument, NULL, O_CERT_PEM}, {"key-pem", required_argument, NULL, O_KEY_PEM},
@@ -904,6 +1241,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"path", required_argument, NULL, O_PATH},       {"body-file", required_argument, NULL, O_BODY},
         {"key", required_argument, NULL, O_KEY},         {"site", required_argument, NULL, O_SITE},
         {"json", no_argument, NULL, O_JSON},             {"allow-remote", no_argument, NULL, O_REMOTE},
+        {"idle", required_argument, NULL, O_IDLE},       {"idle-ping", required_argument, NULL, O_IDLE_PING},
         {"help", no_argument, NULL, O_HELP},             {NULL, 0, NULL, 0},
     };
     int d_set = 0, ch;
@@ -939,9 +1277,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
             break;
         }
         case 'c':
-            if (parse_long(optarg, 1, MAX_CONNS, &v) != 0)
-                return bad_usage("-c takes 1..10000 connections, not '%s'", optarg);
+            if (parse_long(optarg, 0, MAX_CONNS, &v) != 0)
+                return bad_usage("-c takes 1..10000 connections (0 with --idle), not '%s'", optarg);
             o->conns = (int)v;
+            break;
+        case O_IDLE:
+            if (parse_long(optarg, 0, MAX_CONNS, &v) != 0)
+                return bad_usage("--idle takes 0..10000 connections, not '%s'", optarg);
+            o->idle = (int)v;
+            break;
+        case O_IDLE_PING:
+            if (parse_seconds(optarg, &o->idle_ping) != 0)
+                return bad_usage("--idle-ping takes seconds, not '%s'", optarg);
             break;
         case 't':
             if (parse_long(optarg, 1, MAX_THREADS, &v) != 0)
@@ -972,6 +1319,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
     if ((o->cert != NULL) == (o->cert_pem != NULL || o->key_pem != NULL) ||
         (o->cert == NULL && (o->cert_pem == NULL || o->key_pem == NULL)))
         return bad_usage("%s", "give either --cert FILE.p12 or both --cert-pem and --key-pem");
+    if (o->conns == 0 && o->idle == 0)
+        return bad_usage("%s", "-c 0 (no load) needs --idle N");
+    if (o->idle_ping > 0 && o->idle_ping < 0.1)
+        return bad_usage("--idle-ping %g: under 0.1 s is load, not idleness (0: never)", o->idle_ping);
     if (o->resume && !o->new_conn)
         return bad_usage("%s", "--resume needs --new-conn (keep-alive connections are not re-established)");
     if (o->op == OP_CUSTOM && (o->method == NULL || o->path == NULL || o->path[0] != '/'))
@@ -995,6 +1346,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
     return 0;
 }
 
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
 static void sleep_until(uint64_t t)
 {
     uint64_t n = now_ns();
@@ -1002,6 +1361,13 @@ static void sleep_until(uint64_t t)
         return;
     struct timespec ts = {.tv_sec = (time_t)((t - n) / 1000000000u), .tv_nsec = (long)((t - n) % 1000000000u)};
     nanosleep(&ts, NULL);
+}
+
+/* Sleeps until t, in short steps, or until SIGINT/SIGTERM or done() says so. */
+static void wait_until(uint64_t t, atomic_int *done)
+{
+    while (!stop_requested && now_ns() < t && (done == NULL || !atomic_load(done)))
+        sleep_until(now_ns() + 2000000u);
 }
 
 static void bench_free(struct bench *b, struct worker *ws, int nw)
@@ -1023,19 +1389,27 @@ static void bench_free(struct bench *b, struct worker *ws, int nw)
 int kmsctl_bench_main(int argc, char **argv)
 {
     struct opts o = {.conns = 16, .threads = 1, .duration = 10.0, .warmup = 1.0, .key_name = "kms-master",
-                     .site = "bench", .op = OP_HEALTH};
+                     .site = "bench", .op = OP_HEALTH, .idle_ping = 10.0};
     int prc = parse_args(argc, argv, &o);
     if (prc != 0)
         return prc < 0 ? KMSCTL_EXIT_OK : prc;
     /* why: the hard stop: whatever happens (a stuck setup call, a bug), the
      * process ends by itself; SIGALRM's default action terminates it */
-    unsigned limit = (unsigned)(o.warmup + o.duration) + HARD_STOP_SLACK_S + 1;
+    unsigned limit = (unsigned)(o.warmup + o.duration) + HARD_STOP_SLACK_S + 1 + (o.idle > 0 ? IDLE_SETUP_S : 0);
     alarm(limit);
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGINT, &sa, NULL);
+    (void)sigaction(SIGTERM, &sa, NULL);
 
     struct bench b = {.o = &o};
     struct worker *ws = NULL;
-    int rc = resolve_url(&b);
+    struct idle g = {.ep = -1};
+    int idle_started = 0;
+    int rc = raise_fd_limit(&o);
+    if (rc == KMSCTL_EXIT_OK)
+        rc = resolve_url(&b);
     if (rc == KMSCTL_EXIT_OK)
         rc = load_credentials(&b);
     SSL_CTX *setup_ctx = rc == KMSCTL_EXIT_OK ? make_ctx(&b) : NULL;
@@ -1046,8 +1420,20 @@ int kmsctl_bench_main(int argc, char **argv)
     if (rc == KMSCTL_EXIT_OK)
         rc = build_request(&b, setup_ctx);
     SSL_CTX_free(setup_ctx);
-    if (rc == KMSCTL_EXIT_OK && (ws = calloc((size_t)o.threads, sizeof(*ws))) == NULL)
+    if (rc == KMSCTL_EXIT_OK && (ws = calloc((size_t)(o.threads > 0 ? o.threads : 1), sizeof(*ws))) == NULL)
         rc = KMSCTL_EXIT_ERROR;
+    if (rc == KMSCTL_EXIT_OK && o.idle > 0) {
+        rc = idle_init(&g, &b);
+        if (rc == KMSCTL_EXIT_OK && pthread_create(&g.tid, NULL, idle_main, &g) != 0) {
+            fprintf(stderr, "kmsctl bench: cannot start a thread\n");
+            rc = KMSCTL_EXIT_ERROR;
+        }
+        idle_started = rc == KMSCTL_EXIT_OK;
+        /* why: the idle set is up before the load starts, so that the load
+         * runs beside it and a server's memory can be read with it alone */
+        if (rc == KMSCTL_EXIT_OK)
+            wait_until(now_ns() + (uint64_t)IDLE_SETUP_S * 1000000000u, &g.ready);
+    }
     for (int i = 0; rc == KMSCTL_EXIT_OK && i < o.threads; i++) {
         struct worker *w = &ws[i];
         w->b = &b;
@@ -1077,12 +1463,12 @@ int kmsctl_bench_main(int argc, char **argv)
     struct totals t = {0};
     if (rc == KMSCTL_EXIT_OK) {
         uint64_t t0 = now_ns();
-        sleep_until(t0 + (uint64_t)(o.warmup * 1e9));
+        wait_until(t0 + (uint64_t)(o.warmup * 1e9), NULL);
         struct rusage r0, r1;
         getrusage(RUSAGE_SELF, &r0);
         uint64_t m0 = now_ns(), end = m0 + (uint64_t)(o.duration * 1e9);
         atomic_store(&b.phase, 1);
-        while (now_ns() < end && (o.requests == 0 || atomic_load(&b.measured) < o.requests))
+        while (!stop_requested && now_ns() < end && (o.requests == 0 || atomic_load(&b.measured) < o.requests))
             sleep_until(now_ns() + 2000000u);
         atomic_store(&b.phase, 2);
         uint64_t m1 = now_ns();
@@ -1094,8 +1480,11 @@ int kmsctl_bench_main(int argc, char **argv)
         t.user = tv_s(du);
         t.sys = tv_s(ds);
     }
+    atomic_store(&b.phase, 2);
     for (int i = 0; i < started; i++)
         pthread_join(ws[i].tid, NULL);
+    if (idle_started)
+        pthread_join(g.tid, NULL);
     if (rc == KMSCTL_EXIT_OK) {
         for (int i = 0; i < o.threads; i++)
             t.n += ws[i].nlat;
@@ -1120,11 +1509,12 @@ int kmsctl_bench_main(int argc, char **argv)
         for (int s = 0; s < 600; s++)
             if (s < 200 || s > 299)
                 t.errors += t.status[s];
-        report(&b, &t);
-        if (t.n == 0)
+        report(&b, &t, o.idle > 0 ? &g : NULL);
+        if ((o.conns > 0 && t.n == 0) || (o.idle > 0 && g.opened == 0))
             rc = KMSCTL_EXIT_ERROR;
     }
     free(t.lat);
+    idle_free(&g);
     bench_free(&b, ws, o.threads);
     alarm(0);
     return rc;

@@ -1,0 +1,217 @@
+/* kmsctl bench --idle against a real kmsd (tests/integration/harness.sh, soft
+ * backend) whose idle timeout is 2 s (KMS_SERVER_CONNECTION_TIMEOUT): the
+ * idle connections must open, stay open past that timeout when they ping,
+ * be seen closed by the server when they do not, and the option's bad
+ * values must be refused. A smoke test of the tool, not a measurement
+ * (tests/bench/idle-soak.sh measures).
+ *
+ * No per-test .timeout (Criterion's runner leaks a timer record under ASan);
+ * ctest's TIMEOUT bounds a hang, and kmsctl bench stops by itself. */
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <jansson.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static char fixture_dir[64];
+static char port[16];
+
+static int run_plain(char *const argv[])
+{
+    pid_t pid;
+    int status;
+    if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void harness(const char *verb)
+{
+    const char *src = getenv("KMS_SOURCE_DIR"), *bin = getenv("KMS_BINARY_DIR");
+    char script[4096], kmsd[4096], dir[128];
+    snprintf(script, sizeof(script), "%s/tests/integration/harness.sh", src ? src : ".");
+    snprintf(kmsd, sizeof(kmsd), "%s/server/kmsd", bin ? bin : ".");
+    snprintf(dir, sizeof(dir), "%s/it", fixture_dir);
+    char *argv[] = {"/bin/bash", script, (char *)verb, dir, kmsd, "soft", NULL};
+    if (strcmp(verb, "stop") == 0)
+        argv[4] = NULL;
+    if (run_plain(argv) != 0)
+        fprintf(stderr, "test_bench_idle: harness.sh %s failed\n", verb);
+}
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    snprintf(fixture_dir, sizeof(fixture_dir), "/tmp/kmsbench-idle-XXXXXX");
+    if (mkdtemp(fixture_dir) == NULL)
+        return;
+    /* why: kmsd reads its properties from the environment; a short idle
+     * timeout lets a 3 s run show what pings are for */
+    setenv("KMS_SERVER_CONNECTION_TIMEOUT", "2", 1);
+    setenv("KMS_LOG_LEVEL", "info", 1);
+    harness("start");
+    unsetenv("KMS_SERVER_CONNECTION_TIMEOUT");
+    unsetenv("KMS_LOG_LEVEL");
+    setenv("KMSBENCH_FIXTURE", fixture_dir, 1);
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+    (void)stats;
+    if (strncmp(fixture_dir, "/tmp/kmsbench-idle-", 19) != 0)
+        return;
+    harness("stop");
+    char *argv[] = {"/bin/rm", "-rf", fixture_dir, NULL};
+    (void)run_plain(argv);
+}
+
+static void load_port(void)
+{
+    const char *d = getenv("KMSBENCH_FIXTURE");
+    cr_assert_not_null(d, "no fixture directory");
+    snprintf(fixture_dir, sizeof(fixture_dir), "%s", d);
+    char path[256], line[512];
+    snprintf(path, sizeof(path), "%s/it/it.env", fixture_dir);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "the harness did not start kmsd (%s)", path);
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "KMS_IT_PORT=", 12) == 0)
+            snprintf(port, sizeof(port), "%.*s", (int)strcspn(line + 12, "\n"), line + 12);
+    fclose(f);
+    cr_assert(port[0] != '\0');
+}
+
+struct result {
+    int status;
+    char out[16384];
+    json_t *json;
+};
+
+/* Runs kmsctl bench --json as cmxBackend with the extra arguments (NULL-terminated). */
+static void bench(struct result *r, const char *const *extra)
+{
+    load_port();
+    const char *bin = getenv("KMS_BINARY_DIR");
+    char kmsctl[4096], url[64], p12[256], pwfile[256];
+    snprintf(kmsctl, sizeof(kmsctl), "%s/cli/kmsctl", bin ? bin : ".");
+    snprintf(url, sizeof(url), "https://127.0.0.1:%s", port);
+    snprintf(p12, sizeof(p12), "%s/it/pki/cmxBackend.p12", fixture_dir);
+    snprintf(pwfile, sizeof(pwfile), "%s/it/pki/password.txt", fixture_dir);
+    const char *argv[40] = {kmsctl, "bench", "--url", url, "--cert", p12, "--password-file", pwfile, "--json"};
+    int n = 9;
+    for (; extra != NULL && *extra != NULL && n < 38; extra++)
+        argv[n++] = *extra;
+    argv[n] = NULL;
+
+    int pfd[2];
+    cr_assert(pipe(pfd) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, pfd[0]);
+    pid_t pid;
+    cr_assert(posix_spawn(&pid, kmsctl, &fa, NULL, (char *const *)argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pfd[1]);
+    size_t len = 0;
+    ssize_t got;
+    while ((got = read(pfd[0], r->out + len, sizeof(r->out) - 1 - len)) > 0)
+        len += (size_t)got;
+    close(pfd[0]);
+    r->out[len] = '\0';
+    int st;
+    cr_assert(waitpid(pid, &st, 0) == pid);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    json_error_t err;
+    r->json = len > 0 ? json_loads(r->out, JSON_REJECT_DUPLICATES, &err) : NULL;
+}
+
+static json_int_t idle_int(const struct result *r, const char *k)
+{
+    json_t *v = json_object_get(json_object_get(r->json, "idle"), k);
+    cr_assert(json_is_integer(v), "no integer idle.%s in the output: %s", k, r->out);
+    return json_integer_value(v);
+}
+
+Test(bench_idle, pinged_idle_connections_outlive_the_server_timeout_beside_the_load)
+{
+    struct result r = {0};
+    const char *extra[] = {"--idle", "20", "--idle-ping", "0.5", "-c", "2", "-d", "3", "-w", "0", NULL};
+    bench(&r, extra);
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.out);
+    cr_assert_not_null(r.json, "%s", r.out);
+    cr_assert_eq(idle_int(&r, "requested"), 20);
+    cr_assert_eq(idle_int(&r, "opened"), 20, "%s", r.out);
+    cr_assert_eq(idle_int(&r, "open_at_end"), 20, "3 s > kmsd's 2 s timeout: %s", r.out);
+    cr_assert_eq(idle_int(&r, "closed_by_server"), 0, "%s", r.out);
+    cr_assert_eq(idle_int(&r, "failed"), 0, "%s", r.out);
+    cr_assert_eq(idle_int(&r, "pending_at_end"), 0, "%s", r.out);
+    cr_assert_gt(idle_int(&r, "pings"), 20, "every connection pinged at least once: %s", r.out);
+    cr_assert_eq(idle_int(&r, "ping_errors"), 0, "%s", r.out);
+    json_t *req = json_object_get(r.json, "requests");
+    cr_assert(json_is_integer(req) && json_integer_value(req) > 0, "the load ran beside them: %s", r.out);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "errors")), 0, "%s", r.out);
+    json_decref(r.json);
+}
+
+Test(bench_idle, without_pings_the_server_timeout_closes_them)
+{
+    struct result r = {0};
+    const char *extra[] = {"--idle", "8", "--idle-ping", "0", "-c", "0", "-d", "4", NULL};
+    bench(&r, extra);
+    cr_assert_eq(r.status, 0, "idle-only run: exit %d: %s", r.status, r.out);
+    cr_assert_not_null(r.json, "%s", r.out);
+    cr_assert_eq(idle_int(&r, "opened"), 8, "%s", r.out);
+    cr_assert_eq(idle_int(&r, "closed_by_server"), 8, "kmsd's 2 s timeout closed each: %s", r.out);
+    cr_assert_eq(idle_int(&r, "open_at_end"), 0, "%s", r.out);
+    cr_assert_eq(idle_int(&r, "pings"), 0, "%s", r.out);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "requests")), 0, "-c 0: no load: %s", r.out);
+    json_decref(r.json);
+}
+
+Test(bench_idle, idle_only_run_holds_them_open)
+{
+    struct result r = {0};
+    const char *extra[] = {"--idle", "5", "-c", "0", "-d", "1", NULL};
+    bench(&r, extra);
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.out);
+    cr_assert_eq(idle_int(&r, "open_at_end"), 5, "1 s < the timeout: %s", r.out);
+    cr_assert_eq(idle_int(&r, "closed_by_server"), 0, "%s", r.out);
+    json_decref(r.json);
+}
+
+Test(bench_idle, refuses_bad_idle_options)
+{
+    struct result r = {0};
+    const char *const bad[][5] = {
+        {"-c", "0", NULL},                       /* no load and nothing idle */
+        {"--idle", "-1", NULL},                  {"--idle", "10001", NULL},
+        {"--idle", "5x", NULL},                  {"--idle", "", NULL},
+        {"--idle", "2", "--idle-ping", "0.01", NULL}, /* that is load */
+        {"--idle", "2", "--idle-ping", "x", NULL},    {"--idle", "2", "--idle-ping", "-1", NULL},
+        {"-c", "-1", "--idle", "2", NULL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        bench(&r, bad[i]);
+        cr_assert_eq(r.status, 2, "case %zu: exit %d: %s", i, r.status, r.out);
+        cr_assert_null(r.json, "case %zu", i);
+    }
+}
+
+Test(bench_idle, no_server_is_an_error)
+{
+    struct result r = {0};
+    const char *extra[] = {"--url", "https://127.0.0.1:1", "--idle", "3", "-c", "0", "-d", "0.3", NULL};
+    bench(&r, extra);
+    cr_assert_eq(r.status, 1, "no idle connection opened: %s", r.out);
+    cr_assert_not_null(r.json, "%s", r.out);
+    cr_assert_eq(idle_int(&r, "opened"), 0, "%s", r.out);
+    cr_assert_eq(idle_int(&r, "failed"), 3, "each slot failed its attempts: %s", r.out);
+    json_decref(r.json);
+}

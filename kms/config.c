@@ -59,6 +59,8 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_SERVER_MAX_BODY] = INT("65536", 1024, 16777216, "largest accepted request body, in bytes"),
     [KMS_CFG_SERVER_CONN_TIMEOUT] = INT("30", 1, 3600, "seconds before an idle or slow client connection is closed"),
     [KMS_CFG_SERVER_CONN_LIMIT] = INT("1024", 1, 100000, "most concurrent client connections"),
+    [KMS_CFG_TLS_TICKET_LIFETIME] = INT("3600", 1, 86400, "seconds a TLS session ticket resumes; its encryption key is re-derived as often"),
+    [KMS_CFG_TLS_TICKET_ROTATION] = INT("43200", 0, 2592000, "seconds between new TLS session-ticket master keys; 0: one per process"),
     [KMS_CFG_ADMIN_ADDRESS] = STR("", "address of the admin listener (GET /metrics, plain HTTP); empty: "
                                       "kms.server.address when that is a loopback address, else 127.0.0.1"),
     [KMS_CFG_ADMIN_PORT] = INT("9843", 0, 65535, "port of the admin listener; 0: no admin listener"),

@@ -23,10 +23,48 @@
  * answer is not lost to a reset (see on_request); past it the connection closes. */
 #define DRAIN_MAX ((unsigned long long)4 << 20)
 
-
-static gnutls_datum_t ticket_key; /* TLS session tickets (rotated per process start) */
-
 /* ---- connections ---------------------------------------------------------------- */
+
+static void free_ticket_key(struct kms_server *s)
+{
+    if (s->ticket_key.data != NULL) {
+        gnutls_memset(s->ticket_key.data, 0, s->ticket_key.size);
+        gnutls_free(s->ticket_key.data);
+        s->ticket_key.data = NULL;
+    }
+    pthread_mutex_destroy(&s->ticket_lock);
+}
+
+/* Turns on session tickets for a new session under the current master key,
+ * first replacing (and wiping) a key older than d.ticket_rotation_s. GnuTLS
+ * copies the key into the session and derives the ticket encryption keys from
+ * it, rotating them every ticket lifetime; a new master key ends resumption of
+ * every ticket issued under the old one (those clients do one full handshake). */
+static void enable_tickets(struct kms_server *s, gnutls_session_t tls)
+{
+    pthread_mutex_lock(&s->ticket_lock);
+    time_t now = time(NULL);
+    if (s->ticket_key.data != NULL && s->d.ticket_rotation_s > 0 &&
+        now - s->ticket_born >= (time_t)s->d.ticket_rotation_s) {
+        gnutls_datum_t fresh = {NULL, 0};
+        if (gnutls_session_ticket_key_generate(&fresh) == GNUTLS_E_SUCCESS) {
+            gnutls_memset(s->ticket_key.data, 0, s->ticket_key.size);
+            gnutls_free(s->ticket_key.data);
+            s->ticket_key = fresh;
+            s->ticket_born = now;
+            kms_metrics_ticket_rotation();
+            kms_log(KMS_LOG_INFO, "tls.ticket_key_rotated", NULL, NULL);
+        } else {
+            kms_log(KMS_LOG_WARN, "tls.ticket_key_rotation_failed", NULL, NULL);
+        }
+    }
+    if (s->ticket_key.data != NULL) {
+        (void)gnutls_session_ticket_enable_server(tls, &s->ticket_key);
+        if (s->d.ticket_lifetime_s > 0)
+            gnutls_db_set_cache_expiration(tls, (int)s->d.ticket_lifetime_s);
+    }
+    pthread_mutex_unlock(&s->ticket_lock);
+}
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
@@ -44,8 +82,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
              * without one; MHD only requests with MEM_TRUST, which would also
              * advertise a stale CA list after a keystore reload (reference 2.1, option E). */
             gnutls_certificate_server_set_request(tls, GNUTLS_CERT_REQUEST);
-            if (ticket_key.data != NULL)
-                (void)gnutls_session_ticket_enable_server(tls, &ticket_key);
+            enable_tickets(s, tls);
         }
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         struct kms_conn *conn = *socket_context;
@@ -533,8 +570,12 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
     the_server = s;
     kms_json_install_allocator();
 
-    if (ticket_key.data == NULL && gnutls_session_ticket_key_generate(&ticket_key) != GNUTLS_E_SUCCESS)
-        ticket_key.data = NULL;
+    pthread_mutex_init(&s->ticket_lock, NULL);
+    if (gnutls_session_ticket_key_generate(&s->ticket_key) != GNUTLS_E_SUCCESS) {
+        s->ticket_key.data = NULL; /* why: resumption off; every handshake is a full one */
+        kms_log(KMS_LOG_WARN, "tls.ticket_key_unavailable", NULL, NULL);
+    }
+    s->ticket_born = time(NULL);
 
     struct MHD_OptionItem ops[] = {
         {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
@@ -557,6 +598,7 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
         kms_trust_unref(&s->trust);
         pthread_mutex_destroy(&s->probe_lock);
         pthread_mutex_destroy(&s->trust_lock);
+        free_ticket_key(s);
         free(s);
         return kms_fail(KMS_ERR_IO, "cannot listen on %s:%u: %s", d->address, (unsigned)d->port,
                         saved ? strerror(saved) : "libmicrohttpd refused the configuration");
@@ -677,6 +719,7 @@ void kms_server_stop(struct kms_server **sp)
     kms_trust_unref(&s->trust);
     pthread_mutex_destroy(&s->trust_lock);
     pthread_mutex_destroy(&s->probe_lock);
+    free_ticket_key(s);
     free(s);
     *sp = NULL;
 }

@@ -3,6 +3,7 @@
 #define KMS_SERVER_INTERNAL_H
 
 #include <jansson.h>
+#include <gnutls/gnutls.h>
 #include <pthread.h>
 #include <time.h>
 
@@ -31,6 +32,11 @@ struct kms_server {
     pthread_mutex_t probe_lock;
     time_t probe_at;
     kms_rc probe_rc;
+    /* TLS session-ticket master key: replaced every d.ticket_rotation_s, on the
+     * first new connection after that (GnuTLS copies it into each session) */
+    pthread_mutex_t ticket_lock;
+    gnutls_datum_t ticket_key;
+    time_t ticket_born;
 };
 
 /* Per TLS connection: the identity is decided once, on the first request that

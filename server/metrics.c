@@ -22,6 +22,7 @@ static struct {
     uint64_t by_status[KMS_METRICS_ROUTES][NSTATUS + 1]; /* last: other */
     struct histogram latency[KMS_METRICS_ROUTES];
     uint64_t handshakes[2]; /* full, resumed */
+    uint64_t ticket_rotations;
     uint64_t refused[KMS_AUTH_REVOKED + 1];
 } m;
 
@@ -64,6 +65,7 @@ void kms_metrics_request(size_t route, const char *pattern, int status, double s
 }
 
 void kms_metrics_handshake(int resumed) { add(&m.handshakes[resumed ? 1 : 0], 1); }
+void kms_metrics_ticket_rotation(void) { add(&m.ticket_rotations, 1); }
 
 void kms_metrics_refused(enum kms_auth_status why)
 {
@@ -273,6 +275,10 @@ kms_rc kms_metrics_render(const struct kms_metrics_gauges *g, struct kms_buf *ou
                         "# TYPE kms_tls_handshakes_total counter\n"
                         "kms_tls_handshakes_total{kind=\"full\"} %llu\nkms_tls_handshakes_total{kind=\"resumed\"} %llu\n",
                    (unsigned long long)get(&m.handshakes[0]), (unsigned long long)get(&m.handshakes[1])));
+    KMS_GUARD(line(out, "# HELP kms_tls_ticket_key_rotations_total TLS session-ticket master keys replaced.\n"
+                        "# TYPE kms_tls_ticket_key_rotations_total counter\n"
+                        "kms_tls_ticket_key_rotations_total %llu\n",
+                   (unsigned long long)get(&m.ticket_rotations)));
     KMS_GUARD(line(out, "# HELP kms_client_certificates_refused_total Refused client certificates by reason.\n"
                         "# TYPE kms_client_certificates_refused_total counter\n"));
     for (int i = KMS_AUTH_NO_CERT; i <= KMS_AUTH_REVOKED; i++)

@@ -16,6 +16,8 @@
 
 void kms_metrics_request(size_t route, const char *pattern, int status, double seconds);
 void kms_metrics_handshake(int resumed);
+/* A TLS session-ticket master key was replaced (kms.tls.ticket.rotation). */
+void kms_metrics_ticket_rotation(void);
 void kms_metrics_refused(enum kms_auth_status why);
 
 /* Wraps b so every call is counted and timed by operation and result; the

@@ -22,6 +22,7 @@
 # DIR/cluster.env (shell syntax): CLUSTER_DIR CLUSTER_PKI CLUSTER_PASSWORD
 #   CLUSTER_HAPROXY_ADDR CLUSTER_HAPROXY_PORT CLUSTER_HAPROXY_PID CLUSTER_STATS_PORT
 #   CLUSTER_NODE{1,2,3}_ADDR _PORT _PID _DIR  CLUSTER_REDIS_PORT CLUSTER_REDIS_PID
+#   CLUSTER_REDIS_PASSWORD_FILE (Redis: ACL user kmsd, this password; the default user too)
 #   CLUSTER_PYKMIP_PORT CLUSTER_PYKMIP_PID CLUSTER_PYKMIP_LOG CLUSTER_KMSD CLUSTER_KMSCTL
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -117,7 +118,7 @@ render_node() { # render_node N
   local addr_var=CLUSTER_NODE${n}_ADDR port_var=CLUSTER_NODE${n}_PORT
   NODE_NAME=node$n NODE_ADDRESS=${!addr_var} NODE_PORT=${!port_var} PKI_DIR=$dir/pki \
   HSM_HOST=127.0.0.1 HSM_PORT=$CLUSTER_PYKMIP_PORT CACHE_TYPE=${KMS_CLUSTER_CACHE:-distributed} \
-  REDIS_URL=redis://127.0.0.1:$CLUSTER_REDIS_PORT \
+  REDIS_URL=redis://kmsd@127.0.0.1:$CLUSTER_REDIS_PORT/0 REDIS_PASSWORD_FILE=$dir/redis-password \
   CLUSTER_KEY_FILE=$dir/cluster.key AUDIT_FILE=$ndir/audit.log LOG_LEVEL=${KMS_CLUSTER_LOG_LEVEL:-info} \
     "$render" "$here/templates/kms.properties.in" "$ndir/kms.properties"
 }
@@ -155,12 +156,13 @@ stop_node() { # stop_node N
   log "node$1: stopped (status $(cat "$ndir/kmsd.rc" 2>/dev/null || echo '?'))"
 }
 
-start_redis() {
-  "$redis_sh" start "$dir/redis"
+start_redis() { # ACL user kmsd, password from DIR/redis-password (cluster-pki.sh)
+  KMS_REDIS_USER=kmsd KMS_REDIS_PASSWORD=$(cat "$dir/redis-password") "$redis_sh" start "$dir/redis"
   # shellcheck disable=SC1091
   . "$dir/redis/redis.env"
   set_env CLUSTER_REDIS_PORT "$REDIS_PORT"
   set_env CLUSTER_REDIS_PID "$REDIS_PID"
+  set_env CLUSTER_REDIS_PASSWORD_FILE "$dir/redis-password"
   log "redis-server PID $REDIS_PID on 127.0.0.1:$REDIS_PORT"
 }
 

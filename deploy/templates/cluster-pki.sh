@@ -8,7 +8,9 @@
 # KMIP_SERVER_SAN, also a kmipServer certificate (kmipServer-chain.crt, kmipServer.key)
 # for a KMIP server reached under that name. DIR/cluster.key: base64 of 32 random
 # bytes, mode 0600, the cluster cache key every node holds and Redis never sees.
-# Idempotent: an existing DIR/pki/kms.jks or DIR/cluster.key is kept.
+# DIR/redis-password: 48 hex characters, mode 0600, the password of Redis's ACL
+# user kmsd (kms.cache.redis.password.file).
+# Idempotent: an existing DIR/pki/kms.jks, DIR/cluster.key or DIR/redis-password is kept.
 set -euo pipefail
 dir=${1:?usage: cluster-pki.sh DIR SERVER_NAMES [KMIP_SERVER_SAN]}
 names=${2:?SERVER_NAMES}
@@ -44,3 +46,5 @@ if [ -n "$kmip_san" ] && [ ! -f kmipServer-chain.crt ]; then
 fi
 [ -f "$dir/cluster.key" ] || openssl rand -base64 32 > "$dir/cluster.key"
 chmod 600 "$dir/cluster.key"
+[ -f "$dir/redis-password" ] || openssl rand -hex 24 > "$dir/redis-password"
+chmod 600 "$dir/redis-password"

@@ -2,7 +2,8 @@
 # Entry point of the kmsd containers of deploy/docker-compose.yml: renders the
 # node's kms.properties from the shared template (deploy/templates/kms.properties.in,
 # values from the environment: NODE_NAME, NODE_ADDRESS, NODE_PORT, PKI_DIR, HSM_HOST,
-# HSM_PORT, CACHE_TYPE, REDIS_URL, CLUSTER_KEY_FILE, AUDIT_FILE, LOG_LEVEL), then
+# HSM_PORT, CACHE_TYPE, REDIS_URL, REDIS_PASSWORD_FILE, CLUSTER_KEY_FILE, AUDIT_FILE,
+# LOG_LEVEL), then
 #   kmsd-entrypoint.sh              exec kmsd
 #   kmsd-entrypoint.sh create-key   kmsctl hsm create-key kms-master, once (a marker
 #                                   file in PKI_DIR records that it was made)

@@ -148,7 +148,8 @@ echo "     load: $total requests through HAProxy, $failed failed; $switch failed
 # --- (d) Redis holds no key material (before Redis is restarted empty)
 scan() {
   local out
-  out=$(/usr/bin/python3 "$here/redis_scan.py" "$CLUSTER_REDIS_PORT" "$secrets" 2>&1); local rc=$?
+  out=$(REDIS_PASSWORD=$(cat "$CLUSTER_REDIS_PASSWORD_FILE") /usr/bin/python3 "$here/redis_scan.py" \
+    "$CLUSTER_REDIS_PORT" "$secrets" 2>&1); local rc=$?
   case "$out" in *cache_entries=0*) rc=3 ;; esac
   [ $rc -eq 0 ] && ok "(d) $1: no plaintext key in Redis ($out)" || ko "(d) $1: rc $rc: $out"
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Scans every key of a Redis server and looks for secrets in names and values.
 
-    redis_scan.py PORT SECRETS_FILE
+    redis_scan.py PORT SECRETS_FILE     (REDIS_PASSWORD in the environment: AUTH first)
 
 SECRETS_FILE: one base64 secret a line (plaintext keys the test saw). Each is
 looked for as raw bytes and as its base64 text, in every key name and in every
@@ -10,6 +10,7 @@ value (GET for strings, DUMP for any other type). Prints a summary line
 2 on a protocol error. A minimal RESP client: no redis-py needed.
 """
 import base64
+import os
 import socket
 import sys
 
@@ -58,6 +59,8 @@ def main():
                 needles.append(base64.b64decode(line, validate=True))
                 needles.append(line.encode())
     r = Resp(port)
+    if os.environ.get("REDIS_PASSWORD"):
+        r.cmd("AUTH", os.environ["REDIS_PASSWORD"])
     keys, cursor = [], b"0"
     while True:
         cursor, batch = r.cmd("SCAN", cursor, "COUNT", 1000)

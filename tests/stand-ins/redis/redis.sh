@@ -16,9 +16,11 @@
 #
 # Options of the first start (environment):
 #   KMS_REDIS_PASSWORD=pw       requirepass (or the ACL user's password), [A-Za-z0-9._-]
-#   KMS_REDIS_USER=name         with a password: an ACL user holding it, the
-#                               default user off (least privilege: the
-#                               commands kmsd sends, keys under kms:* and t-*)
+#   KMS_REDIS_USER=name         with a password: an ACL user holding it (least
+#                               privilege: the commands kmsd and a replica or
+#                               sentinel send, keys under kms:* and t-*); the
+#                               default user keeps full access with the same
+#                               password, for the tests' own inspection
 #   KMS_REDIS_TLS=PKIDIR        also a TLS port (tls-port; the plain port stays
 #                               for the tests' own checks) with PKIDIR's server
 #                               certificate; replication over TLS
@@ -177,7 +179,9 @@ start() {
         echo "databases 16"
         [ -z "${KMS_REDIS_REPLICAOF:-}" ] || echo "replicaof $KMS_REDIS_REPLICAOF"
         if [ -n "$REDIS_USER" ]; then
-          echo "user default off"
+          # why: the default user (same password) is the tests' and operators' full-access view;
+          # kmsd logs in as the least-privilege user
+          echo "user default on >$REDIS_PASSWORD ~* &* +@all"
           echo "user $REDIS_USER on >$REDIS_PASSWORD ~kms:* ~t-* resetchannels -@all +get +set +incr +scan +select +ping +role +info +psync +replconf +multi +exec +slaveof +replicaof +config|rewrite +client +subscribe +publish +script|kill &__sentinel__:hello"
           echo "masteruser $REDIS_USER"
           echo "masterauth $REDIS_PASSWORD"

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "server/internal.h"
+#include "server/jsonparse.h"
 #include "server/metrics.h"
 #include "cluster/redis_cache.h"
 
@@ -271,10 +272,10 @@ static void new_request_id(char out[KMS_REQ_ID_LEN + 1])
 
 kms_rc kms_request_json(struct kms_request *r, json_t **out)
 {
-    json_error_t err;
-    *out = json_loadb((const char *)r->body->data, r->body->len, JSON_REJECT_DUPLICATES, &err);
-    if (*out == NULL)
-        return kms_fail(KMS_ERR_BAD_JSON, "line %d column %d: %s", err.line, err.column, err.text);
+    char err[128];
+    kms_rc rc = kms_json_parse(r->body->data, r->body->len, out, err, sizeof(err));
+    if (rc != KMS_OK)
+        return kms_fail(rc, "%s", err);
     if (!json_is_object(*out)) {
         json_decref(*out);
         *out = NULL;

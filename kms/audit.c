@@ -173,48 +173,107 @@ static void enqueue(struct kms_audit *a, const char *line, size_t len)
     pthread_mutex_unlock(&a->mu);
 }
 
-static size_t field(char *out, size_t cap, size_t used, const char *key, const char *value)
+/* A bounded line being built; full is set once something did not fit. */
+struct line {
+    char *p;
+    size_t used, cap;
+    int full;
+};
+
+static void put(struct line *l, const char *s, size_t n)
 {
-    if (used >= cap)
-        return used;
-    char esc[512];
-    int n;
-    if (value) {
-        kms_json_escape(value, esc, sizeof(esc));
-        n = snprintf(out + used, cap - used, ",\"%s\":\"%s\"", key, esc);
-    } else {
-        n = snprintf(out + used, cap - used, ",\"%s\":null", key);
+    if (l->full || n > l->cap - l->used) {
+        l->full = 1;
+        return;
     }
-    if (n < 0 || (size_t)n >= cap - used)
-        return cap;
-    return used + (size_t)n;
+    memcpy(l->p + l->used, s, n);
+    l->used += n;
+}
+
+static void put_str(struct line *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+static void put_escaped(struct line *l, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (const unsigned char *c = (const unsigned char *)s; *c != '\0' && !l->full; c++) {
+        char esc[6] = {'\\', 0, '0', '0', 0, 0};
+        switch (*c) {
+        case '"': esc[1] = '"'; put(l, esc, 2); break;
+        case '\\': esc[1] = '\\'; put(l, esc, 2); break;
+        case '\n': esc[1] = 'n'; put(l, esc, 2); break;
+        case '\r': esc[1] = 'r'; put(l, esc, 2); break;
+        case '\t': esc[1] = 't'; put(l, esc, 2); break;
+        default:
+            if (*c < 0x20 || *c == 0x7f) {
+                esc[1] = 'u';
+                esc[4] = hex[*c >> 4];
+                esc[5] = hex[*c & 15];
+                put(l, esc, 6);
+            } else {
+                put(l, (const char *)c, 1);
+            }
+        }
+    }
+}
+
+static void put_uint(struct line *l, unsigned long long v, int min_digits)
+{
+    char d[24];
+    int n = 0;
+    do {
+        d[sizeof(d) - 1 - (size_t)n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0 || n < min_digits);
+    put(l, d + sizeof(d) - (size_t)n, (size_t)n);
+}
+
+static void field(struct line *l, const char *key, const char *value)
+{
+    put(l, ",\"", 2);
+    put_str(l, key);
+    if (value == NULL) {
+        put_str(l, "\":null");
+        return;
+    }
+    put(l, "\":\"", 3);
+    put_escaped(l, value);
+    put(l, "\"", 1);
 }
 
 void kms_audit_write(struct kms_audit *a, const struct kms_audit_record *r)
 {
     if (a == NULL)
         return;
-    char line[LINE_MAX_LEN], ts[40];
+    char buf[LINE_MAX_LEN], ts[40];
+    struct line l = {buf, 0, sizeof(buf), 0};
     kms_log_timestamp(ts, sizeof(ts));
-    int n = snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"info\",\"event\":\"audit\"", ts);
-    size_t used = n > 0 ? (size_t)n : 0;
-    used = field(line, sizeof(line), used, "req_id", r->req_id);
-    used = field(line, sizeof(line), used, "node", a->node);
-    used = field(line, sizeof(line), used, "client", r->client_alias);
-    used = field(line, sizeof(line), used, "client_fp", r->client_fp);
-    used = field(line, sizeof(line), used, "op", r->operation);
-    used = field(line, sizeof(line), used, "site_id", r->site_id);
-    used = field(line, sizeof(line), used, "key_ref", r->key_ref);
-    used = field(line, sizeof(line), used, "outcome", r->outcome);
-    if (used < sizeof(line)) {
-        n = snprintf(line + used, sizeof(line) - used, ",\"status\":%d,\"latency_ms\":%.3f}\n", r->status,
-                     r->latency_ms);
-        used = (n > 0 && (size_t)n < sizeof(line) - used) ? used + (size_t)n : sizeof(line);
-    }
-    if (used >= sizeof(line))
+    put_str(&l, "{\"ts\":\"");
+    put_str(&l, ts);
+    put_str(&l, "\",\"level\":\"info\",\"event\":\"audit\"");
+    field(&l, "req_id", r->req_id);
+    field(&l, "node", a->node);
+    field(&l, "client", r->client_alias);
+    field(&l, "client_fp", r->client_fp);
+    field(&l, "op", r->operation);
+    field(&l, "site_id", r->site_id);
+    field(&l, "key_ref", r->key_ref);
+    field(&l, "outcome", r->outcome);
+    put_str(&l, ",\"status\":");
+    put_uint(&l, r->status > 0 ? (unsigned long long)r->status : 0, 1);
+    /* latency_ms with three decimals, from whole microseconds */
+    unsigned long long us = r->latency_ms > 0 ? (unsigned long long)(r->latency_ms * 1000.0 + 0.5) : 0;
+    put_str(&l, ",\"latency_ms\":");
+    put_uint(&l, us / 1000, 1);
+    put(&l, ".", 1);
+    put_uint(&l, us % 1000, 3);
+    put(&l, "}\n", 2);
+    if (l.full)
         return; /* why: a truncated line is not valid JSON; the record is bounded well below this */
     if (a->has_writer)
-        enqueue(a, line, used);
+        enqueue(a, buf, l.used);
     else
-        write_lines(a, line, used);
+        write_lines(a, buf, l.used);
 }

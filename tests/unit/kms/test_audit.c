@@ -87,8 +87,24 @@ static void check_line(const char *line, const char *req_id)
     cr_assert_str_eq(json_string_value(json_object_get(o, "node")), "node-a");
     cr_assert_eq(json_integer_value(json_object_get(o, "status")), 200);
     cr_assert(json_is_null(json_object_get(o, "key_ref")));
+    json_t *lat = json_object_get(o, "latency_ms");
+    cr_assert(json_is_real(lat) && json_real_value(lat) == 0.25, "latency_ms in %s", line);
+    cr_assert(strstr(line, "\"latency_ms\":0.250}") != NULL, "%s", line);
+    const char *ts = json_string_value(json_object_get(o, "ts"));
+    cr_assert(ts != NULL && strlen(ts) == 24 && ts[10] == 'T' && ts[19] == '.' && ts[23] == 'Z', "ts %s", ts);
     json_decref(o);
 }
+
+static void check_site(const char *line, const char *site)
+{
+    json_t *o = json_loads(line, 0, NULL);
+    cr_assert_not_null(o);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "site_id")), site);
+    json_decref(o);
+}
+
+/* why: quotes, backslash and control characters must come back unchanged */
+#define SITE "site-\"quoted\\\t\x01"
 
 static void sequential(unsigned flush_ms)
 {
@@ -97,7 +113,7 @@ static void sequential(unsigned flush_ms)
     char id[32];
     for (int i = 0; i < 3000; i++) {
         (void)snprintf(id, sizeof(id), "id-%d", i);
-        write_record(a, id, "site-\"quoted\"");
+        write_record(a, id, SITE);
     }
     kms_audit_close(&a);
     cr_assert_null(a);
@@ -107,6 +123,7 @@ static void sequential(unsigned flush_ms)
     for (size_t i = 0; i < n; i++) {
         (void)snprintf(id, sizeof(id), "id-%zu", i);
         check_line(lines[i], id);
+        check_site(lines[i], SITE);
     }
     free_lines(lines, n);
 }

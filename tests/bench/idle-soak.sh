@@ -45,6 +45,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need_fds" ]; then
     { echo "idle-soak: needs $need_fds file descriptors, the hard limit is $(ulimit -Hn)" >&2; exit 2; }
 fi
 
+loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
 work=$(mktemp -d /tmp/idle-soak-XXXXXX)
 idle_pid="" load_pid="" newconn_pid=""
 cleanup() {
@@ -167,9 +168,11 @@ kill -INT "$idle_pid" 2>/dev/null || true
 wait "$idle_pid" || echo "idle-soak: the idle client exited with an error" >&2
 idle_pid=""
 sample end
+sleep 5
+sample closed
 
 echo "# kmsd with $idle_n idle mutual-TLS keep-alive connections, then ${minutes} min of load beside them"
-echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average before: $loadavg_before, at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# load: $load_c keep-alive connections doing the cached workspace-key unwrap + $newconn_c doing GET /v1/whoami with a new TLS connection (full handshake) per request"
 /usr/bin/python3 - "$work" "$limit_mib" "$idle_n" <<'PY'
 import json, sys

@@ -178,11 +178,13 @@ Test(bench_idle, without_pings_the_server_timeout_closes_them)
 Test(bench_idle, idle_only_run_holds_them_open)
 {
     struct result r = {0};
-    const char *extra[] = {"--idle", "5", "-c", "0", "-d", "1", NULL};
+    const char *extra[] = {"--idle", "5", "--idle-ping", "0.4", "-c", "0", "-d", "2.5", NULL};
     bench(&r, extra);
     cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.out);
-    cr_assert_eq(idle_int(&r, "open_at_end"), 5, "1 s < the timeout: %s", r.out);
+    cr_assert_eq(idle_int(&r, "open_at_end"), 5, "%s", r.out);
     cr_assert_eq(idle_int(&r, "closed_by_server"), 0, "%s", r.out);
+    cr_assert_gt(idle_int(&r, "pings"), 5, "%s", r.out);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "requests")), 0, "-c 0: no load: %s", r.out);
     json_decref(r.json);
 }
 

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "common/log.h"
 #include "common/secret.h"
@@ -73,8 +75,10 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     struct kms_server *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         struct kms_conn *conn = calloc(1, sizeof(*conn));
-        if (conn != NULL)
+        if (conn != NULL) {
             kms_buf_init(&conn->body, s->d.max_body);
+            conn->fd = -1;
+        }
         *socket_context = conn;
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
         if (ci != NULL && ci->tls_session != NULL) {
@@ -93,6 +97,84 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
             free(conn);
         }
         *socket_context = NULL;
+    }
+}
+
+/* ---- one TCP segment per small reply ---------------------------------------------- */
+
+/* GnuTLS's push for sessions past their handshake (installed by install_push).
+ * A record pushed while conn->hold is set (the reply's header, queued by
+ * send_reply) is kept and sent together with the next push (the body), in
+ * one sendmsg: one segment and one wake-up of the client instead of two.
+ * Partial writes keep what is left of the held bytes and report EAGAIN, so
+ * GnuTLS retries once the socket is writable; order is never changed. */
+static ssize_t push_vec(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+    struct kms_conn *conn = ptr;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (conn->hold && conn->held_len == 0 && total <= sizeof(conn->held)) {
+        for (int i = 0; i < iovcnt; i++) {
+            memcpy(conn->held + conn->held_len, iov[i].iov_base, iov[i].iov_len);
+            conn->held_len += iov[i].iov_len;
+        }
+        conn->hold = 0;
+        return (ssize_t)total;
+    }
+    conn->hold = 0;
+    struct iovec v[17];
+    int n = 0;
+    if (conn->held_len > 0)
+        v[n++] = (struct iovec){conn->held, conn->held_len};
+    for (int i = 0; i < iovcnt && n < (int)(sizeof(v) / sizeof(v[0])); i++)
+        v[n++] = (struct iovec){iov[i].iov_base, iov[i].iov_len};
+    struct msghdr msg = {.msg_iov = v, .msg_iovlen = (size_t)n};
+    ssize_t sent = sendmsg(conn->fd, &msg, MSG_NOSIGNAL);
+    if (sent < 0 || conn->held_len == 0)
+        return sent;
+    if ((size_t)sent <= conn->held_len) {
+        memmove(conn->held, conn->held + sent, conn->held_len - (size_t)sent);
+        conn->held_len -= (size_t)sent;
+        errno = EAGAIN; /* why: nothing of this record left; GnuTLS pushes it again */
+        return -1;
+    }
+    sent -= (ssize_t)conn->held_len;
+    conn->held_len = 0;
+    return sent;
+}
+
+/* Installs push_vec on a session whose handshake is done (so MHD has set
+ * its transport): the receive side keeps MHD's transport untouched. */
+static void install_push(struct MHD_Connection *c, struct kms_conn *conn)
+{
+    conn->fd = -1;
+    const union MHD_ConnectionInfo *ti = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    const union MHD_ConnectionInfo *fi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ti == NULL || ti->tls_session == NULL || fi == NULL)
+        return;
+    gnutls_session_t tls = ti->tls_session;
+    gnutls_transport_ptr_t recv_ptr = NULL, send_ptr = NULL;
+    gnutls_transport_get_ptr2(tls, &recv_ptr, &send_ptr);
+    conn->fd = fi->connect_fd;
+    gnutls_transport_set_ptr2(tls, recv_ptr, conn);
+    gnutls_transport_set_vec_push_function(tls, push_vec);
+}
+
+/* Sends what push_vec still holds, for a reply whose body never came (an
+ * error path of MHD's): the client must not wait for a header. */
+static void flush_held(struct kms_conn *conn)
+{
+    conn->hold = 0;
+    while (conn->held_len > 0) {
+        ssize_t n = send(conn->fd, conn->held, conn->held_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            break; /* why: the socket is full or gone; MHD closes a connection it cannot write */
+        }
+        memmove(conn->held, conn->held + n, conn->held_len - (size_t)n);
+        conn->held_len -= (size_t)n;
     }
 }
 
@@ -180,6 +262,10 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, struct kms_request *
     (void)MHD_add_response_header(resp, "Cache-Control", "no-store");
     if (r->status == MHD_HTTP_METHOD_NOT_ALLOWED && r->route == NULL)
         (void)MHD_add_response_header(resp, "Allow", "GET, POST");
+    /* why: MHD sends no body for HEAD, 1xx, 204 and 304; only then would a held header wait */
+    int bodiless = r->method_head || r->status < 200 || r->status == 204 || r->status == 304;
+    if (r->conn != NULL && r->conn->fd >= 0 && w->len > 0 && !bodiless)
+        r->conn->hold = 1;
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     r->responded = 1;
@@ -367,7 +453,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             kms_metrics_handshake(ti != NULL && ti->tls_session != NULL &&
                                   gnutls_session_is_resumed(ti->tls_session));
             r->conn->counted = 1;
+            install_push(c, r->conn);
         }
+        r->method_head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
         kms_error_clear();
         r->error = admit(s, c, r, url, method);
         if (r->error != KMS_OK) {
@@ -439,6 +527,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
     struct kms_request *r = *req_cls;
     if (r == NULL)
         return;
+    if (r->conn != NULL && r->conn->fd >= 0 && (r->conn->hold || r->conn->held_len > 0))
+        flush_held(r->conn);
     if (r->body != NULL)
         kms_buf_reset(r->body);
     kms_jsonw_free(&r->reply);

@@ -48,6 +48,13 @@ struct kms_conn {
     struct kms_trust *tls;        /* generation whose certificate this connection's handshake used */
     struct kms_identity id;
     struct kms_buf body; /* reused for each request's body */
+    /* one TCP segment per small reply (http.c, push_vec): MHD sends a TLS
+     * response's header and body as two records; the header record waits
+     * here and leaves with the body record in one sendmsg */
+    int fd;             /* the socket, once push_vec is installed (else -1) */
+    int hold;           /* the next record pushed is a reply's header: keep it */
+    size_t held_len;
+    uint8_t held[1024]; /* encrypted TLS record(s), never plaintext */
 };
 
 struct kms_request;
@@ -80,6 +87,7 @@ struct kms_request {
     unsigned long long announced; /* Content-Length, 0 when absent */
     unsigned long long drained;   /* bytes of a refused body read and dropped */
     int responded;
+    int method_head; /* HEAD: MHD sends no body */
     /* reply */
     int status;
     struct kms_jsonw reply;

@@ -268,6 +268,23 @@ Test(api, health_without_certificate)
     resp_free(&r);
 }
 
+/* kmsd sends a reply's header and body in one TCP write (http.c, push_vec);
+ * replies without a body (HEAD) must still arrive at once, and the next reply
+ * on the same keep-alive connection must follow them intact. */
+Test(api, head_then_get_on_one_connection)
+{
+    char cmd[2048], out[600];
+    snprintf(out, sizeof(out), "%s/head-get.out", itdir);
+    snprintf(cmd, sizeof(cmd),
+             "curl -sS --max-time 5 --cacert %s/rootCA.crt -I https://127.0.0.1:%s/health/live "
+             "--next -sS --max-time 5 --cacert %s/rootCA.crt -i https://127.0.0.1:%s/health/live > %s 2>&1",
+             pki, port, pki, port, out);
+    cr_assert_eq(system(cmd), 0, "HEAD then GET on one connection failed or timed out");
+    snprintf(cmd, sizeof(cmd), "test \"$(grep -c '^HTTP/1.1 ' %s)\" = 2 && grep -q '\"status\"' %s", out, out);
+    cr_assert_eq(system(cmd), 0, "want two status lines and the GET's JSON body");
+    unlink(out);
+}
+
 Test(api, no_certificate_is_401_on_v1)
 {
     struct resp r;

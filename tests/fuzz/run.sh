@@ -16,8 +16,12 @@ for t in $targets; do
   name=${t#fuzz_}
   work=$(mktemp -d)
   [ -d "$root/tests/fuzz/corpus/$name" ] && cp -r "$root/tests/fuzz/corpus/$name/." "$work/"
+  # seeds generated at run time, and a token dictionary, for the targets that have them
+  if [ -x "$root/tests/fuzz/seed_$name.sh" ]; then "$root/tests/fuzz/seed_$name.sh" "$work" >/dev/null; fi
+  dict=()
+  if [ -f "$root/tests/fuzz/$name.dict" ]; then dict=(-dict="$root/tests/fuzz/$name.dict"); fi
   if (cd "$work" && ASAN_OPTIONS=detect_leaks=1 "$root/build-fuzz/tests/fuzz/$t" -max_total_time="$secs" \
-        -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$work" >"$work/log" 2>&1); then
+        -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" "$work" >"$work/log" 2>&1); then
     echo "fuzz $t: $(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$work/log" | grep -o '[0-9]*$') runs, no finding"
     pass=$((pass + 1))
   else

@@ -59,6 +59,7 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_SERVER_MAX_BODY] = INT("65536", 1024, 16777216, "largest accepted request body, in bytes"),
     [KMS_CFG_SERVER_CONN_TIMEOUT] = INT("30", 1, 3600, "seconds before an idle or slow client connection is closed"),
     [KMS_CFG_SERVER_CONN_LIMIT] = INT("1024", 1, 100000, "most concurrent client connections"),
+    [KMS_CFG_SERVER_CONN_MEMORY] = INT("16384", 8192, 1048576, "bytes of per-connection memory (request line, headers, read buffer)"),
     [KMS_CFG_TLS_TICKET_LIFETIME] = INT("3600", 1, 86400, "seconds a TLS session ticket resumes; its encryption key is re-derived as often"),
     [KMS_CFG_TLS_TICKET_ROTATION] = INT("43200", 0, 2592000, "seconds between new TLS session-ticket master keys; 0: one per process"),
     [KMS_CFG_ADMIN_ADDRESS] = STR("", "address of the admin listener (GET /metrics, plain HTTP); empty: "

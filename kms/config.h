@@ -26,6 +26,7 @@
     X(SERVER_MAX_BODY, "kms.server.max.body")                                                    \
     X(SERVER_CONN_TIMEOUT, "kms.server.connection.timeout")                                      \
     X(SERVER_CONN_LIMIT, "kms.server.connection.limit")                                          \
+    X(SERVER_CONN_MEMORY, "kms.server.connection.memory")                                        \
     X(TLS_TICKET_LIFETIME, "kms.tls.ticket.lifetime")                                            \
     X(TLS_TICKET_ROTATION, "kms.tls.ticket.rotation")                                            \
     X(ADMIN_ADDRESS, "kms.admin.address")                                                        \

@@ -25,6 +25,8 @@
 /* A refused request's body is read and dropped up to this many bytes so the
  * answer is not lost to a reset (see on_request); past it the connection closes. */
 #define DRAIN_MAX ((unsigned long long)4 << 20)
+/* A connection keeps its body buffer between requests up to this capacity. */
+#define BODY_KEEP 4096
 
 /* ---- connections ---------------------------------------------------------------- */
 
@@ -529,8 +531,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
         return;
     if (r->conn != NULL && r->conn->fd >= 0 && (r->conn->hold || r->conn->held_len > 0))
         flush_held(r->conn);
-    if (r->body != NULL)
+    if (r->body != NULL) {
         kms_buf_reset(r->body);
+        /* why: an idle keep-alive connection should not keep a large body's buffer */
+        if (r->body->cap > BODY_KEEP)
+            kms_buf_free(r->body);
+    }
     kms_jsonw_free(&r->reply);
     free(r);
     *req_cls = NULL;
@@ -668,17 +674,21 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
     }
     s->ticket_born = time(NULL);
 
-    struct MHD_OptionItem ops[] = {
-        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
-        {MHD_OPTION_SOCK_ADDR, 0, &addr},
-        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
-        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)d->conn_timeout_s, NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)d->conn_limit, NULL},
-        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
-        {d->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)d->threads, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
+    struct MHD_OptionItem ops[12];
+    size_t n = 0;
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                       (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)d->conn_timeout_s, NULL};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)d->conn_limit, NULL};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
+    if (d->conn_memory > 0)
+        ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)d->conn_memory, NULL};
+    if (d->threads > 1)
+        ops[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)d->threads, NULL};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     /* why: the certificate callback goes in the varargs, since an option
      * array item would cast a function pointer to void * */
     s->daemon = MHD_start_daemon(flags, d->port, NULL, NULL, on_request, s, MHD_OPTION_HTTPS_CERT_CALLBACK2,

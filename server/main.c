@@ -175,6 +175,7 @@ static kms_rc start(struct node *n)
         .max_body = (size_t)kms_config_int(n->cfg, KMS_CFG_SERVER_MAX_BODY),
         .conn_timeout_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_TIMEOUT),
         .conn_limit = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_LIMIT),
+        .conn_memory = (size_t)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_MEMORY),
         .ticket_lifetime_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_TLS_TICKET_LIFETIME),
         .ticket_rotation_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_TLS_TICKET_ROTATION),
         .admin_address = admin_address(n),

@@ -25,6 +25,7 @@ struct kms_server_deps {
     size_t max_body;
     unsigned conn_timeout_s;
     unsigned conn_limit;
+    size_t conn_memory;         /* per-connection memory pool (headers, read buffer); 0: MHD's 32 KiB */
     unsigned ticket_lifetime_s; /* TLS session tickets: how long one resumes (0: GnuTLS's default) */
     unsigned ticket_rotation_s; /* new ticket master key this often; 0: never */
     const char *admin_address;  /* admin listener (GET /metrics); NULL or port 0: none */

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 
 #include <ftw.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,7 +88,7 @@ static void load_fails(const char *path, char *const *envp, kms_rc want_rc, cons
 
 static char *const soft_env[] = {"KMS_HSM_PROTOCOL=soft", NULL};
 
-TestSuite(config, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(config, .init = setup, .fini = teardown);
 
 Test(config, defaults)
 {
@@ -563,6 +564,256 @@ Test(config, file_errors_keep_their_codes)
     snprintf(where, sizeof(where), "%s:2:", props_path);
     const char *want2[] = {where, NULL};
     load_fails(props_path, NULL, KMS_ERR_MALFORMED, want2, NULL);
+}
+
+/* ---- kms.distributed.cache.config.file: the cache's own properties file ---- */
+
+static char cache_path[128];
+
+/* Writes the cache file and a kms.properties (soft backend, distributed cache)
+ * naming it, with extra lines appended after "kms.distributed.cache.config.file"
+ * (line 3). */
+static void write_cache_setup(const char *cache_text, const char *extra)
+{
+    snprintf(cache_path, sizeof(cache_path), "%s/cache.properties", tmpdir);
+    write_at(cache_path, cache_text);
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "kms.hsm.protocol=soft\n"
+             "kms.cache.type=distributed\n"
+             "kms.distributed.cache.config.file=%s\n"
+             "%s",
+             cache_path, extra);
+    write_props(text);
+}
+
+Test(config, cache_file_supplies_the_redis_settings)
+{
+    write_cache_setup("# Redis of the cluster\n"
+                      "kms.cache.redis.url = redis://kmsd@10.0.0.5:6380/2\n"
+                      "kms.cache.ttl: 120\n"
+                      "kms.cache.redis.password=CacheFilePw9\n",
+                      "kms.node.name=n1\n");
+    struct warnings w = {{0}, 0};
+    struct kms_config *c = load_ok(props_path, NULL, &w);
+    cr_assert_eq(w.count, 0, "warnings: %s", w.text);
+    cr_assert_str_eq(kms_config_str(c, KMS_CFG_CACHE_REDIS_URL), "redis://kmsd@10.0.0.5:6380/2");
+    cr_assert_eq(kms_config_int(c, KMS_CFG_CACHE_TTL), 120);
+    cr_assert_str_eq(kms_config_secret(c, KMS_CFG_CACHE_REDIS_PASSWORD), "CacheFilePw9");
+    cr_assert_str_eq(kms_config_str(c, KMS_CFG_CACHE_CONFIG_FILE), cache_path);
+    cr_assert_str_eq(kms_config_str(c, KMS_CFG_NODE_NAME), "n1");
+    char src[160];
+    snprintf(src, sizeof(src), "%s:2", cache_path);
+    cr_assert_str_eq(kms_config_source(c, KMS_CFG_CACHE_REDIS_URL), src);
+    snprintf(src, sizeof(src), "%s:3", cache_path);
+    cr_assert_str_eq(kms_config_source(c, KMS_CFG_CACHE_TTL), src);
+    cr_assert_eq(kms_config_int(c, KMS_CFG_CACHE_IDLE), 900); /* untouched: the default */
+    kms_config_free(&c);
+
+    /* a secret in the cache file may itself come from a file */
+    char pw[128], text[256];
+    snprintf(pw, sizeof(pw), "%s/redis-pw", tmpdir);
+    write_at(pw, "FromPwFile3\n");
+    snprintf(text, sizeof(text), "kms.cache.redis.password.file=%s\n", pw);
+    write_cache_setup(text, "");
+    c = load_ok(props_path, NULL, NULL);
+    cr_assert_str_eq(kms_config_secret(c, KMS_CFG_CACHE_REDIS_PASSWORD), "FromPwFile3");
+    kms_config_free(&c);
+}
+
+Test(config, cache_file_bad_value_names_the_file_and_line)
+{
+    write_cache_setup("kms.cache.idle=60\nkms.cache.ttl=forever\n", "");
+    char where[200];
+    snprintf(where, sizeof(where), "invalid value 'forever' for kms.cache.ttl (from %s:2)", cache_path);
+    const char *want[] = {where, NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want, NULL);
+
+    /* the cache settings' cross-checks see values from the file */
+    write_cache_setup("kms.cache.redis.url=http://redis:6379\n", "");
+    snprintf(where, sizeof(where), "kms.cache.redis.url (from %s:1) must start with redis://", cache_path);
+    const char *want2[] = {where, NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want2, NULL);
+
+    /* one secret twice inside the cache file: the usual P and P.file clash */
+    write_cache_setup("kms.cache.redis.password=TwiceA1\nkms.cache.redis.password.file=/x\n", "");
+    const char *want3[] = {"kms.cache.redis.password is set twice", NULL};
+    const char *deny3[] = {"TwiceA1", NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want3, deny3);
+
+    write_cache_setup("kms.cache.ttl=1\nkms.node.name=\\uZZZZ\n", "");
+    snprintf(where, sizeof(where), "%s:2:", cache_path);
+    const char *want4[] = {"not a valid properties file", where, NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want4, NULL);
+}
+
+Test(config, cache_file_refuses_keys_that_are_not_cache_settings)
+{
+    write_cache_setup("kms.cache.ttl=60\nkms.cache.idle=30\nkms.server.port=NotShown77\n", "");
+    char where[200];
+    snprintf(where, sizeof(where), "kms.server.port is not a cache setting (cache config file %s line 3)",
+             cache_path);
+    const char *want[] = {where, "belong in kms.properties", NULL};
+    const char *deny[] = {"NotShown77", NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want, deny);
+
+    /* a misspelt prefix gets a suggestion among the cache settings */
+    write_cache_setup("kms.cahce.ttl=60\n", "");
+    const char *want2[] = {"kms.cahce.ttl is not a cache setting", "did you mean 'kms.cache.ttl'?", NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want2, NULL);
+
+    /* no nesting, no switching strict mode from the cache file */
+    write_cache_setup("kms.distributed.cache.config.file=/etc/other\n", "");
+    const char *want3[] = {"kms.distributed.cache.config.file is not a cache setting", NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want3, NULL);
+    write_cache_setup("kms.config.strict=false\n", "");
+    const char *want4[] = {"kms.config.strict is not a cache setting", NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want4, NULL);
+}
+
+Test(config, cache_file_typos_are_warned_or_refused_when_strict)
+{
+    write_cache_setup("kms.cache.redis.ulr=redis://r:6379\nkms.cache.ttl=10\nkms.cache.ttl=20\n", "");
+    struct warnings w = {{0}, 0};
+    struct kms_config *c = load_ok(props_path, NULL, &w);
+    char where[320];
+    snprintf(where, sizeof(where), "unknown property 'kms.cache.redis.ulr' in %s (line 1); did you mean "
+                                   "'kms.cache.redis.url'?",
+             cache_path);
+    cr_assert(strstr(w.text, where) != NULL, "%s", w.text);
+    cr_assert(strstr(w.text, "'kms.cache.ttl' is set more than once") != NULL, "%s", w.text);
+    cr_assert(strstr(w.text, "redis://r") == NULL, "a warning shows a value: %s", w.text);
+    cr_assert_eq(w.count, 2, "%s", w.text);
+    cr_assert_eq(kms_config_int(c, KMS_CFG_CACHE_TTL), 20);
+    cr_assert_str_eq(kms_config_str(c, KMS_CFG_CACHE_REDIS_URL), "redis://127.0.0.1:6379");
+    kms_config_free(&c);
+
+    write_cache_setup("kms.cache.redis.ulr=redis://r:6379\n", "kms.config.strict=true\n");
+    const char *want[] = {"unknown property 'kms.cache.redis.ulr'", "kms.config.strict is on", NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want, NULL);
+}
+
+Test(config, key_in_both_kms_properties_and_cache_file_is_ambiguous)
+{
+    write_cache_setup("kms.cache.ttl=20\n", "kms.cache.idle=5\nkms.cache.ttl=10\n");
+    char a[160], b[160];
+    snprintf(a, sizeof(a), "%s:5", props_path);
+    snprintf(b, sizeof(b), "%s:1", cache_path);
+    const char *want[] = {"kms.cache.ttl is set both in", a, b, "ambiguous", NULL};
+    const char *deny[] = {"(as ", NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want, deny);
+
+    /* a secret as a value in one and as a file in the other: still one setting */
+    write_cache_setup("kms.cache.redis.password.file=/run/pw\n", "kms.cache.redis.password=BothPlaces5\n");
+    snprintf(a, sizeof(a), "%s:4", props_path);
+    const char *want2[] = {"kms.cache.redis.password is set both in", a, "(as kms.cache.redis.password)", b,
+                           "(as kms.cache.redis.password.file)", NULL};
+    const char *deny2[] = {"BothPlaces5", NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want2, deny2);
+}
+
+Test(config, environment_beats_the_cache_file)
+{
+    write_cache_setup("kms.cache.ttl=120\nkms.cache.redis.url=redis://from-file:6379\n", "");
+    char *const env[] = {"KMS_CACHE_TTL=77", NULL};
+    struct kms_config *c = load_ok(props_path, env, NULL);
+    cr_assert_eq(kms_config_int(c, KMS_CFG_CACHE_TTL), 77);
+    cr_assert_str_eq(kms_config_source(c, KMS_CFG_CACHE_TTL), "env KMS_CACHE_TTL");
+    cr_assert_str_eq(kms_config_str(c, KMS_CFG_CACHE_REDIS_URL), "redis://from-file:6379");
+    kms_config_free(&c);
+
+    /* the cache file itself may be named by the environment, without kms.properties */
+    char env0[200];
+    snprintf(env0, sizeof(env0), "KMS_DISTRIBUTED_CACHE_CONFIG_FILE=%s", cache_path);
+    char *const env2[] = {"KMS_HSM_PROTOCOL=soft", "KMS_CACHE_TYPE=distributed", env0, NULL};
+    c = load_ok(NULL, env2, NULL);
+    cr_assert_eq(kms_config_int(c, KMS_CFG_CACHE_TTL), 120);
+    cr_assert_str_eq(kms_config_source(c, KMS_CFG_CACHE_CONFIG_FILE), "env KMS_DISTRIBUTED_CACHE_CONFIG_FILE");
+    kms_config_free(&c);
+}
+
+Test(config, missing_or_unreadable_cache_file_is_a_config_error)
+{
+    char missing[160], text[512], where[200];
+    snprintf(missing, sizeof(missing), "%s/absent-cache.properties", tmpdir);
+    snprintf(text, sizeof(text), "kms.hsm.protocol=soft\nkms.cache.type=distributed\n"
+                                 "kms.distributed.cache.config.file=%s\n", missing);
+    write_props(text);
+    snprintf(where, sizeof(where), "kms.distributed.cache.config.file from %s:3", props_path);
+    const char *want[] = {"cannot read the distributed cache config file", missing, where, NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want, NULL);
+
+    /* a directory opens but does not read */
+    snprintf(text, sizeof(text), "kms.hsm.protocol=soft\nkms.distributed.cache.config.file=%s\n", tmpdir);
+    write_props(text);
+    const char *want2[] = {"cannot read the distributed cache config file", tmpdir, NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want2, NULL);
+
+    /* empty means none (the sample's value) */
+    write_props("kms.hsm.protocol=soft\nkms.distributed.cache.config.file=\n");
+    struct kms_config *c = load_ok(props_path, NULL, NULL);
+    kms_config_free(&c);
+}
+
+Test(config, hazelcast_xml_cache_file_is_refused_clearly)
+{
+    static const char *const docs[] = {
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<hazelcast xmlns=\"http://www.hazelcast.com/schema/config\">\n"
+        "  <cluster-name>kms</cluster-name>\n</hazelcast>\n",
+        "\xef\xbb\xbf\n  \t<hazelcast>\n  <network><port>5701</port></network>\n</hazelcast>\n",
+        "<!-- kms cache -->\n<hazelcast/>\n",
+    };
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        write_cache_setup(docs[i], "");
+        const char *want[] = {cache_path, "looks like XML",
+                              "properties file of kms.cache.* keys", "not Hazelcast XML", NULL};
+        load_fails(props_path, NULL, KMS_ERR_CONFIG, want, NULL);
+    }
+    /* a '<' inside a value is not XML */
+    write_cache_setup("kms.cache.redis.url=redis://r:6379/0 \n# <not xml>\n", "");
+    struct kms_config *c = load_ok(props_path, NULL, NULL);
+    kms_config_free(&c);
+}
+
+Test(config, relative_cache_file_is_taken_from_the_working_directory)
+{
+    /* kms.properties in DIR/etc, the cache file in DIR/run (the working
+     * directory), as for kms.keystore.file and the *.file secrets */
+    char etc[128], run[128], path[160], text[256];
+    snprintf(etc, sizeof(etc), "%s/etc", tmpdir);
+    snprintf(run, sizeof(run), "%s/run", tmpdir);
+    cr_assert_eq(mkdir(etc, 0700), 0);
+    cr_assert_eq(mkdir(run, 0700), 0);
+    snprintf(path, sizeof(path), "%s/kms.properties", etc);
+    write_at(path, "kms.hsm.protocol=soft\nkms.cache.type=distributed\n"
+                   "kms.distributed.cache.config.file=cache.properties\n");
+    snprintf(text, sizeof(text), "%s/cache.properties", run);
+    write_at(text, "kms.cache.ttl=42\n");
+    snprintf(text, sizeof(text), "%s/cache.properties", etc);
+    write_at(text, "kms.cache.ttl=43\n");
+    cr_assert_eq(chdir(run), 0); /* a Criterion test runs in its own process */
+    struct kms_config *c = load_ok(path, NULL, NULL);
+    cr_assert_eq(kms_config_int(c, KMS_CFG_CACHE_TTL), 42);
+    cr_assert_str_eq(kms_config_source(c, KMS_CFG_CACHE_TTL), "cache.properties:1");
+    kms_config_free(&c);
+
+    cr_assert_eq(chdir(etc), 0);
+    cr_assert_eq(remove("cache.properties"), 0);
+    cr_assert_eq(chdir(tmpdir), 0);
+    const char *want[] = {"cannot read the distributed cache config file 'cache.properties'", NULL};
+    load_fails(path, NULL, KMS_ERR_CONFIG, want, NULL);
+}
+
+Test(config, cache_file_without_the_distributed_cache_is_warned)
+{
+    write_cache_setup("kms.cache.ttl=60\n", "");
+    char *const env[] = {"KMS_CACHE_TYPE=local", NULL};
+    struct warnings w = {{0}, 0};
+    struct kms_config *c = load_ok(props_path, env, &w);
+    cr_assert(strstr(w.text, "kms.cache.type is local, not distributed") != NULL, "%s", w.text);
+    cr_assert_eq(w.count, 1, "%s", w.text);
+    cr_assert_eq(kms_config_int(c, KMS_CFG_CACHE_TTL), 60); /* still applies to the local cache */
+    kms_config_free(&c);
 }
 
 Test(config, dump_redacts_secrets)

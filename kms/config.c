@@ -94,7 +94,8 @@ static const struct row rows[KMS_CFG_COUNT] = {
                                          "Azure instance metadata service address (Azure auth)"),
     [KMS_CFG_CACHE_TYPE] = ENUM("none", cache_types,
                                 "customer-key cache: none, local (this node) or distributed (Redis, encrypted)"),
-    [KMS_CFG_CACHE_CONFIG_FILE] = STR("", "configuration file of the distributed cache (Redis)"),
+    [KMS_CFG_CACHE_CONFIG_FILE] = STR("", "properties file holding the distributed cache's kms.cache.* "
+                                          "settings (Redis), instead of kms.properties; not Hazelcast XML"),
     [KMS_CFG_CACHE_TTL] = INT("3600", 0, 604800, "seconds a cached customer key lives (0: no limit)"),
     [KMS_CFG_CACHE_IDLE] = INT("900", 0, 604800, "seconds an unused cached customer key is kept (0: no limit)"),
     [KMS_CFG_CACHE_MAX_ENTRIES] = INT("10000", 0, 10000000, "most customer keys held in the local cache"),
@@ -169,7 +170,9 @@ struct loader {
     void (*warn)(void *ctx, const char *msg);
     void *ctx;
     struct kms_props *props;
-    struct layer file, env;
+    const char *cache_path;        /* kms.distributed.cache.config.file; NULL: none */
+    struct kms_props *cache_props; /* its content: kms.cache.* only */
+    struct layer file, cache, env;
     char env_name[KMS_CFG_COUNT][NAME_MAX_LEN];
 };
 
@@ -700,10 +703,146 @@ static kms_rc collect_env(struct loader *L)
     return KMS_OK;
 }
 
-/* The environment wins over the file; inside one source, P and P.file clash. */
+/* ---- the distributed cache's own file ------------------------------------ */
+
+#define CACHE_PREFIX "kms.cache."
+#define SNIFF_LEN 256
+
+static int is_cache_key(const char *key) { return strncmp(key, CACHE_PREFIX, sizeof(CACHE_PREFIX) - 1) == 0; }
+
+/* Opens path once before the parser does, for two clear errors: a missing or
+ * unreadable file, and the original product's Hazelcast XML (a leading '<',
+ * after an optional UTF-8 BOM and blanks). from: where the path was set. */
+static kms_rc sniff_cache_file(const char *path, const char *from)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return kms_fail(KMS_ERR_CONFIG,
+                        "cannot read the distributed cache config file '%s' (kms.distributed.cache.config.file "
+                        "from %s): %s",
+                        path, from, strerror(errno));
+    unsigned char head[SNIFF_LEN];
+    size_t len = 0;
+    int err = 0;
+    while (len < sizeof(head)) {
+        ssize_t n = read(fd, head + len, sizeof(head) - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err = errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    size_t i = len >= 3 && head[0] == 0xef && head[1] == 0xbb && head[2] == 0xbf ? 3 : 0;
+    while (i < len && (head[i] == ' ' || head[i] == '\t' || head[i] == '\r' || head[i] == '\n' || head[i] == '\f'))
+        i++;
+    int xml = i < len && head[i] == '<';
+    kms_wipe(head, sizeof(head)); /* why: the file may hold kms.cache.redis.password */
+    if (err != 0)
+        return kms_fail(KMS_ERR_CONFIG,
+                        "cannot read the distributed cache config file '%s' (kms.distributed.cache.config.file "
+                        "from %s): %s",
+                        path, from, strerror(err));
+    if (xml)
+        return kms_fail(KMS_ERR_CONFIG,
+                        "the distributed cache config file '%s' (kms.distributed.cache.config.file from %s) looks "
+                        "like XML: kmsd's distributed cache is Redis and this file is a properties file of "
+                        "kms.cache.* keys (such as kms.cache.redis.url = redis://host:6379/0), not Hazelcast XML; "
+                        "see docs/cluster.md",
+                        path, from);
+    return KMS_OK;
+}
+
+/* " (as P)" or " (as P.file)": how key k is spelled in layer l, for a
+ * detail where the two sources spell it differently; "" otherwise. */
+static void spelling(const struct layer *l, const struct layer *other, enum kms_config_key k, char *buf, size_t cap)
+{
+    int file = l->val[k].text == NULL, other_file = other->val[k].text == NULL;
+    buf[0] = '\0';
+    if (file != other_file)
+        snprintf(buf, cap, " (as %s%s)", names[k], file ? ".file" : "");
+}
+
+/* Fills L->cache from the cache file: only kms.cache.* keys, none of them
+ * also set in kms.properties (which one would win is anybody's guess).
+ * Unknown kms.cache.* names are left to report_unknown. */
+static kms_rc collect_cache(struct loader *L)
+{
+    const char *cands[KMS_CFG_COUNT];
+    size_t n = 0;
+    for (int k = 0; k < KMS_CFG_COUNT; k++)
+        if (is_cache_key(names[k]))
+            cands[n++] = names[k];
+    for (size_t i = 0; i < kms_props_count(L->cache_props); i++) {
+        const char *key = kms_props_key(L->cache_props, i);
+        unsigned line = kms_props_line(L->cache_props, i);
+        if (!is_cache_key(key)) {
+            const char *near = nearest(key, cands, n);
+            return kms_fail(KMS_ERR_CONFIG, "%.128s%s is not a cache setting (cache config file %s line %u)%s%s%s",
+                            key, strlen(key) > 128 ? "..." : "", L->cache_path, line,
+                            near ? "; did you mean '" : ": only kms.cache.* properties go in this file; other "
+                                                        "settings belong in kms.properties",
+                            near ? near : "", near ? "'?" : "");
+        }
+        int k = lookup_name(key);
+        struct input *in = NULL;
+        if (k >= 0)
+            in = &L->cache.val[k];
+        else if ((k = lookup_secret_file(key)) >= 0)
+            in = &L->cache.path[k];
+        if (in != NULL)
+            KMS_GUARD(set_input(in, kms_props_value(L->cache_props, i), dupf("%s:%u", L->cache_path, line)));
+    }
+    for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        const struct input *f = L->file.val[k].text ? &L->file.val[k] : &L->file.path[k];
+        const struct input *q = L->cache.val[k].text ? &L->cache.val[k] : &L->cache.path[k];
+        if (f->text == NULL || q->text == NULL)
+            continue;
+        char fs[NAME_MAX_LEN + 16], qs[NAME_MAX_LEN + 16];
+        spelling(&L->file, &L->cache, (enum kms_config_key)k, fs, sizeof(fs));
+        spelling(&L->cache, &L->file, (enum kms_config_key)k, qs, sizeof(qs));
+        return kms_fail(KMS_ERR_CONFIG,
+                        "%s is set both in %s%s and in the distributed cache config file %s%s, which is "
+                        "ambiguous: keep only one",
+                        names[k], f->where, fs, q->where, qs);
+    }
+    return KMS_OK;
+}
+
+/* kms.distributed.cache.config.file (already resolved into c): a properties
+ * file, in kms.properties' syntax, of the distributed cache's kms.cache.*
+ * settings. A relative path is taken from the working directory, as every
+ * other path in kms.properties is. Every problem is KMS_ERR_CONFIG. */
+static kms_rc load_cache_file(struct loader *L, const struct kms_config *c)
+{
+    const struct slot *s = &c->v[KMS_CFG_CACHE_CONFIG_FILE];
+    if (s->str[0] == '\0')
+        return KMS_OK;
+    L->cache_path = s->str;
+    KMS_GUARD(sniff_cache_file(L->cache_path, s->source));
+    kms_rc rc = kms_props_load(L->cache_path, &L->cache_props);
+    if (rc == KMS_ERR_NO_MEMORY)
+        return rc;
+    if (rc != KMS_OK) {
+        char why[512]; /* why: the detail is rewritten below; copy it first */
+        snprintf(why, sizeof(why), "%s", kms_error_detail());
+        return kms_fail(KMS_ERR_CONFIG,
+                        "the distributed cache config file (kms.distributed.cache.config.file from %s) is not a "
+                        "valid properties file: %s",
+                        s->source, why);
+    }
+    return collect_cache(L);
+}
+
+/* The environment wins over the files; kms.properties and the cache file
+ * never both hold a key (collect_cache); inside one source, P and P.file clash. */
 static kms_rc resolve(struct loader *L, struct kms_config *c, enum kms_config_key k)
 {
-    const struct layer *layers[] = {&L->env, &L->file};
+    const struct layer *layers[] = {&L->env, &L->file, &L->cache};
     for (size_t i = 0; i < KMS_ARRAY_LEN(layers); i++) {
         const struct input *val = &layers[i]->val[k], *path = &layers[i]->path[k];
         if (val->text != NULL && path->text != NULL)
@@ -723,28 +862,32 @@ static kms_rc resolve(struct loader *L, struct kms_config *c, enum kms_config_ke
     return set_value(c, k, rows[k].def, NULL);
 }
 
-/* Warnings for unknown names (errors when kms.config.strict is on), and for
- * properties set twice in the file. */
-static kms_rc report_unknown(struct loader *L, int strict)
+/* Warnings for unknown names in one properties file (errors when strict),
+ * and for properties set twice in it. prefix: the names it may hold ("" or
+ * "kms.cache."), so suggestions stay among them. */
+static kms_rc report_props(struct loader *L, const struct kms_props *props, const char *path, const char *prefix,
+                           int strict)
 {
     const char *cands[2 * KMS_CFG_COUNT];
-    char file_names[KMS_CFG_COUNT][NAME_MAX_LEN], env_files[KMS_CFG_COUNT][NAME_MAX_LEN + 8];
+    char file_names[KMS_CFG_COUNT][NAME_MAX_LEN];
     char msg[600];
     size_t n = 0;
 
     for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        if (strncmp(names[k], prefix, strlen(prefix)) != 0)
+            continue;
         cands[n++] = names[k];
         if (rows[k].type == T_SECRET) {
             snprintf(file_names[k], sizeof(file_names[k]), "%s.file", names[k]);
             cands[n++] = file_names[k];
         }
     }
-    for (size_t i = 0; i < kms_props_count(L->props); i++) {
-        const char *key = kms_props_key(L->props, i);
-        unsigned line = kms_props_line(L->props, i), first = kms_props_first_line(L->props, i);
+    for (size_t i = 0; i < kms_props_count(props); i++) {
+        const char *key = kms_props_key(props, i);
+        unsigned line = kms_props_line(props, i), first = kms_props_first_line(props, i);
         if (first != line) {
             snprintf(msg, sizeof(msg), "property '%.128s' is set more than once in %s (lines %u and %u); line %u wins",
-                     key, L->path, first, line, line);
+                     key, path, first, line, line);
             emit(L, msg);
         }
         if (lookup_name(key) >= 0 || lookup_secret_file(key) >= 0)
@@ -763,19 +906,32 @@ static kms_rc report_unknown(struct loader *L, int strict)
             snprintf(msg, sizeof(msg),
                      "property '%s' in %s (line %u): only secrets (kms.keystore.password, kms.hsm.vault.token) "
                      "can be read from a file",
-                     key, L->path, line);
+                     key, path, line);
         } else {
             const char *near = nearest(key, cands, n);
             snprintf(msg, sizeof(msg), "unknown property '%.128s%s' in %s (line %u)%s%s%s", key,
-                     len > 128 ? "..." : "", L->path, line, near ? "; did you mean '" : "", near ? near : "",
+                     len > 128 ? "..." : "", path, line, near ? "; did you mean '" : "", near ? near : "",
                      near ? "'?" : "");
         }
         if (strict)
             return kms_fail(KMS_ERR_CONFIG, "%s (kms.config.strict is on)", msg);
         emit(L, msg);
     }
+    return KMS_OK;
+}
 
-    n = 0;
+/* Warnings for unknown names in kms.properties, the cache file and KMS_*
+ * variables (errors when kms.config.strict is on), and for properties set
+ * twice in a file. */
+static kms_rc report_unknown(struct loader *L, int strict)
+{
+    const char *cands[2 * KMS_CFG_COUNT];
+    char env_files[KMS_CFG_COUNT][NAME_MAX_LEN + 8];
+    char msg[600];
+    size_t n = 0;
+
+    KMS_GUARD(report_props(L, L->props, L->path, "", strict));
+    KMS_GUARD(report_props(L, L->cache_props, L->cache_path, CACHE_PREFIX, strict));
     for (int k = 0; k < KMS_CFG_COUNT; k++) {
         cands[n++] = L->env_name[k];
         if (rows[k].type == T_SECRET) {
@@ -956,11 +1112,22 @@ static kms_rc load(struct loader *L, struct kms_config *c)
     KMS_GUARD(collect_env(L));
     /* why: strict decides whether unknown names are warnings or errors, so it goes first */
     KMS_GUARD(resolve(L, c, KMS_CFG_CONFIG_STRICT));
+    /* why: the cache file is a source of its own; its path must be known before the rest resolves */
+    KMS_GUARD(resolve(L, c, KMS_CFG_CACHE_CONFIG_FILE));
+    KMS_GUARD(load_cache_file(L, c));
     KMS_GUARD(report_unknown(L, (int)c->v[KMS_CFG_CONFIG_STRICT].num));
     for (int k = 0; k < KMS_CFG_COUNT; k++)
-        if (k != KMS_CFG_CONFIG_STRICT)
+        if (k != KMS_CFG_CONFIG_STRICT && k != KMS_CFG_CACHE_CONFIG_FILE)
             KMS_GUARD(resolve(L, c, (enum kms_config_key)k));
     KMS_GUARD(apply_legacy(c));
+    if (L->cache_path != NULL && strcmp(c->v[KMS_CFG_CACHE_TYPE].str, "distributed") != 0) {
+        char msg[600];
+        snprintf(msg, sizeof(msg),
+                 "kms.distributed.cache.config.file is set (from %.256s) but kms.cache.type is %s, not distributed: "
+                 "the distributed cache is off",
+                 c->v[KMS_CFG_CACHE_CONFIG_FILE].source, c->v[KMS_CFG_CACHE_TYPE].str);
+        emit(L, msg);
+    }
     return cross_check(c);
 }
 
@@ -989,8 +1156,10 @@ kms_rc kms_config_load(const char *path, char *const *envp, void (*warn)(void *c
         rc = load(L, c);
     }
     if (L != NULL) {
-        kms_props_free(&L->props); /* wipes the values read from the file */
+        kms_props_free(&L->props); /* wipes the values read from the files */
+        kms_props_free(&L->cache_props);
         free_layer(&L->file);
+        free_layer(&L->cache);
         free_layer(&L->env);
         free(L);
     }

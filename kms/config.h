@@ -3,7 +3,9 @@
  * immutable after, swapped whole on reload.
  *
  * Sources, lowest to highest precedence: the table's defaults, the
- * kms.properties file, environment variables (KMS_SERVER_PORT for
+ * kms.properties file and the distributed cache's file (the properties file
+ * named by kms.distributed.cache.config.file: kms.cache.* keys only, none of
+ * them also in kms.properties), environment variables (KMS_SERVER_PORT for
  * kms.server.port: upper-case, '.' and '-' become '_'; KMIP_SERVER_URL for the
  * legacy kmip.server.url). A secret property P may instead be given as P.file
  * (path of a file holding it; one trailing newline is dropped), in the file or
@@ -96,7 +98,9 @@ struct kms_config;
  * value (secrets: <redacted>) and why; so do P and P.file both given in one
  * source, an unreadable secret file, and the cross-field checks (kmip1 and
  * VAULT need kms.hsm.server.url; azure auth needs its role). KMS_ERR_IO /
- * KMS_ERR_MALFORMED when the file cannot be read or parsed. Caller owns *out. */
+ * KMS_ERR_MALFORMED when the file cannot be read or parsed. The cache file's
+ * problems are all KMS_ERR_CONFIG: unreadable, not a properties file (XML), a
+ * key outside kms.cache.*, a key also set in kms.properties. Caller owns *out. */
 kms_rc kms_config_load(const char *path, char *const *envp, void (*warn)(void *ctx, const char *msg), void *ctx,
                        struct kms_config **out) KMS_MUST_CHECK;
 void kms_config_free(struct kms_config **c);

@@ -105,7 +105,9 @@ const struct kms_route *kms_router_match(const char *method, const char *url, ch
 struct kms_trust *kms_server_trust(struct kms_server *s);
 
 /* request helpers (http.c) */
-/* Parses the body strictly (JSON_REJECT_DUPLICATES); KMS_ERR_BAD_JSON on failure. Caller owns *out. */
+/* Parses the body strictly (kms_json_parse: jansson's grammar, duplicate keys
+ * refused); the top level must be an object. KMS_ERR_BAD_JSON (malformed),
+ * KMS_ERR_INVALID_FIELD (not an object), KMS_ERR_NO_MEMORY. Caller owns *out. */
 kms_rc kms_request_json(struct kms_request *r, json_t **out) KMS_MUST_CHECK;
 const struct kms_identity *kms_request_identity(const struct kms_request *r);
 

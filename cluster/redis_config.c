@@ -6,8 +6,7 @@
 #include "common/base64.h"
 #include "common/secret.h"
 
-/* The cluster cache key: base64 of 32 bytes, from kms.cache.cluster.key(.file). */
-static kms_rc cluster_key(const struct kms_config *cfg, struct kms_secret **out)
+kms_rc kms_redis_config_cluster_key(const struct kms_config *cfg, struct kms_secret **out)
 {
     const char *b64 = kms_config_secret(cfg, KMS_CFG_CACHE_CLUSTER_KEY);
     if (b64 == NULL || b64[0] == '\0')
@@ -44,7 +43,7 @@ kms_rc kms_redis_config_open(const struct kms_config *cfg, const char *node, str
 {
     *out = NULL;
     struct kms_secret *key = NULL, *password = NULL, *sentinel_password = NULL;
-    kms_rc rc = cluster_key(cfg, &key);
+    kms_rc rc = kms_redis_config_cluster_key(cfg, &key);
     if (rc == KMS_OK)
         rc = secret_of(cfg, KMS_CFG_CACHE_REDIS_PASSWORD, &password);
     if (rc == KMS_OK)

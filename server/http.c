@@ -9,6 +9,9 @@
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <openssl/core_names.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -37,28 +40,79 @@ static void free_ticket_key(struct kms_server *s)
         gnutls_free(s->ticket_key.data);
         s->ticket_key.data = NULL;
     }
+    kms_secret_free(&s->ticket_secret);
     pthread_mutex_destroy(&s->ticket_lock);
 }
 
+#define TICKET_KEY_LEN 64 /* GnuTLS's session-ticket master key: name, cipher and MAC keys */
+
+/* A session-ticket master key for rotation period `epoch`: random, or with a
+ * cluster secret HKDF-SHA256(salt "kmsd tls ticket v1", secret, info epoch as
+ * 8 bytes big-endian), the same on every node in the same period. */
+static kms_rc make_ticket_key(const struct kms_server *s, uint64_t epoch, gnutls_datum_t *out)
+{
+    out->data = NULL;
+    out->size = 0;
+    if (s->ticket_secret == NULL)
+        return gnutls_session_ticket_key_generate(out) == GNUTLS_E_SUCCESS
+                   ? KMS_OK
+                   : kms_fail(KMS_ERR_CRYPTO, "gnutls_session_ticket_key_generate failed");
+    static const char salt[] = "kmsd tls ticket v1";
+    uint8_t info[8];
+    for (int i = 0; i < 8; i++)
+        info[i] = (uint8_t)(epoch >> (56 - 8 * i));
+    out->data = gnutls_malloc(TICKET_KEY_LEN);
+    if (out->data == NULL)
+        return KMS_ERR_NO_MEMORY;
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)kms_secret_cdata(s->ticket_secret),
+                                          kms_secret_len(s->ticket_secret)),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, sizeof(salt) - 1),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, sizeof(info)),
+        OSSL_PARAM_construct_end(),
+    };
+    int ok = ctx != NULL && EVP_KDF_derive(ctx, out->data, TICKET_KEY_LEN, params) == 1;
+    EVP_KDF_CTX_free(ctx);
+    EVP_KDF_free(kdf);
+    if (!ok) {
+        gnutls_memset(out->data, 0, TICKET_KEY_LEN);
+        gnutls_free(out->data);
+        out->data = NULL;
+        return kms_fail(KMS_ERR_CRYPTO, "HKDF of the ticket key failed");
+    }
+    out->size = TICKET_KEY_LEN;
+    return KMS_OK;
+}
+
+static uint64_t ticket_epoch(const struct kms_server *s, time_t now)
+{
+    return s->d.ticket_rotation_s > 0 && now > 0 ? (uint64_t)now / s->d.ticket_rotation_s : 0;
+}
+
 /* Turns on session tickets for a new session under the current master key,
- * first replacing (and wiping) a key older than d.ticket_rotation_s. GnuTLS
- * copies the key into the session and derives the ticket encryption keys from
- * it, rotating them every ticket lifetime; a new master key ends resumption of
- * every ticket issued under the old one (those clients do one full handshake). */
+ * first replacing (and wiping) the key of a rotation period that has ended
+ * (periods are counted from the Unix epoch, so nodes sharing a cluster
+ * secret change keys together). GnuTLS copies the key into the session and
+ * derives the ticket encryption keys from it, rotating them every ticket
+ * lifetime; a new master key ends resumption of every ticket issued under the
+ * old one (those clients do one full handshake). */
 static void enable_tickets(struct kms_server *s, gnutls_session_t tls)
 {
     pthread_mutex_lock(&s->ticket_lock);
-    time_t now = time(NULL);
-    if (s->ticket_key.data != NULL && s->d.ticket_rotation_s > 0 &&
-        now - s->ticket_born >= (time_t)s->d.ticket_rotation_s) {
-        gnutls_datum_t fresh = {NULL, 0};
-        if (gnutls_session_ticket_key_generate(&fresh) == GNUTLS_E_SUCCESS) {
+    uint64_t epoch = ticket_epoch(s, time(NULL));
+    if (s->ticket_key.data != NULL && epoch != s->ticket_epoch) {
+        gnutls_datum_t fresh;
+        if (make_ticket_key(s, epoch, &fresh) == KMS_OK) {
             gnutls_memset(s->ticket_key.data, 0, s->ticket_key.size);
             gnutls_free(s->ticket_key.data);
             s->ticket_key = fresh;
-            s->ticket_born = now;
+            s->ticket_epoch = epoch;
             kms_metrics_ticket_rotation();
-            kms_log(KMS_LOG_INFO, "tls.ticket_key_rotated", NULL, NULL);
+            kms_log(KMS_LOG_INFO, "tls.ticket_key_rotated", NULL, "shared",
+                    s->ticket_secret != NULL ? "cluster" : "no", NULL);
         } else {
             kms_log(KMS_LOG_WARN, "tls.ticket_key_rotation_failed", NULL, NULL);
         }
@@ -668,11 +722,19 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
     kms_json_install_allocator();
 
     pthread_mutex_init(&s->ticket_lock, NULL);
-    if (gnutls_session_ticket_key_generate(&s->ticket_key) != GNUTLS_E_SUCCESS) {
+    s->d.ticket_secret = NULL; /* why: borrowed from the caller; the copy below is ours */
+    if (d->ticket_secret != NULL &&
+        kms_secret_from(kms_secret_cdata(d->ticket_secret), kms_secret_len(d->ticket_secret), &s->ticket_secret) !=
+            KMS_OK)
+    {
+        s->ticket_secret = NULL; /* why: out of secure heap; fall back to a per-node random key */
+        kms_log(KMS_LOG_WARN, "tls.ticket_key_not_shared", NULL, NULL);
+    }
+    s->ticket_epoch = ticket_epoch(s, time(NULL));
+    if (make_ticket_key(s, s->ticket_epoch, &s->ticket_key) != KMS_OK) {
         s->ticket_key.data = NULL; /* why: resumption off; every handshake is a full one */
         kms_log(KMS_LOG_WARN, "tls.ticket_key_unavailable", NULL, NULL);
     }
-    s->ticket_born = time(NULL);
 
     struct MHD_OptionItem ops[12];
     size_t n = 0;

@@ -36,7 +36,8 @@ struct kms_server {
      * first new connection after that (GnuTLS copies it into each session) */
     pthread_mutex_t ticket_lock;
     gnutls_datum_t ticket_key;
-    time_t ticket_born;
+    uint64_t ticket_epoch;             /* now / d.ticket_rotation_s when the key was made */
+    struct kms_secret *ticket_secret; /* copy of d.ticket_secret, or NULL */
 };
 
 /* Per TLS connection: the identity is decided once, on the first request that

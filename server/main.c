@@ -66,6 +66,7 @@ struct node {
     struct kms_cache *cache;
     struct kms_hierarchy *hierarchy;
     struct kms_audit *audit;
+    struct kms_secret *cluster_key; /* distributed: TLS session tickets shared by the nodes */
     struct kms_server *server;
     char name[256];
 };
@@ -77,6 +78,7 @@ static void node_free(struct node *n)
     kms_cache_free(&n->cache);
     kms_backend_free(&n->backend);
     kms_audit_close(&n->audit);
+    kms_secret_free(&n->cluster_key);
     kms_rolemap_free(&n->roles);
     kms_keystore_free(&n->ks);
     if (n->crls != NULL)
@@ -140,7 +142,9 @@ static kms_rc open_cache(struct node *n)
         return KMS_OK;
     }
     /* distributed: the local tier in front of Redis, values sealed under the cluster key */
-    return kms_redis_config_open(n->cfg, n->name, local, &n->cache); /* takes local */
+    KMS_GUARD(kms_redis_config_open(n->cfg, n->name, local, &n->cache)); /* takes local */
+    /* why: the nodes behind one load balancer resume each other's TLS sessions */
+    return kms_redis_config_cluster_key(n->cfg, &n->cluster_key);
 }
 
 /* The admin listener stays on loopback unless configured otherwise. */
@@ -178,6 +182,7 @@ static kms_rc start(struct node *n)
         .conn_memory = (size_t)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_MEMORY),
         .ticket_lifetime_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_TLS_TICKET_LIFETIME),
         .ticket_rotation_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_TLS_TICKET_ROTATION),
+        .ticket_secret = n->cluster_key,
         .admin_address = admin_address(n),
         .admin_port = (uint16_t)kms_config_int(n->cfg, KMS_CFG_ADMIN_PORT),
         .node = n->name,

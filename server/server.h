@@ -28,6 +28,10 @@ struct kms_server_deps {
     size_t conn_memory;         /* per-connection memory pool (headers, read buffer); 0: MHD's 32 KiB */
     unsigned ticket_lifetime_s; /* TLS session tickets: how long one resumes (0: GnuTLS's default) */
     unsigned ticket_rotation_s; /* new ticket master key this often; 0: never */
+    /* NULL: ticket master keys are random, per node. Else (a cluster): derived
+     * from this secret and the rotation period's number, so every node holding
+     * it resumes every other node's tickets. Borrowed; the server keeps a copy. */
+    const struct kms_secret *ticket_secret;
     const char *admin_address;  /* admin listener (GET /metrics); NULL or port 0: none */
     uint16_t admin_port;
     const char *node;

@@ -201,6 +201,23 @@ d2=$(decrypts)
   ko "(c) Redis back: $s1 $s2 $s3 $s4, Decrypts $d1 -> $d2"
 scan "at the end"
 
+# --- TLS session resumption across nodes: the ticket key is derived from the cluster key,
+# so a session begun on one node resumes on the next one HAProxy's round robin picks
+per_node() { for i in 1 2 3; do grep -c '"op":"whoami"' "$dir/node$i/audit.log" 2>/dev/null || true; done | tr '\n' ' '; }
+before=$(per_node)
+out=$(KMS_KEYSTORE_PASSWORD=$pw "$kmsctl" bench --url "$ha" --cert "$CLUSTER_PKI/cmxBackend.p12" --op whoami \
+  --new-conn --resume -c 1 -d 3 -w 0 --json 2>/dev/null)
+sleep 0.5 # the audit writer's flush interval
+after=$(per_node)
+hs=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])["handshakes"])' "$out" 2>/dev/null || echo 0)
+res=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])["resumed"])' "$out" 2>/dev/null || echo 0)
+spread=$(/usr/bin/python3 -c 'import sys; b=sys.argv[1].split(); a=sys.argv[2].split(); print(sum(1 for x, y in zip(b, a) if int(y) > int(x)))' "$before" "$after")
+if [ "$hs" -ge 30 ] && [ "$res" -ge $((hs * 9 / 10)) ] && [ "$spread" -eq 3 ]; then
+  ok "TLS resumption across nodes through HAProxy: $res of $hs handshakes resumed, all 3 nodes served"
+else
+  ko "TLS resumption across nodes: $res of $hs handshakes resumed, $spread nodes served (whoami per node $before -> $after)"
+fi
+
 # --- invalidation: the admin drops every node's cached customer keys (SPEC §9)
 s=$(api "$ha" cmxAdmin POST /v1/cluster/cache/invalidate)
 [ "$s" = 200 ] && ok "invalidate: POST /v1/cluster/cache/invalidate as admin" || ko "invalidate: $s $(head -c 200 "$tmp/body")"

@@ -28,6 +28,7 @@
 struct conn {
     int fd;
     SSL *ssl;
+    uint64_t gen;      /* the identity generation it was made under */
     struct conn *next; /* in the idle list */
 };
 
@@ -36,11 +37,12 @@ struct kms_kmip_client {
     uint16_t port;
     int host_is_ip;
     char endpoint[ENDPOINT_MAX];
-    SSL_CTX *ctx;
     unsigned pool_size, connect_ms, io_ms, pool_wait_ms, backoff_min_ms, backoff_max_ms;
 
     pthread_mutex_t mu; /* everything below */
     pthread_cond_t cv;  /* a connection was released or a slot freed */
+    SSL_CTX *ctx;       /* the current identity; SSL_new takes a reference under mu */
+    uint64_t gen;       /* bumped by every kms_kmip_client_set_identity */
     struct conn *idle;
     unsigned live;           /* connections that exist or are being opened */
     uint64_t down_until;     /* monotonic ms: no connect attempt before this */
@@ -226,10 +228,10 @@ static kms_rc handshake_failed(SSL *ssl, int err, int timed_out)
     return KMS_ERR_BACKEND_UNAVAILABLE;
 }
 
-static kms_rc tls_connect(struct kms_kmip_client *c, int fd, uint64_t deadline, SSL **out)
+static kms_rc tls_connect(struct kms_kmip_client *c, SSL_CTX *ctx, int fd, uint64_t deadline, SSL **out)
 {
     *out = NULL;
-    SSL *ssl = SSL_new(c->ctx);
+    SSL *ssl = SSL_new(ctx);
     if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
         SSL_free(ssl);
         kms_fail(KMS_ERR_NO_MEMORY, "TLS: cannot create a connection");
@@ -272,12 +274,24 @@ static kms_rc conn_open(struct kms_kmip_client *c, uint64_t deadline, struct con
     if (k == NULL)
         return kms_fail(KMS_ERR_NO_MEMORY, "KMIP connection");
     k->fd = -1;
+    /* why: kms_kmip_client_set_identity may swap c->ctx meanwhile; the
+     * reference keeps this one alive through SSL_new */
+    pthread_mutex_lock(&c->mu);
+    SSL_CTX *ctx = c->ctx;
+    k->gen = c->gen;
+    int ref_ok = SSL_CTX_up_ref(ctx) == 1;
+    pthread_mutex_unlock(&c->mu);
+    if (!ref_ok) {
+        free(k);
+        return kms_fail(KMS_ERR_CRYPTO, "KMIP client TLS context reference");
+    }
     struct sigpipe_guard g;
     sigpipe_block(&g);
     kms_rc rc = tcp_connect(c, deadline, &k->fd);
     if (rc == KMS_OK)
-        rc = tls_connect(c, k->fd, deadline, &k->ssl);
+        rc = tls_connect(c, ctx, k->fd, deadline, &k->ssl);
     sigpipe_restore(&g);
+    SSL_CTX_free(ctx); /* the SSL holds its own reference */
     if (rc != KMS_OK) {
         conn_close(k, 0);
         return rc;
@@ -373,6 +387,15 @@ static kms_rc acquire(struct kms_kmip_client *c, uint64_t deadline, int force_ne
             struct conn *k = c->idle;
             c->idle = k->next;
             k->next = NULL;
+            if (k->gen != c->gen) {
+                /* made under an identity that has been replaced */
+                c->live--;
+                c->stats.retired++;
+                pthread_mutex_unlock(&c->mu);
+                conn_close(k, 1);
+                pthread_mutex_lock(&c->mu);
+                continue;
+            }
             pthread_mutex_unlock(&c->mu);
             if (!force_new && conn_alive(k)) {
                 *out = k;
@@ -443,15 +466,21 @@ static void release(struct kms_kmip_client *c, struct conn *k, int healthy)
     if (!healthy)
         conn_close(k, 0);
     pthread_mutex_lock(&c->mu);
-    if (healthy) {
+    int stale = healthy && k->gen != c->gen;
+    if (healthy && !stale) {
         k->next = c->idle;
         c->idle = k;
     } else {
         c->live--;
-        c->stats.dropped++;
+        if (stale)
+            c->stats.retired++;
+        else
+            c->stats.dropped++;
     }
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
+    if (stale)
+        conn_close(k, 1); /* why: finished its request under the old identity; not back to the pool */
 }
 
 /* Sends req and reads one whole message into resp (reset first). */
@@ -654,36 +683,46 @@ static int is_ip_literal(const char *host)
     return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
 }
 
-static kms_rc make_ctx(struct kms_kmip_client *c, const struct kms_kmip_client_options *o)
+/* A TLS client context presenting cert/key (+ chain) and trusting trust for
+ * the server; *out is the caller's (SSL_CTX_free). Shared by open and
+ * set_identity so both identities are configured exactly alike. */
+static kms_rc make_ctx(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain, X509_STORE *trust, SSL_CTX **out)
 {
-    c->ctx = SSL_CTX_new(TLS_client_method());
-    if (c->ctx == NULL)
-        goto fail;
-    if (SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION) != 1)
-        goto fail;
-    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-    SSL_CTX_set1_cert_store(c->ctx, o->trust);
-    /* why: the operator put this CA in the keystore to sign the HSM's
-     * certificate; an intermediate trusted there is an anchor too */
-    if (X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(c->ctx), X509_V_FLAG_PARTIAL_CHAIN) != 1)
-        goto fail;
-    if (X509_check_private_key(o->cert, o->key) != 1) {
+    *out = NULL;
+    if (cert == NULL || key == NULL)
+        return kms_fail(KMS_ERR_CONFIG, "KMIP: no client certificate and key");
+    if (trust == NULL)
+        return kms_fail(KMS_ERR_CONFIG, "KMIP: no trusted CA for the server certificate");
+    if (X509_check_private_key(cert, key) != 1) {
         ERR_clear_error();
         return kms_fail(KMS_ERR_CONFIG, "KMIP client key does not match its certificate");
     }
-    if (SSL_CTX_use_certificate(c->ctx, o->cert) != 1 || SSL_CTX_use_PrivateKey(c->ctx, o->key) != 1) {
-        kms_fail(KMS_ERR_CONFIG, "KMIP client certificate or key not usable");
-        kms_error_add_openssl();
-        return KMS_ERR_CONFIG;
-    }
-    if (o->chain != NULL && SSL_CTX_set1_chain(c->ctx, o->chain) != 1)
+    kms_rc rc = KMS_ERR_CRYPTO;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
         goto fail;
-    SSL_CTX_set_mode(c->ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+        goto fail;
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set1_cert_store(ctx, trust);
+    /* why: the operator put this CA in the keystore to sign the HSM's
+     * certificate; an intermediate trusted there is an anchor too */
+    if (X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN) != 1)
+        goto fail;
+    if (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
+        rc = KMS_ERR_CONFIG;
+        goto fail;
+    }
+    if (chain != NULL && SSL_CTX_set1_chain(ctx, chain) != 1)
+        goto fail;
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    *out = ctx;
     return KMS_OK;
 fail:
-    kms_fail(KMS_ERR_CRYPTO, "KMIP client TLS context");
+    SSL_CTX_free(ctx);
+    kms_fail(rc, rc == KMS_ERR_CONFIG ? "KMIP client certificate or key not usable" : "KMIP client TLS context");
     kms_error_add_openssl();
-    return KMS_ERR_CRYPTO;
+    return rc;
 }
 
 static unsigned or_default(unsigned v, unsigned d) { return v != 0 ? v : d; }
@@ -727,7 +766,7 @@ kms_rc kms_kmip_client_open(const struct kms_kmip_client_options *o, struct kms_
     c->host_is_ip = is_ip_literal(c->host);
     snprintf(c->endpoint, sizeof(c->endpoint), strchr(c->host, ':') ? "[%s]:%u" : "%s:%u", c->host,
              (unsigned)c->port);
-    kms_rc rc = make_ctx(c, o);
+    kms_rc rc = make_ctx(o->cert, o->key, o->chain, o->trust, &c->ctx);
     if (rc == KMS_OK && !o->defer_connect)
         rc = negotiate(c, c->io_ms);
     if (rc != KMS_OK) {
@@ -758,6 +797,44 @@ void kms_kmip_client_free(struct kms_kmip_client **pc)
 }
 
 const char *kms_kmip_client_endpoint(const struct kms_kmip_client *c) { return c->endpoint; }
+
+kms_rc kms_kmip_client_set_identity(struct kms_kmip_client *c, X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
+                                    X509_STORE *trust)
+{
+    SSL_CTX *ctx = NULL;
+    KMS_GUARD(make_ctx(cert, key, chain, trust, &ctx));
+    pthread_mutex_lock(&c->mu);
+    SSL_CTX *old = c->ctx;
+    c->ctx = ctx;
+    c->gen++;
+    /* why: idle connections presented the old certificate; close them now
+     * rather than at their next use (in-flight ones close on release) */
+    struct conn *idle = c->idle;
+    c->idle = NULL;
+    for (struct conn *k = idle; k != NULL; k = k->next) {
+        c->live--;
+        c->stats.retired++;
+    }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    while (idle != NULL) {
+        struct conn *k = idle;
+        idle = k->next;
+        conn_close(k, 1);
+    }
+    SSL_CTX_free(old); /* connections made under it hold their own references */
+    return KMS_OK;
+}
+
+X509 *kms_kmip_client_get1_cert(struct kms_kmip_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    X509 *x = SSL_CTX_get0_certificate(c->ctx);
+    if (x != NULL && X509_up_ref(x) != 1)
+        x = NULL;
+    pthread_mutex_unlock(&c->mu);
+    return x;
+}
 
 kms_rc kms_kmip_client_version(struct kms_kmip_client *c, struct kms_kmip_version *out)
 {

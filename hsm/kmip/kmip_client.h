@@ -86,6 +86,21 @@ kms_rc kms_kmip_client_open(const struct kms_kmip_client_options *o, struct kms_
  * Takes NULL; sets *c = NULL. */
 void kms_kmip_client_free(struct kms_kmip_client **c);
 
+/* Replaces the client's TLS identity (certificate, key, chain) and the CAs
+ * it trusts for the server, e.g. after kmsd's keystore was renewed. The new
+ * context is built exactly as kms_kmip_client_open builds it; on error
+ * (KMS_ERR_CONFIG: cert/key mismatch or unusable, missing argument;
+ * KMS_ERR_CRYPTO) the old identity stays in force. On success, idle pooled
+ * connections are closed, connections in flight finish their request and
+ * are then closed instead of pooled, and every new connection presents the
+ * new certificate; no request fails because of the swap. Arguments are
+ * borrowed (referenced / copied). Thread-safe. */
+kms_rc kms_kmip_client_set_identity(struct kms_kmip_client *c, X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
+                                    X509_STORE *trust) KMS_MUST_CHECK;
+/* The certificate the client presents now (a new reference: X509_free), or
+ * NULL. */
+X509 *kms_kmip_client_get1_cert(struct kms_kmip_client *c);
+
 /* "host:port" (static for the client's lifetime). */
 const char *kms_kmip_client_endpoint(const struct kms_kmip_client *c);
 /* The negotiated version (negotiating first if needed). */
@@ -101,6 +116,7 @@ struct kms_kmip_client_stats {
     uint64_t connect_failures;
     uint64_t retries;         /* requests sent again after a dead pooled connection */
     uint64_t dropped;         /* pooled connections found dead or broken */
+    uint64_t retired;         /* connections closed because the identity was replaced */
     unsigned open;            /* connections that exist now */
 };
 void kms_kmip_client_stats(struct kms_kmip_client *c, struct kms_kmip_client_stats *out);

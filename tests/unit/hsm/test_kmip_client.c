@@ -45,6 +45,10 @@ struct fake {
     atomic_int close_after;  /* close right after answering this request */
     atomic_int requests;
     atomic_int connections;
+    atomic_int delay_ms; /* wait this long before answering each request */
+    pthread_mutex_t cn_mu;
+    char cn[64][64]; /* the client certificate's CN, per accepted connection */
+    int n_cn;
 };
 
 static char dir[64];
@@ -239,6 +243,9 @@ static void serve(SSL *s, int fd)
         if (n == atomic_load(&fk.drop_request))
             break;
         int mode = atomic_load(&fk.mode);
+        int delay = atomic_load(&fk.delay_ms);
+        if (delay > 0)
+            usleep((useconds_t)delay * 1000u);
         if (mode == FAKE_SILENT)
             continue;
         if (mode == FAKE_GARBAGE) {
@@ -274,8 +281,20 @@ static void *fake_main(void *arg)
         atomic_fetch_add(&fk.connections, 1);
         SSL *s = SSL_new(fk.ctx);
         SSL_set_fd(s, fd);
-        if (SSL_accept(s) == 1)
+        if (SSL_accept(s) == 1) {
+            X509 *peer = SSL_get1_peer_certificate(s);
+            pthread_mutex_lock(&fk.cn_mu);
+            if (fk.n_cn < (int)KMS_ARRAY_LEN(fk.cn)) {
+                fk.cn[fk.n_cn][0] = '\0';
+                if (peer != NULL)
+                    X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, fk.cn[fk.n_cn],
+                                              (int)sizeof(fk.cn[0]));
+                fk.n_cn++;
+            }
+            pthread_mutex_unlock(&fk.cn_mu);
+            X509_free(peer);
             serve(s, fd);
+        }
         SSL_free(s); /* why: no close_notify, the client must cope with a bare close */
         close(fd);
         ERR_clear_error();
@@ -299,6 +318,7 @@ static void setup(void)
     client_key = key_at("c.key");
 
     memset(&fk, 0, sizeof(fk));
+    cr_assert_eq(pthread_mutex_init(&fk.cn_mu, NULL), 0);
     fk.ctx = SSL_CTX_new(TLS_server_method());
     X509 *sc = cert_at("s.crt");
     EVP_PKEY *sk = key_at("s.key");
@@ -329,6 +349,7 @@ static void teardown(void)
     pthread_join(fk.thr, NULL);
     close(fk.lfd);
     SSL_CTX_free(fk.ctx);
+    pthread_mutex_destroy(&fk.cn_mu);
     X509_free(client_cert);
     EVP_PKEY_free(client_key);
     X509_STORE_free(trust);
@@ -559,4 +580,200 @@ Test(kmip_client, options_are_checked)
     EVP_PKEY_free(other);
     cr_assert_null(c);
     cr_assert_eq(atomic_load(&fk.connections), 0, "bad options never connect");
+}
+
+/* ---- identity renewal (kms_kmip_client_set_identity) -------------------- */
+
+static X509 *client2_cert;
+static EVP_PKEY *client2_key;
+
+/* A second client certificate from the same CA: kmsClient renewed. */
+static void setup_renewal(void)
+{
+    setup();
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout c2.key -out c2.csr "
+             "-subj /CN=kmsClientRenewed 2>/dev/null && openssl x509 -req -in c2.csr -CA ca.crt -CAkey ca.key "
+             "-CAcreateserial -days 2 -extfile c.ext -out c2.crt 2>/dev/null",
+             dir);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    client2_cert = cert_at("c2.crt");
+    client2_key = key_at("c2.key");
+}
+
+static void teardown_renewal(void)
+{
+    X509_free(client2_cert);
+    EVP_PKEY_free(client2_key);
+    client2_cert = NULL;
+    client2_key = NULL;
+    teardown();
+}
+
+/* The CN the fake saw on its last accepted connection, and how many. */
+static int last_cn(char *out, size_t cap)
+{
+    pthread_mutex_lock(&fk.cn_mu);
+    int n = fk.n_cn;
+    snprintf(out, cap, "%s", n > 0 ? fk.cn[n - 1] : "");
+    pthread_mutex_unlock(&fk.cn_mu);
+    return n;
+}
+
+static kms_rc one_encrypt(struct kms_kmip_client *c)
+{
+    uint8_t nonce[12] = {0}, pt[16] = {0}, ct[16], tag[16];
+    return kms_kmip_encrypt_gcm(c, "u-1", nonce, NULL, 0, pt, 16, ct, tag);
+}
+
+TestSuite(kmip_identity, .init = setup_renewal, .fini = teardown_renewal);
+
+Test(kmip_identity, the_next_request_presents_the_new_certificate_on_a_new_connection)
+{
+    struct kms_kmip_client *c = open_ok(opts());
+    char cn[64];
+    cr_assert_eq(one_encrypt(c), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(last_cn(cn, sizeof(cn)), 1);
+    cr_assert_str_eq(cn, "kmsClient");
+    struct kms_kmip_client_stats st;
+    kms_kmip_client_stats(c, &st);
+    cr_assert_eq(st.open, 1, "one pooled connection of the old identity");
+
+    cr_assert_eq(kms_kmip_client_set_identity(c, client2_cert, client2_key, NULL, trust), KMS_OK, "%s",
+                 kms_error_detail());
+    kms_kmip_client_stats(c, &st);
+    cr_assert_eq(st.open, 0, "the idle connection of the old identity is closed");
+    cr_assert_eq(st.retired, 1);
+    X509 *now = kms_kmip_client_get1_cert(c);
+    cr_assert_eq(X509_cmp(now, client2_cert), 0);
+    X509_free(now);
+
+    cr_assert_eq(one_encrypt(c), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(last_cn(cn, sizeof(cn)), 2, "not reused: a new connection");
+    cr_assert_str_eq(cn, "kmsClientRenewed");
+    cr_assert_eq(one_encrypt(c), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(last_cn(cn, sizeof(cn)), 2, "the new connection is pooled");
+    kms_kmip_client_stats(c, &st);
+    cr_assert_eq(st.dropped, 0);
+    cr_assert_eq(st.retries, 0);
+    cr_assert_eq(st.connects, 2);
+    kms_kmip_client_free(&c);
+}
+
+static void *encrypt_once(void *arg)
+{
+    struct hold *h = arg;
+    h->rc = one_encrypt(h->c);
+    return NULL;
+}
+
+Test(kmip_identity, a_request_in_flight_finishes_and_its_connection_is_not_pooled)
+{
+    struct kms_kmip_client_options o = opts();
+    o.pool_size = 1;
+    struct kms_kmip_client *c = open_ok(o);
+    int before = atomic_load(&fk.requests);
+    atomic_store(&fk.delay_ms, 500);
+    struct hold h = {.c = c, .rc = KMS_ERR_INTERNAL};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, encrypt_once, &h), 0);
+    uint64_t until = ms_now() + 3000;
+    while (atomic_load(&fk.requests) == before && ms_now() < until)
+        usleep(5 * 1000);
+    cr_assert_eq(atomic_load(&fk.requests), before + 1, "the request reached the server");
+    /* the server holds the answer for 500 ms: the swap happens while in flight */
+    cr_assert_eq(kms_kmip_client_set_identity(c, client2_cert, client2_key, NULL, trust), KMS_OK, "%s",
+                 kms_error_detail());
+    struct kms_kmip_client_stats st;
+    kms_kmip_client_stats(c, &st);
+    cr_assert_eq(st.open, 1, "still in flight");
+    cr_assert_eq(st.retired, 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(h.rc, KMS_OK, "the request in flight succeeds: %s", kms_error_detail());
+    kms_kmip_client_stats(c, &st);
+    cr_assert_eq(st.open, 0, "closed after its request, not pooled");
+    cr_assert_eq(st.retired, 1);
+    atomic_store(&fk.delay_ms, 0);
+    char cn[64];
+    cr_assert_eq(one_encrypt(c), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(last_cn(cn, sizeof(cn)), 2);
+    cr_assert_str_eq(cn, "kmsClientRenewed");
+    kms_kmip_client_free(&c);
+}
+
+struct loop {
+    struct kms_kmip_client *c;
+    int ok, failed;
+    char detail[256];
+};
+
+static void *encrypt_loop(void *arg)
+{
+    struct loop *l = arg;
+    for (int i = 0; i < 40; i++) {
+        if (one_encrypt(l->c) == KMS_OK) {
+            l->ok++;
+        } else {
+            l->failed++;
+            snprintf(l->detail, sizeof(l->detail), "%s", kms_error_detail());
+        }
+    }
+    return NULL;
+}
+
+Test(kmip_identity, requests_keep_succeeding_across_repeated_swaps)
+{
+    struct kms_kmip_client_options o = opts();
+    o.pool_size = 1; /* why: the fake serves one connection at a time */
+    struct kms_kmip_client *c = open_ok(o);
+    struct loop l[3];
+    pthread_t t[3];
+    memset(l, 0, sizeof(l));
+    for (int i = 0; i < 3; i++) {
+        l[i].c = c;
+        cr_assert_eq(pthread_create(&t[i], NULL, encrypt_loop, &l[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        usleep(15 * 1000);
+        X509 *x = i % 2 == 0 ? client2_cert : client_cert;
+        EVP_PKEY *k = i % 2 == 0 ? client2_key : client_key;
+        cr_assert_eq(kms_kmip_client_set_identity(c, x, k, NULL, trust), KMS_OK, "%s", kms_error_detail());
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(l[i].failed, 0, "thread %d: %d failed: %s", i, l[i].failed, l[i].detail);
+        cr_assert_eq(l[i].ok, 40);
+    }
+    struct kms_kmip_client_stats st;
+    kms_kmip_client_stats(c, &st);
+    cr_assert_geq(st.retired, 1, "swaps closed connections of the old identity");
+    cr_assert_eq(st.dropped, 0);
+    char cn[64];
+    cr_assert_eq(one_encrypt(c), KMS_OK, "%s", kms_error_detail());
+    (void)last_cn(cn, sizeof(cn));
+    cr_assert_str_eq(cn, "kmsClient", "the last identity set (the original) is in force");
+    kms_kmip_client_free(&c);
+}
+
+Test(kmip_identity, a_mismatched_key_is_refused_and_the_old_identity_stays)
+{
+    struct kms_kmip_client *c = open_ok(opts());
+    cr_assert_eq(one_encrypt(c), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(kms_kmip_client_set_identity(c, client2_cert, client_key, NULL, trust), KMS_ERR_CONFIG);
+    cr_assert(strstr(kms_error_detail(), "does not match") != NULL, "%s", kms_error_detail());
+    cr_assert_eq(kms_kmip_client_set_identity(c, client2_cert, client2_key, NULL, NULL), KMS_ERR_CONFIG);
+    cr_assert_eq(kms_kmip_client_set_identity(c, NULL, client2_key, NULL, trust), KMS_ERR_CONFIG);
+    struct kms_kmip_client_stats st;
+    kms_kmip_client_stats(c, &st);
+    cr_assert_eq(st.retired, 0);
+    cr_assert_eq(st.open, 1, "the pooled connection stays");
+    X509 *now = kms_kmip_client_get1_cert(c);
+    cr_assert_eq(X509_cmp(now, client_cert), 0);
+    X509_free(now);
+    cr_assert_eq(one_encrypt(c), KMS_OK, "%s", kms_error_detail());
+    char cn[64];
+    cr_assert_eq(last_cn(cn, sizeof(cn)), 1, "the same connection, reused");
+    cr_assert_str_eq(cn, "kmsClient");
+    kms_kmip_client_free(&c);
 }

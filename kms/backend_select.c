@@ -1,9 +1,12 @@
 #include "kms/backend_select.h"
 
+#include <openssl/asn1.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "hsm/kmip/kmip_backend.h"
@@ -46,46 +49,110 @@ static size_t add_keystore_cas(const struct kms_keystore *ks, X509_STORE *store,
     return n;
 }
 
-static kms_rc open_kmip(const struct kms_config *cfg, const struct kms_keystore *ks, struct kms_backend **out)
+/* kmsd's identity toward the HSM (the kms.keystore.alias private-key entry)
+ * and the CAs it trusts for the HSM (kms.hsm.ca.file, else the keystore's CA
+ * entries): *trust is the caller's (X509_STORE_free), *id borrowed from ks.
+ * Used at open and at keystore reload, so both read them alike. */
+static kms_rc kmip_identity(const struct kms_config *cfg, const struct kms_keystore *ks,
+                            const struct kms_ks_entry **id, X509_STORE **trust)
 {
+    *id = NULL;
+    *trust = NULL;
     const char *alias = kms_config_str(cfg, KMS_CFG_KEYSTORE_ALIAS);
-    const struct kms_ks_entry *id = kms_keystore_find(ks, alias);
-    if (id == NULL || kms_ks_entry_type(id) != KMS_KS_PRIVATE_KEY)
+    const struct kms_ks_entry *e = kms_keystore_find(ks, alias);
+    if (e == NULL || kms_ks_entry_type(e) != KMS_KS_PRIVATE_KEY)
         return kms_fail(KMS_ERR_ALIAS_NOT_FOUND,
                         "%s has no private-key entry '%s' (kms.keystore.alias, kmsd's identity toward the HSM)",
                         kms_keystore_path(ks), alias);
-    X509_STORE *trust = X509_STORE_new();
-    if (trust == NULL)
-        return KMS_ERR_NO_MEMORY;
+    X509_STORE *store = X509_STORE_new();
+    if (store == NULL)
+        return kms_fail(KMS_ERR_NO_MEMORY, "KMIP trust store");
     const char *ca_file = kms_config_str(cfg, KMS_CFG_HSM_CA_FILE);
-    kms_rc rc = KMS_OK;
     if (ca_file[0] != '\0') {
-        if (X509_STORE_load_file(trust, ca_file) != 1) {
+        if (X509_STORE_load_file(store, ca_file) != 1) {
+            X509_STORE_free(store);
+            kms_fail(KMS_ERR_CONFIG, "kms.hsm.ca.file %s: no PEM certificates could be read", ca_file);
             kms_error_add_openssl();
-            rc = kms_fail(KMS_ERR_CONFIG, "kms.hsm.ca.file %s: no PEM certificates could be read", ca_file);
+            return KMS_ERR_CONFIG;
         }
-    } else if (add_keystore_cas(ks, trust, NULL) == 0) {
-        rc = kms_fail(KMS_ERR_CONFIG,
-                      "%s has no trusted CA entry (such as kmipSigningCA) to verify the HSM, and kms.hsm.ca.file "
-                      "is not set",
-                      kms_keystore_path(ks));
+    } else if (add_keystore_cas(ks, store, NULL) == 0) {
+        X509_STORE_free(store);
+        return kms_fail(KMS_ERR_CONFIG,
+                        "%s has no trusted CA entry (such as kmipSigningCA) to verify the HSM, and kms.hsm.ca.file "
+                        "is not set",
+                        kms_keystore_path(ks));
     }
-    if (rc == KMS_OK) {
-        struct kms_kmip_options o;
-        memset(&o, 0, sizeof(o));
-        o.client.host = kms_config_str(cfg, KMS_CFG_HSM_SERVER_URL);
-        o.client.port = (uint16_t)kms_config_int(cfg, KMS_CFG_HSM_SERVER_PORT);
-        o.client.cert = kms_ks_entry_cert(id);
-        o.client.key = kms_ks_entry_key(id);
-        o.client.chain = kms_ks_entry_chain(id);
-        o.client.trust = trust;
-        o.client.pool_size = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_POOL_SIZE);
-        o.client.connect_timeout_ms = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_CONNECT_TIMEOUT);
-        o.client.io_timeout_ms = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_TIMEOUT);
-        rc = kms_kmip_backend_open(&o, out);
-    }
+    *id = e;
+    *trust = store;
+    return KMS_OK;
+}
+
+static kms_rc open_kmip(const struct kms_config *cfg, const struct kms_keystore *ks, struct kms_backend **out)
+{
+    const struct kms_ks_entry *id = NULL;
+    X509_STORE *trust = NULL;
+    KMS_GUARD(kmip_identity(cfg, ks, &id, &trust));
+    struct kms_kmip_options o;
+    memset(&o, 0, sizeof(o));
+    o.client.host = kms_config_str(cfg, KMS_CFG_HSM_SERVER_URL);
+    o.client.port = (uint16_t)kms_config_int(cfg, KMS_CFG_HSM_SERVER_PORT);
+    o.client.cert = kms_ks_entry_cert(id);
+    o.client.key = kms_ks_entry_key(id);
+    o.client.chain = kms_ks_entry_chain(id);
+    o.client.trust = trust;
+    o.client.pool_size = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_POOL_SIZE);
+    o.client.connect_timeout_ms = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_CONNECT_TIMEOUT);
+    o.client.io_timeout_ms = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_TIMEOUT);
+    kms_rc rc = kms_kmip_backend_open(&o, out);
     X509_STORE_free(trust); /* the client holds its own reference */
     return rc;
+}
+
+static void cert_sha256(X509 *x, char hex[65])
+{
+    uint8_t md[32];
+    unsigned len = 0;
+    hex[0] = '\0';
+    if (x == NULL || X509_digest(x, EVP_sha256(), md, &len) != 1 || len != sizeof(md))
+        return;
+    for (unsigned i = 0; i < len; i++)
+        (void)snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+kms_rc kms_backend_reload_identity(const struct kms_config *cfg, const struct kms_keystore *ks, struct kms_backend *b,
+                                   struct kms_backend_identity *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (b == NULL || b->ops->kind != KMS_BACKEND_KMIP)
+        return KMS_OK;
+    struct kms_kmip_client *c = kms_kmip_backend_client(b);
+    if (c == NULL)
+        return kms_fail(KMS_ERR_CONFIG, "HSM identity reload: the KMIP backend was passed wrapped (give the one "
+                                        "kms_backend_open_configured returned)");
+    const struct kms_ks_entry *id = NULL;
+    X509_STORE *trust = NULL;
+    KMS_GUARD(kmip_identity(cfg, ks, &id, &trust));
+    X509 *old = kms_kmip_client_get1_cert(c);
+    char old_fp[65];
+    cert_sha256(old, old_fp);
+    X509_free(old);
+    kms_rc rc = kms_kmip_backend_set_identity(b, kms_ks_entry_cert(id), kms_ks_entry_key(id), kms_ks_entry_chain(id),
+                                              trust);
+    X509_STORE_free(trust);
+    if (rc != KMS_OK) {
+        char why[300];
+        (void)snprintf(why, sizeof(why), "%s", kms_error_detail());
+        return kms_fail(rc, "%s entry '%s' (kms.keystore.alias): %s; the previous HSM identity stays in force",
+                        kms_keystore_path(ks), kms_config_str(cfg, KMS_CFG_KEYSTORE_ALIAS), why);
+    }
+    out->kmip = 1;
+    cert_sha256(kms_ks_entry_cert(id), out->sha256);
+    out->changed = strcmp(old_fp, out->sha256) != 0;
+    const ASN1_TIME *na = X509_get0_notAfter(kms_ks_entry_cert(id));
+    struct tm tm;
+    if (na != NULL && ASN1_TIME_to_tm(na, &tm) == 1)
+        (void)strftime(out->not_after, sizeof(out->not_after), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return KMS_OK;
 }
 
 static kms_rc open_vault(const struct kms_config *cfg, const struct kms_keystore *ks, struct kms_backend **out)

@@ -19,4 +19,25 @@
 kms_rc kms_backend_open_configured(const struct kms_config *cfg, const struct kms_keystore *ks,
                                    struct kms_backend **out) KMS_MUST_CHECK;
 
+struct kms_backend_identity {
+    int kmip;           /* 1: b is a KMIP backend and its identity was (re)installed */
+    int changed;        /* its certificate differs from the one it presented before */
+    char sha256[65];    /* SHA-256 of the certificate now presented, lowercase hex */
+    char not_after[32]; /* its notAfter, "YYYY-MM-DDTHH:MM:SSZ" */
+};
+
+/* After a keystore reload: re-reads kmsd's identity toward the HSM and the
+ * CAs trusted for it from ks exactly as kms_backend_open_configured does,
+ * and installs them in b (the unwrapped backend it returned). KMIP: the
+ * client presents the new certificate on its next connections, pooled
+ * connections of the old one are closed after their request, no request
+ * fails (kms_kmip_client_set_identity). soft and VAULT: nothing to do
+ * (Vault authenticates by token or Azure identity; its CA list is read at
+ * start only), KMS_OK with out->kmip = 0. Errors: KMS_ERR_ALIAS_NOT_FOUND
+ * (no kms.keystore.alias private-key entry), KMS_ERR_CONFIG (no trusted CA,
+ * unreadable kms.hsm.ca.file, certificate and key do not match), with a
+ * detail naming the keystore and entry; the old identity then stays. */
+kms_rc kms_backend_reload_identity(const struct kms_config *cfg, const struct kms_keystore *ks, struct kms_backend *b,
+                                   struct kms_backend_identity *out) KMS_MUST_CHECK;
+
 #endif

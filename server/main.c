@@ -63,6 +63,7 @@ struct node {
     STACK_OF(X509_CRL) *crls;
     struct kms_rolemap *roles;
     struct kms_backend *backend;
+    struct kms_backend *hsm; /* backend unwrapped (borrowed from it): kms_backend_reload_identity */
     struct kms_cache *cache;
     struct kms_hierarchy *hierarchy;
     struct kms_audit *audit;
@@ -109,6 +110,7 @@ static kms_rc open_backend(struct node *n)
     struct kms_backend *raw = NULL;
     KMS_GUARD(kms_backend_open_configured(n->cfg, n->ks, &raw));
     KMS_GUARD(kms_metrics_wrap_backend(raw, &n->backend)); /* takes raw */
+    n->hsm = raw;
     if (n->backend->ops->kind == KMS_BACKEND_SOFT)
         kms_log(KMS_LOG_WARN, "backend.soft", NULL, "msg",
                 "kms.hsm.protocol=soft: master keys are held by kmsd itself in a password-sealed file, NOT in an "
@@ -231,6 +233,21 @@ static void warn_expiry(struct node *n)
             NULL);
 }
 
+/* kmsd's certificate toward the HSM (kms.keystore.alias) follows the
+ * keystore too; a failure leaves the old one in force and the server part
+ * of the reload applies anyway. */
+static void reload_hsm_identity(struct node *n, const struct kms_keystore *ks)
+{
+    struct kms_backend_identity id;
+    kms_rc rc = kms_backend_reload_identity(n->cfg, ks, n->hsm, &id);
+    if (rc != KMS_OK)
+        kms_log(KMS_LOG_WARN, "hsm.identity_reload_failed", NULL, "code", kms_error_code(rc), "detail",
+                kms_error_detail(), "msg", "kmsd keeps presenting its previous certificate to the HSM", NULL);
+    else if (id.changed)
+        kms_log(KMS_LOG_INFO, "hsm.identity_reloaded", NULL, "alias", kms_config_str(n->cfg, KMS_CFG_KEYSTORE_ALIAS),
+                "sha256", id.sha256, "not_after", id.not_after, NULL);
+}
+
 /* Loads the keystore and CRL again and hands them to the server; a keystore
  * that does not load or lacks the server entry is refused and the old one
  * stays in force (SPEC §6). */
@@ -239,9 +256,13 @@ static void reload(struct node *n, const char *why)
     kms_error_clear();
     kms_rc rc = load_keystore(n);
     if (rc == KMS_OK) {
+        /* why: the server holds ks as its current generation until the next reload */
+        const struct kms_keystore *ks = n->ks;
         rc = kms_server_reload(n->server, n->ks, n->crls);
         n->ks = NULL;
         n->crls = NULL;
+        if (rc == KMS_OK)
+            reload_hsm_identity(n, ks);
     } else {
         char detail[256];
         (void)snprintf(detail, sizeof(detail), "%s", kms_error_detail());

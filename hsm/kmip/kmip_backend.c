@@ -286,3 +286,12 @@ struct kms_kmip_client *kms_kmip_backend_client(struct kms_backend *b)
         return NULL;
     return ((struct kmip_backend *)b)->client;
 }
+
+kms_rc kms_kmip_backend_set_identity(struct kms_backend *b, X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
+                                     X509_STORE *trust)
+{
+    struct kms_kmip_client *c = kms_kmip_backend_client(b);
+    if (c == NULL)
+        return kms_fail(KMS_ERR_CONFIG, "KMIP identity: not a KMIP backend");
+    return kms_kmip_client_set_identity(c, cert, key, chain, trust);
+}

@@ -42,6 +42,14 @@ kms_rc kms_kmip_backend_open(const struct kms_kmip_options *opts, struct kms_bac
  * for kmsctl-style operations and statistics. */
 struct kms_kmip_client *kms_kmip_backend_client(struct kms_backend *b);
 
+/* Replaces kmsd's TLS identity toward the KMIP server (client certificate,
+ * key, chain) and the CAs trusted for the server's certificate, without
+ * dropping requests: see kms_kmip_client_set_identity. KMS_ERR_CONFIG when
+ * b is not a KMIP backend or the certificate and key do not match; the old
+ * identity then stays in force. */
+kms_rc kms_kmip_backend_set_identity(struct kms_backend *b, X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
+                                     X509_STORE *trust) KMS_MUST_CHECK;
+
 /* Forgets every cached name -> UID mapping (after an operator re-points a
  * Name, or for tests). */
 void kms_kmip_backend_flush(struct kms_backend *b);

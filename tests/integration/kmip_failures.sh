@@ -96,6 +96,65 @@ uk2=$(field user_key)
 s=$(api cmxBackend POST /v1/workspace-keys "{\"site_id\":\"hsm-down\",\"customer_key\":\"$ck\",\"user_key\":\"$uk2\"}")
 [ "$s" = 201 ] && ok "rewrap keeps the key id: children made under either form agree" || ko "children after rewrap: $s"
 
+# Renewal of kmsd's own client certificate: a new key and certificate for
+# kmsClient (same subject, same dev CA) in kmsd's keystore, then SIGHUP. kmsd
+# logs hsm.identity_reloaded with the new fingerprint and keeps reaching the
+# HSM with it: a new customer key (KMIP Encrypt) and its rewrap (KMIP
+# Decrypt: rewrap bypasses the cache, which holds keys kmsd made or unwrapped).
+export DEVPKI_PW=$pw
+(
+  cd "$dir/pki" || exit 1
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out kmsClientRenewed.key 2>/dev/null
+  openssl req -new -key kmsClientRenewed.key -subj "/O=kmsd dev/OU=kmsClient/CN=kmsClient" \
+    -out kmsClientRenewed.csr 2>/dev/null
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' \
+    > kmsClientRenewed.ext
+  openssl x509 -req -in kmsClientRenewed.csr -CA intermediateCA.crt -CAkey intermediateCA.key -CAcreateserial \
+    -sha256 -days 30 -extfile kmsClientRenewed.ext -out kmsClientRenewed.crt 2>/dev/null
+  openssl pkcs12 -export -name kmsClient -inkey kmsClientRenewed.key -in kmsClientRenewed.crt -certfile ca-chain.crt \
+    -passout env:DEVPKI_PW -out kmsClientRenewed.p12
+  cp kms.jks renewed.jks
+  keytool -delete -alias kmsClient -keystore renewed.jks -storepass:env DEVPKI_PW >/dev/null 2>&1
+  keytool -importkeystore -noprompt -srckeystore kmsClientRenewed.p12 -srcstoretype pkcs12 \
+    -srcstorepass:env DEVPKI_PW -srcalias kmsClient -destkeystore renewed.jks -deststorepass:env DEVPKI_PW \
+    -destalias kmsClient >/dev/null 2>&1
+  mv renewed.jks kms.jks
+) || ko "could not renew kmsClient in the keystore"
+old_fp=$(openssl x509 -in "$dir/pki/kmsClient.crt" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g' | tr 'A-F' 'a-f')
+new_fp=$(openssl x509 -in "$dir/pki/kmsClientRenewed.crt" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g' | tr 'A-F' 'a-f')
+sessions_before=$(grep -c "Session client identity: kmsClient" "$dir/server.log")
+kill -HUP "$(cat "$dir/kmsd.pid")"
+for _ in $(seq 60); do grep -q '"event":"hsm.identity_reloaded"' "$dir/kmsd.log" && break; sleep 0.25; done
+line=$(grep '"event":"hsm.identity_reloaded"' "$dir/kmsd.log" | tail -1)
+if grep -q "\"sha256\":\"$new_fp\"" <<<"$line" && grep -q '"not_after":"20' <<<"$line" && [ "$new_fp" != "$old_fp" ]; then
+  ok "SIGHUP: hsm.identity_reloaded with the renewed certificate's fingerprint"
+else
+  ko "no hsm.identity_reloaded for $new_fp: ${line:-none}; $(grep -E 'hsm.identity_reload_failed|reload_refused' "$dir/kmsd.log" | tail -1)"
+fi
+grep -q '"event":"hsm.identity_reload_failed"' "$dir/kmsd.log" && ko "hsm.identity_reload_failed logged" \
+  || ok "no hsm.identity_reload_failed"
+decrypts_before=$(grep -c "Processing operation: Decrypt" "$dir/server.log")
+ck3=; [ "$(api cmxBackend POST /v1/customer-keys '{"site_id":"renewed"}')" = 201 ] && ck3=$(field customer_key)
+s3=$(api cmxBackend POST /v1/keys/kms-master-2/rewrap "{\"wrapped\":\"$ck3\",\"site_id\":\"renewed\"}")
+for _ in $(seq 20); do # why: PyKMIP's log may trail its answer
+  decrypts_after=$(grep -c "Processing operation: Decrypt" "$dir/server.log")
+  [ "$decrypts_after" -gt "$decrypts_before" ] && break; sleep 0.25
+done
+if [ -n "$ck3" ] && [ "$s3" = 200 ] && [ "$decrypts_after" -gt "$decrypts_before" ]; then
+  ok "after the renewal: a new customer key and its rewrap (KMIP Encrypt, Decrypt) work"
+else
+  ko "after the renewal: customer key '${ck3:0:12}', rewrap $s3, Decrypts $decrypts_before -> $decrypts_after"
+fi
+s3=$(api cmxBackend POST /v1/user-keys "{\"site_id\":\"renewed\",\"customer_key\":\"$ck3\"}")
+[ "$s3" = 201 ] && ok "after the renewal: a user key under the new customer key" || ko "user key after renewal: $s3"
+sessions=$(grep -c "Session client identity: kmsClient" "$dir/server.log")
+# why: the old identity's pooled connections were closed at the reload, so
+# these sessions were opened with the renewed certificate
+[ "$sessions" -gt "$sessions_before" ] && ok "PyKMIP accepted new kmsClient sessions after the renewal" \
+  || ko "PyKMIP sessions as kmsClient: $sessions_before before the renewal, $sessions after"
+s4=$(api cmxBackend POST /v1/user-keys "{\"site_id\":\"hsm-down\",\"customer_key\":\"$ck2\"}")
+[ "$s4" = 201 ] && ok "keys made before the renewal keep working" || ko "old customer key after renewal: $s4"
+
 # The master key never leaves the HSM: kmsd never sent Get.
 if grep -q "Processing operation: Get$" "$dir/server.log"; then ko "a KMIP Get was sent"; else ok "no KMIP Get in PyKMIP's log"; fi
 grep -q "Processing operation: Decrypt" "$dir/server.log" && ok "Decrypt went through PyKMIP" || ko "no Decrypt in PyKMIP's log"

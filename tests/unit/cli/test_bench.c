@@ -5,87 +5,21 @@
  *
  * No per-test .timeout (Criterion's runner leaks a timer record under ASan);
  * ctest's TIMEOUT bounds a hang, and kmsctl bench stops by itself. */
-#include <criterion/criterion.h>
+#include "bench_fixture.h"
+
 #include <criterion/hooks.h>
-#include <jansson.h>
-#include <spawn.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-extern char **environ;
-
-static char fixture_dir[64];
-static char port[16];
-
-static int run_plain(char *const argv[])
-{
-    pid_t pid;
-    int status;
-    if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) != 0 || waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static void harness(const char *verb)
-{
-    const char *src = getenv("KMS_SOURCE_DIR"), *bin = getenv("KMS_BINARY_DIR");
-    char script[4096], kmsd[4096];
-    snprintf(script, sizeof(script), "%s/tests/integration/harness.sh", src ? src : ".");
-    snprintf(kmsd, sizeof(kmsd), "%s/server/kmsd", bin ? bin : ".");
-    char dir[128];
-    snprintf(dir, sizeof(dir), "%s/it", fixture_dir);
-    char *argv[] = {"/bin/bash", script, (char *)verb, dir, kmsd, "soft", NULL};
-    if (strcmp(verb, "stop") == 0)
-        argv[4] = NULL;
-    if (run_plain(argv) != 0)
-        fprintf(stderr, "test_bench: harness.sh %s failed\n", verb);
-}
 
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    snprintf(fixture_dir, sizeof(fixture_dir), "/tmp/kmsbench-test-XXXXXX");
-    if (mkdtemp(fixture_dir) == NULL)
-        return;
-    harness("start");
-    /* why: the tests run in worker processes that see the environment, not this global */
-    setenv("KMSBENCH_FIXTURE", fixture_dir, 1);
+    fixture_start("/tmp/kmsbench-test-XXXXXX", "test_bench");
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
-    if (strncmp(fixture_dir, "/tmp/kmsbench-test-", 19) != 0)
-        return;
-    harness("stop");
-    char *argv[] = {"/bin/rm", "-rf", fixture_dir, NULL};
-    (void)run_plain(argv);
+    fixture_stop("/tmp/kmsbench-test-", "test_bench");
 }
-
-static void load_port(void)
-{
-    const char *d = getenv("KMSBENCH_FIXTURE");
-    cr_assert_not_null(d, "no fixture directory");
-    snprintf(fixture_dir, sizeof(fixture_dir), "%s", d);
-    char path[256], line[512];
-    snprintf(path, sizeof(path), "%s/it/it.env", fixture_dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "the harness did not start kmsd (%s)", path);
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, "KMS_IT_PORT=", 12) == 0)
-            snprintf(port, sizeof(port), "%.*s", (int)strcspn(line + 12, "\n"), line + 12);
-    fclose(f);
-    cr_assert(port[0] != '\0');
-}
-
-struct result {
-    int status;
-    char out[16384];
-    json_t *json;
-};
 
 /* Runs kmsctl bench with the given extra arguments (NULL-terminated) and
  * the client certificate cert (base name of a .p12 in the PKI). */

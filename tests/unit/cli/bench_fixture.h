@@ -1,7 +1,8 @@
 /* The kmsd fixture the kmsctl bench suites share: a kmsd started once per
  * test binary by tests/integration/harness.sh (soft backend, dev PKI) in a
- * mkdtemp directory, and the port the tests read back from its it.env.
- * Included by one .c file each; everything here is static. */
+ * mkdtemp directory, the port the tests read back from its it.env, and the
+ * runner of kmsctl bench --json against it. Included by one .c file each;
+ * everything here is static. */
 #ifndef KMS_TESTS_BENCH_FIXTURE_H
 #define KMS_TESTS_BENCH_FIXTURE_H
 
@@ -85,6 +86,52 @@ static void load_port(void)
             snprintf(port, sizeof(port), "%.*s", (int)strcspn(line + 12, "\n"), line + 12);
     fclose(f);
     cr_assert(port[0] != '\0');
+}
+
+/* In a test: runs kmsctl bench --json against the fixture with the client
+ * certificate cert (base name of a .p12 in its PKI) and the extra arguments
+ * (NULL-terminated; "@cacert" stands for the PKI's root CA file). */
+static void bench(struct result *r, const char *cert, const char *const *extra)
+{
+    load_port();
+    const char *bin = getenv("KMS_BINARY_DIR");
+    char kmsctl[4096], url[64], p12[256], pwfile[256], cacert[256];
+    snprintf(kmsctl, sizeof(kmsctl), "%s/cli/kmsctl", bin ? bin : ".");
+    snprintf(url, sizeof(url), "https://127.0.0.1:%s", port);
+    snprintf(p12, sizeof(p12), "%s/it/pki/%s.p12", fixture_dir, cert);
+    snprintf(pwfile, sizeof(pwfile), "%s/it/pki/password.txt", fixture_dir);
+    snprintf(cacert, sizeof(cacert), "%s/it/pki/rootCA.crt", fixture_dir);
+    const char *argv[40] = {kmsctl, "bench", "--url", url, "--cert", p12, "--password-file", pwfile, "--json"};
+    int n = 9;
+    for (; extra != NULL && *extra != NULL && n < 38; extra++) {
+        if (strcmp(*extra, "@cacert") == 0)
+            argv[n++] = cacert;
+        else
+            argv[n++] = *extra;
+    }
+    argv[n] = NULL;
+
+    int pfd[2];
+    cr_assert(pipe(pfd) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, pfd[0]);
+    pid_t pid;
+    cr_assert(posix_spawn(&pid, kmsctl, &fa, NULL, (char *const *)argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pfd[1]);
+    size_t len = 0;
+    ssize_t got;
+    while ((got = read(pfd[0], r->out + len, sizeof(r->out) - 1 - len)) > 0)
+        len += (size_t)got;
+    close(pfd[0]);
+    r->out[len] = '\0';
+    int st;
+    cr_assert(waitpid(pid, &st, 0) == pid);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    json_error_t err;
+    r->json = len > 0 ? json_loads(r->out, JSON_REJECT_DUPLICATES, &err) : NULL;
 }
 
 #endif

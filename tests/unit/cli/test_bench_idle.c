@@ -29,45 +29,6 @@ ReportHook(POST_ALL)(struct criterion_global_stats *stats)
     fixture_stop("/tmp/kmsbench-idle-", "test_bench_idle");
 }
 
-/* Runs kmsctl bench --json as cmxBackend with the extra arguments (NULL-terminated). */
-static void bench(struct result *r, const char *const *extra)
-{
-    load_port();
-    const char *bin = getenv("KMS_BINARY_DIR");
-    char kmsctl[4096], url[64], p12[256], pwfile[256];
-    snprintf(kmsctl, sizeof(kmsctl), "%s/cli/kmsctl", bin ? bin : ".");
-    snprintf(url, sizeof(url), "https://127.0.0.1:%s", port);
-    snprintf(p12, sizeof(p12), "%s/it/pki/cmxBackend.p12", fixture_dir);
-    snprintf(pwfile, sizeof(pwfile), "%s/it/pki/password.txt", fixture_dir);
-    const char *argv[40] = {kmsctl, "bench", "--url", url, "--cert", p12, "--password-file", pwfile, "--json"};
-    int n = 9;
-    for (; extra != NULL && *extra != NULL && n < 38; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-
-    int pfd[2];
-    cr_assert(pipe(pfd) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-    posix_spawn_file_actions_addclose(&fa, pfd[0]);
-    pid_t pid;
-    cr_assert(posix_spawn(&pid, kmsctl, &fa, NULL, (char *const *)argv, environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pfd[1]);
-    size_t len = 0;
-    ssize_t got;
-    while ((got = read(pfd[0], r->out + len, sizeof(r->out) - 1 - len)) > 0)
-        len += (size_t)got;
-    close(pfd[0]);
-    r->out[len] = '\0';
-    int st;
-    cr_assert(waitpid(pid, &st, 0) == pid);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    json_error_t err;
-    r->json = len > 0 ? json_loads(r->out, JSON_REJECT_DUPLICATES, &err) : NULL;
-}
-
 static json_int_t idle_int(const struct result *r, const char *k)
 {
     json_t *v = json_object_get(json_object_get(r->json, "idle"), k);
@@ -79,7 +40,7 @@ Test(bench_idle, pinged_idle_connections_outlive_the_server_timeout_beside_the_l
 {
     struct result r = {0};
     const char *extra[] = {"--idle", "20", "--idle-ping", "0.5", "-c", "2", "-d", "3", "-w", "0", NULL};
-    bench(&r, extra);
+    bench(&r, "cmxBackend", extra);
     cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.out);
     cr_assert_not_null(r.json, "%s", r.out);
     cr_assert_eq(idle_int(&r, "requested"), 20);
@@ -100,7 +61,7 @@ Test(bench_idle, without_pings_the_server_timeout_closes_them)
 {
     struct result r = {0};
     const char *extra[] = {"--idle", "8", "--idle-ping", "0", "-c", "0", "-d", "4", NULL};
-    bench(&r, extra);
+    bench(&r, "cmxBackend", extra);
     cr_assert_eq(r.status, 0, "idle-only run: exit %d: %s", r.status, r.out);
     cr_assert_not_null(r.json, "%s", r.out);
     cr_assert_eq(idle_int(&r, "opened"), 8, "%s", r.out);
@@ -115,7 +76,7 @@ Test(bench_idle, idle_only_run_holds_them_open)
 {
     struct result r = {0};
     const char *extra[] = {"--idle", "5", "--idle-ping", "0.4", "-c", "0", "-d", "2.5", NULL};
-    bench(&r, extra);
+    bench(&r, "cmxBackend", extra);
     cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.out);
     cr_assert_eq(idle_int(&r, "open_at_end"), 5, "%s", r.out);
     cr_assert_eq(idle_int(&r, "closed_by_server"), 0, "%s", r.out);
@@ -136,7 +97,7 @@ Test(bench_idle, refuses_bad_idle_options)
         {"-c", "-1", "--idle", "2", NULL},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        bench(&r, bad[i]);
+        bench(&r, "cmxBackend", bad[i]);
         cr_assert_eq(r.status, 2, "case %zu: exit %d: %s", i, r.status, r.out);
         cr_assert_null(r.json, "case %zu", i);
     }
@@ -146,7 +107,7 @@ Test(bench_idle, no_server_is_an_error)
 {
     struct result r = {0};
     const char *extra[] = {"--url", "https://127.0.0.1:1", "--idle", "3", "-c", "0", "-d", "0.3", NULL};
-    bench(&r, extra);
+    bench(&r, "cmxBackend", extra);
     cr_assert_eq(r.status, 1, "no idle connection opened: %s", r.out);
     cr_assert_not_null(r.json, "%s", r.out);
     cr_assert_eq(idle_int(&r, "opened"), 0, "%s", r.out);

@@ -156,7 +156,7 @@ void kms_audit_close(struct kms_audit **pa)
 static void enqueue(struct kms_audit *a, const char *line, size_t len)
 {
     pthread_mutex_lock(&a->mu);
-    while (!a->stop && (a->buf == NULL || a->len + len > BUFFER_CAP)) {
+    while (!a->stop && a->len + len > BUFFER_CAP) {
         pthread_cond_signal(&a->wake);
         pthread_cond_wait(&a->space, &a->mu);
     }

@@ -28,6 +28,7 @@
     X(KMS_ERR_NOT_FOUND, 404, "not_found", "No such resource.")                         \
     X(KMS_ERR_KEY_NOT_FOUND, 404, "key_not_found", "The named master key does not exist.") \
     X(KMS_ERR_METHOD, 405, "method_not_allowed", "Method not allowed for this resource.") \
+    X(KMS_ERR_CONFLICT, 409, "conflict", "The resource was changed by someone else meanwhile.") \
     X(KMS_ERR_TOO_LARGE, 413, "body_too_large", "The request body is too large.")       \
     X(KMS_ERR_MEDIA_TYPE, 415, "unsupported_media_type",                                \
       "The request body must be application/json.")                                     \

@@ -38,6 +38,7 @@ struct row {
 static int check_address(const char *v, char **canon, char *why, size_t cap);
 static int check_roles(const char *v, char **canon, char *why, size_t cap);
 static int check_sentinels(const char *v, char **canon, char *why, size_t cap);
+static int check_cluster_name(const char *v, char **canon, char *why, size_t cap);
 
 static const char *const protocols[] = {"kmip1", "VAULT", "soft", NULL};
 static const char *const vault_auths[] = {"token", "azure", NULL};
@@ -114,8 +115,16 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_CACHE_REDIS_SENTINEL_MASTER] = STR("", "master name the sentinels monitor (required with sentinels)"),
     [KMS_CFG_CACHE_REDIS_SENTINEL_PASSWORD] = SECRET("password of the Sentinels themselves (or "
                                                      "kms.cache.redis.sentinel.password.file); unset: none"),
-    [KMS_CFG_CACHE_CLUSTER_KEY] = SECRET("cluster cache key shared by every node, base64 of 32 random bytes (or "
-                                         "kms.cache.cluster.key.file); Redis only ever sees values sealed under it"),
+    [KMS_CFG_CACHE_CLUSTER_KEY] = SECRET("cluster key shared by every node, sealed under the keystore password "
+                                         "(kmsctl cluster key create; usually kms.cache.cluster.key.file); a key "
+                                         "in clear is refused. Redis only ever sees values sealed under it"),
+    [KMS_CFG_CLUSTER_NAME] = {T_STR, "kmsd", 0, 0, NULL, check_cluster_name,
+                              "name of the cluster, bound into every keystore generation it distributes "
+                              "(1..64 of A-Z a-z 0-9 . _ -)"},
+    [KMS_CFG_CLUSTER_KEYSTORE_CHECK_MS] = INT("2000", 100, 600000, "milliseconds between checks for a new "
+                                                                   "keystore generation (besides pub/sub)"),
+    [KMS_CFG_CLUSTER_KEYSTORE_KEEP] = INT("32", 2, 1000, "keystore generations kept in Redis for history and "
+                                                         "restore"),
     [KMS_CFG_AUTH_ROLES] = {T_STR, "", 0, 0, NULL, check_roles,
                             "extra alias-prefix to role mappings: prefix=role,... with role backend, device or admin"},
     [KMS_CFG_AUTH_CRL_FILE] = STR("", "CRL file (PEM or DER) signed by a keystore CA; revoked client certificates "
@@ -984,6 +993,22 @@ static kms_rc apply_legacy(struct kms_config *c)
         KMS_GUARD(set_source(port, dupf("legacy kmip.server.port (%s)", old_port->source)));
     }
     return KMS_OK;
+}
+
+/* kms.cluster.name: it is bound into sealed keystore generations (kms/ksgen.h). */
+static int check_cluster_name(const char *v, char **canon, char *why, size_t cap)
+{
+    (void)canon;
+    size_t n = strlen(v);
+    int ok = n >= 1 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= '0' && v[i] <= '9') ||
+             v[i] == '.' || v[i] == '_' || v[i] == '-';
+    if (!ok) {
+        snprintf(why, cap, "must be 1..64 of A-Z a-z 0-9 . _ -");
+        return -1;
+    }
+    return 0;
 }
 
 /* "host:port[,host:port]..." (1..8; spaces after commas); the cache checks

@@ -69,6 +69,9 @@
     X(CACHE_REDIS_SENTINEL_MASTER, "kms.cache.redis.sentinel.master")                            \
     X(CACHE_REDIS_SENTINEL_PASSWORD, "kms.cache.redis.sentinel.password")                        \
     X(CACHE_CLUSTER_KEY, "kms.cache.cluster.key")                                                \
+    X(CLUSTER_NAME, "kms.cluster.name")                                                          \
+    X(CLUSTER_KEYSTORE_CHECK_MS, "kms.cluster.keystore.check.ms")                                \
+    X(CLUSTER_KEYSTORE_KEEP, "kms.cluster.keystore.keep")                                        \
     X(AUTH_ROLES, "kms.auth.roles")                                                              \
     X(AUTH_CRL_FILE, "kms.auth.crl.file")                                                        \
     X(AUTH_EXPIRY_WARN_DAYS, "kms.auth.expiry.warn.days")                                        \

@@ -90,6 +90,7 @@ static uint64_t load(const uint64_t *ctr)
 
 static redisReplyObjectFunctions default_fns;
 static redisReplyObjectFunctions bounded_fns;
+static redisReplyObjectFunctions blob_fns; /* kms_cluster_connect: keystore generations */
 static pthread_once_t fns_once = PTHREAD_ONCE_INIT;
 
 static void *bounded_string(const redisReadTask *t, char *s, size_t len)
@@ -106,6 +107,22 @@ static void *bounded_array(const redisReadTask *t, int elements)
     return default_fns.createArray(t, elements);
 }
 
+/* why: a keystore generation is at most KMS_CLUSTER_BLOB_MAX bytes; a reply
+ * of generation numbers at most KMS_CLUSTER_ARRAY_MAX long */
+static void *blob_string(const redisReadTask *t, char *s, size_t len)
+{
+    if (len > KMS_CLUSTER_BLOB_MAX)
+        return NULL;
+    return default_fns.createString(t, s, len);
+}
+
+static void *blob_array(const redisReadTask *t, int elements)
+{
+    if (elements < 0 || elements > KMS_CLUSTER_ARRAY_MAX)
+        return NULL;
+    return default_fns.createArray(t, elements);
+}
+
 static void init_fns(void)
 {
     redisReader *r = redisReaderCreate();
@@ -116,6 +133,9 @@ static void init_fns(void)
     bounded_fns = default_fns;
     bounded_fns.createString = bounded_string;
     bounded_fns.createArray = bounded_array;
+    blob_fns = default_fns;
+    blob_fns.createString = blob_string;
+    blob_fns.createArray = blob_array;
 }
 
 /* ---- the link -------------------------------------------------------------- */
@@ -331,17 +351,58 @@ static int find_master(struct rcache *c)
     return -1;
 }
 
-/* ROLE on the locked, fresh link: 0 when the server is a master. */
-static int is_master(struct rcache *c)
+/* ROLE on a fresh connection: 0 when the server is a master. */
+static int is_master(struct kms_redis_conn *conn)
 {
     const char *argv[] = {"ROLE"};
     size_t lens[] = {4};
-    redisReply *r = command(c, 1, argv, lens);
+    redisReply *r = conn_command(conn, 1, argv, lens);
     int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
              r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len == 6 &&
              memcmp(r->element[0]->str, "master", 6) == 0;
     freeReplyObject(r);
     return ok ? 0 : -1;
+}
+
+/* A new connection to the master (asking the sentinels when there are),
+ * authenticated and on the configured database, with reader limits fns.
+ * Locked (may update c->host/port). NULL with *why and the thread's detail
+ * set when it fails. */
+static struct kms_redis_conn *open_link(struct rcache *c, redisReplyObjectFunctions *fns, const char **why)
+{
+    struct kms_redis_conn *conn = NULL;
+    if (c->n_sentinels > 0 && find_master(c) != 0) {
+        *why = "sentinel";
+        return NULL;
+    }
+    if (kms_redis_conn_open(c->host, c->port, c->tls, c->connect_ms, c->command_ms, fns, &conn) != KMS_OK) {
+        *why = "connect";
+        return NULL;
+    }
+    const char *fail = NULL;
+    if (c->password != NULL && auth(conn, c->user, c->password) != 0)
+        fail = "auth";
+    else if (c->n_sentinels > 0 && is_master(conn) != 0)
+        fail = "role";
+    else if (c->db > 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%u", c->db);
+        const char *argv[] = {"SELECT", db};
+        size_t lens[] = {6, strlen(db)};
+        redisReply *r = conn_command(conn, 2, argv, lens);
+        if (!reply_ok(r))
+            fail = "select";
+        freeReplyObject(r);
+    }
+    if (fail != NULL) {
+        kms_error_set_detail("redis: %s refused (%s)", fail,
+                             strcmp(fail, "role") == 0 ? "the address the sentinels gave is not a master (yet)"
+                                                        : kms_redis_conn_error(conn));
+        kms_redis_conn_free(&conn);
+        *why = fail;
+        return NULL;
+    }
+    return conn;
 }
 
 /* The connected link, connecting when none and not in backoff. Locked. */
@@ -351,36 +412,11 @@ static struct kms_redis_conn *link_get(struct rcache *c)
         return c->ctx;
     if (c->backoff_ns != 0 && now_ns() < c->retry_at_ns)
         return NULL;
-    if (c->n_sentinels > 0 && find_master(c) != 0) {
-        connect_failed(c, "sentinel", kms_error_detail());
+    const char *why = NULL;
+    c->ctx = open_link(c, &bounded_fns, &why);
+    if (c->ctx == NULL) {
+        connect_failed(c, why, kms_error_detail());
         return NULL;
-    }
-    if (kms_redis_conn_open(c->host, c->port, c->tls, c->connect_ms, c->command_ms, &bounded_fns, &c->ctx) !=
-        KMS_OK) {
-        connect_failed(c, "connect", kms_error_detail());
-        return NULL;
-    }
-    redisReply *r;
-    if (c->password != NULL && auth(c->ctx, c->user, c->password) != 0) {
-        connect_failed(c, "auth", "AUTH refused");
-        return NULL;
-    }
-    if (c->n_sentinels > 0 && (c->ctx == NULL || is_master(c) != 0)) {
-        connect_failed(c, "role", "the address the sentinels gave is not a master (yet)");
-        return NULL;
-    }
-    if (c->db > 0) {
-        char db[16];
-        snprintf(db, sizeof(db), "%u", c->db);
-        const char *argv[] = {"SELECT", db};
-        size_t lens[] = {6, strlen(db)};
-        r = command(c, 2, argv, lens);
-        int ok = reply_ok(r);
-        freeReplyObject(r);
-        if (!ok) {
-            connect_failed(c, "select", "SELECT refused");
-            return NULL;
-        }
     }
     if (c->ctx == NULL || refresh_gen(c) != 0) {
         connect_failed(c, "generation", "GET generation failed");
@@ -994,22 +1030,51 @@ kms_rc kms_cache_redis_invalidate_all(struct kms_cache *base)
 
 /* ---- heartbeat ------------------------------------------------------------ */
 
-kms_rc kms_cluster_heartbeat(struct kms_cache *base, const char *node, const char *version, unsigned ttl_s)
+/* Printable ASCII only, at most max bytes (heartbeat text fields). */
+static int printable(const char *s, size_t max)
+{
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (n >= max || s[n] < 0x20 || s[n] > 0x7e)
+            return 0;
+    return 1;
+}
+
+static int hex64_or_empty(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return 1;
+    if (n != 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+kms_rc kms_cluster_heartbeat_node(struct kms_cache *base, const struct kms_cluster_node *self, unsigned ttl_s)
 {
     struct rcache *c = as_redis(base);
     if (c == NULL)
         return kms_fail(KMS_ERR_INVALID_FIELD, "not a distributed cache");
-    if (!valid_token(node, KMS_CLUSTER_NAME_MAX, "._-") || !valid_token(version, KMS_CLUSTER_NAME_MAX, ".+_-") ||
-        ttl_s == 0 || ttl_s > 86400)
-        return kms_fail(KMS_ERR_INVALID_FIELD, "heartbeat: bad node name, version or ttl");
-    json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "node", node, "version", version, "started", (json_int_t)c->started,
-                          "last_seen", (json_int_t)time(NULL));
+    if (!valid_token(self->name, KMS_CLUSTER_NAME_MAX, "._-") ||
+        !valid_token(self->version, KMS_CLUSTER_NAME_MAX, ".+_-") || ttl_s == 0 || ttl_s > 86400 ||
+        !hex64_or_empty(self->ks_sha256) || !printable(self->ks_expiry_alias, 128) ||
+        !printable(self->ks_error, 255))
+        return kms_fail(KMS_ERR_INVALID_FIELD, "heartbeat: bad node name, version, ttl or keystore field");
+    json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:s, s:s}", "node", self->name, "version",
+                          self->version, "started", (json_int_t)c->started, "last_seen", (json_int_t)time(NULL),
+                          "interval", (json_int_t)self->interval_s, "ks_generation",
+                          (json_int_t)self->ks_generation, "ks_sha256", self->ks_sha256, "ks_expiry",
+                          (json_int_t)self->ks_expiry, "ks_expiry_alias", self->ks_expiry_alias, "ks_error",
+                          self->ks_error);
     char *body = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     if (body == NULL)
         return kms_fail(KMS_ERR_NO_MEMORY, "heartbeat json");
     char name[NAME_MAX_LEN], ttl[16];
-    snprintf(name, sizeof(name), "%snode:%s", c->prefix, node);
+    snprintf(name, sizeof(name), "%snode:%s", c->prefix, self->name);
     snprintf(ttl, sizeof(ttl), "%u", ttl_s);
     kms_rc rc = KMS_ERR_BACKEND_UNAVAILABLE;
     pthread_mutex_lock(&c->mu);
@@ -1033,27 +1098,57 @@ kms_rc kms_cluster_heartbeat(struct kms_cache *base, const char *node, const cha
     return KMS_OK;
 }
 
-/* Strictly parses one heartbeat value; -1 when it is not one. */
+kms_rc kms_cluster_heartbeat(struct kms_cache *base, const char *node, const char *version, unsigned ttl_s)
+{
+    struct kms_cluster_node self;
+    memset(&self, 0, sizeof(self));
+    if (node == NULL || version == NULL || strlen(node) > KMS_CLUSTER_NAME_MAX ||
+        strlen(version) > KMS_CLUSTER_NAME_MAX)
+        return kms_fail(KMS_ERR_INVALID_FIELD, "heartbeat: bad node name or version");
+    snprintf(self.name, sizeof(self.name), "%s", node);
+    snprintf(self.version, sizeof(self.version), "%s", version);
+    return kms_cluster_heartbeat_node(base, &self, ttl_s);
+}
+
+/* Strictly parses one heartbeat value; -1 when it is not one. The keystore
+ * fields are optional (nodes of an older version do not send them). */
 static int parse_node(const redisReply *r, struct kms_cluster_node *out)
 {
     if (r == NULL || r->type != REDIS_REPLY_STRING)
         return -1;
     json_error_t err;
     json_t *j = json_loadb(r->str, r->len, JSON_REJECT_DUPLICATES, &err);
-    const char *node = NULL, *version = NULL;
-    json_int_t started = 0, seen = 0;
-    int bad = j == NULL || json_unpack_ex(j, &err, JSON_STRICT, "{s:s, s:s, s:I, s:I}", "node", &node, "version",
-                                          &version, "started", &started, "last_seen", &seen) != 0 ||
+    const char *node = NULL, *version = NULL, *sha = "", *alias = "", *error = "";
+    json_int_t started = 0, seen = 0, interval = 0, gen = 0, expiry = 0;
+    int bad = j == NULL ||
+              json_unpack_ex(j, &err, JSON_STRICT, "{s:s, s:s, s:I, s:I, s?I, s?I, s?s, s?I, s?s, s?s}", "node",
+                             &node, "version", &version, "started", &started, "last_seen", &seen, "interval",
+                             &interval, "ks_generation", &gen, "ks_sha256", &sha, "ks_expiry", &expiry,
+                             "ks_expiry_alias", &alias, "ks_error", &error) != 0 ||
               !valid_token(node, KMS_CLUSTER_NAME_MAX, "._-") ||
-              !valid_token(version, KMS_CLUSTER_NAME_MAX, ".+_-") || started < 0 || seen < 0;
+              !valid_token(version, KMS_CLUSTER_NAME_MAX, ".+_-") || started < 0 || seen < 0 || interval < 0 ||
+              interval > 86400 || gen < 0 || !hex64_or_empty(sha) || !printable(alias, 128) ||
+              !printable(error, 255);
     if (!bad) {
+        memset(out, 0, sizeof(*out));
         snprintf(out->name, sizeof(out->name), "%s", node);
         snprintf(out->version, sizeof(out->version), "%s", version);
         out->started = (int64_t)started;
         out->last_seen = (int64_t)seen;
+        out->interval_s = (unsigned)interval;
+        out->ks_generation = (uint64_t)gen;
+        snprintf(out->ks_sha256, sizeof(out->ks_sha256), "%s", sha);
+        out->ks_expiry = (int64_t)expiry;
+        snprintf(out->ks_expiry_alias, sizeof(out->ks_expiry_alias), "%s", alias);
+        snprintf(out->ks_error, sizeof(out->ks_error), "%s", error);
     }
     json_decref(j);
     return bad ? -1 : 0;
+}
+
+static int node_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct kms_cluster_node *)a)->name, ((const struct kms_cluster_node *)b)->name);
 }
 
 kms_rc kms_cluster_nodes(struct kms_cache *base, struct kms_cluster_node *out, size_t cap, size_t *n)
@@ -1101,5 +1196,36 @@ kms_rc kms_cluster_nodes(struct kms_cache *base, struct kms_cluster_node *out, s
     pthread_mutex_unlock(&c->mu);
     if (rc != KMS_OK)
         return kms_fail(rc, "cluster nodes: redis unreachable");
+    qsort(out, *n, sizeof(*out), node_cmp);
     return KMS_OK;
+}
+
+/* ---- connections of their own -------------------------------------------- */
+
+kms_rc kms_cluster_connect(struct kms_cache *base, struct kms_redis_conn **out)
+{
+    *out = NULL;
+    struct rcache *c = as_redis(base);
+    if (c == NULL)
+        return kms_fail(KMS_ERR_INVALID_FIELD, "not a distributed cache");
+    const char *why = NULL;
+    pthread_mutex_lock(&c->mu);
+    *out = open_link(c, &blob_fns, &why);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", c->port);
+    char where[HOST_MAX + 20];
+    snprintf(where, sizeof(where), "%s:%s", c->host[0] ? c->host : "(sentinels)", port);
+    pthread_mutex_unlock(&c->mu);
+    if (*out == NULL) {
+        char detail[256];
+        snprintf(detail, sizeof(detail), "%s", kms_error_detail());
+        return kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "redis %s: %s failed: %s", where, why, detail);
+    }
+    return KMS_OK;
+}
+
+const char *kms_cluster_prefix(struct kms_cache *base)
+{
+    struct rcache *c = as_redis(base);
+    return c != NULL ? c->prefix : KMS_REDIS_DEFAULT_PREFIX;
 }

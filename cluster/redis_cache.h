@@ -105,19 +105,47 @@ struct kms_cluster_node {
     char version[KMS_CLUSTER_NAME_MAX + 1];
     int64_t started;   /* Unix seconds */
     int64_t last_seen; /* Unix seconds */
+    unsigned interval_s; /* seconds between its heartbeats; 0: not said */
+    /* its keystore (SPEC §11); zero / "" when not said */
+    uint64_t ks_generation;       /* the distributed generation in force; 0: its own file */
+    char ks_sha256[65];           /* SHA-256 of the keystore file in force, lower-case hex */
+    int64_t ks_expiry;            /* earliest certificate notAfter, Unix seconds */
+    char ks_expiry_alias[129];    /* and its alias */
+    char ks_error[256];           /* why the last generation could not be applied; "" when it could */
 };
 
-/* SET prefix "node:" node = {"node","version","started","last_seen"} EX ttl_s
- * (1..86400). started is when c was created. Also a chance to reconnect.
- * Errors: KMS_ERR_INVALID_FIELD (bad name/version/ttl),
- * KMS_ERR_BACKEND_UNAVAILABLE (Redis unreachable or refused). */
+/* SET prefix "node:" name = {"node","version","started","last_seen",...} EX
+ * ttl_s (1..86400): self's name, version, interval and keystore fields
+ * (started is when c was created, last_seen now). Also a chance to
+ * reconnect. Errors: KMS_ERR_INVALID_FIELD (bad name/version/ttl, a field
+ * too long), KMS_ERR_BACKEND_UNAVAILABLE (Redis unreachable or refused). */
+kms_rc kms_cluster_heartbeat_node(struct kms_cache *c, const struct kms_cluster_node *self, unsigned ttl_s)
+    KMS_MUST_CHECK;
+
+/* kms_cluster_heartbeat_node with only a name and a version. */
 kms_rc kms_cluster_heartbeat(struct kms_cache *c, const char *node, const char *version, unsigned ttl_s)
     KMS_MUST_CHECK;
 
 /* Nodes with a live heartbeat, via SCAN MATCH prefix "node:*" (bounded: at
  * most 256 SCAN calls); entries that do not parse are skipped. Fills out[0..cap)
- * and *n (at most cap; order unspecified). Errors: KMS_ERR_BACKEND_UNAVAILABLE,
+ * and *n (at most cap), sorted by name. Errors: KMS_ERR_BACKEND_UNAVAILABLE,
  * KMS_ERR_INVALID_FIELD when c is not a Redis cache. */
 kms_rc kms_cluster_nodes(struct kms_cache *c, struct kms_cluster_node *out, size_t cap, size_t *n) KMS_MUST_CHECK;
+
+/* A new connection of the caller's own to the cache's Redis (following the
+ * sentinels, with AUTH and SELECT as the cache's), for traffic that must not
+ * hold the cache's link: keystore generations (replies up to
+ * KMS_CLUSTER_BLOB_MAX bytes, arrays up to KMS_CLUSTER_ARRAY_MAX) and
+ * pub/sub. Errors: KMS_ERR_BACKEND_UNAVAILABLE (the detail names the address
+ * and the step: connect, auth, select, sentinel, role),
+ * KMS_ERR_INVALID_FIELD when c is not a Redis cache. The caller owns *out
+ * (kms_redis_conn_free, cluster/redis_conn.h). */
+#define KMS_CLUSTER_BLOB_MAX ((16u << 20) + 4096u)
+#define KMS_CLUSTER_ARRAY_MAX 2048
+struct kms_redis_conn;
+kms_rc kms_cluster_connect(struct kms_cache *c, struct kms_redis_conn **out) KMS_MUST_CHECK;
+
+/* The key prefix of the cache's Redis names (kms:cache:v1: by default). */
+const char *kms_cluster_prefix(struct kms_cache *c);
 
 #endif

@@ -3,23 +3,22 @@
 #include <string.h>
 
 #include "cluster/redis_cache.h"
-#include "common/base64.h"
+#include <stdio.h>
+
+#include "kms/cluster_key.h"
 #include "common/secret.h"
 
 kms_rc kms_redis_config_cluster_key(const struct kms_config *cfg, struct kms_secret **out)
 {
-    const char *b64 = kms_config_secret(cfg, KMS_CFG_CACHE_CLUSTER_KEY);
-    if (b64 == NULL || b64[0] == '\0')
-        return kms_fail(KMS_ERR_CONFIG, "kms.cache.type=distributed needs kms.cache.cluster.key (or .file): base64 "
-                                        "of 32 random bytes, the same on every node");
-    KMS_GUARD(kms_secret_new(64, out));
-    size_t len = 0;
-    kms_rc rc = kms_b64_decode(b64, strlen(b64), kms_secret_data(*out), kms_secret_len(*out), &len);
-    if (rc != KMS_OK || len != KMS_CLUSTER_KEY_LEN) {
-        kms_secret_free(out);
-        return kms_fail(KMS_ERR_CONFIG, "kms.cache.cluster.key is not base64 of %d bytes", KMS_CLUSTER_KEY_LEN);
-    }
-    kms_secret_truncate(*out, len);
+    *out = NULL;
+    const char *text = kms_config_secret(cfg, KMS_CFG_CACHE_CLUSTER_KEY);
+    if (text == NULL || text[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "kms.cache.type=distributed needs kms.cache.cluster.key.file: the cluster key "
+                                        "sealed under the keystore password, the same on every node (make one with "
+                                        "'kmsctl cluster key create --config kms.properties --out FILE')");
+    char what[512];
+    (void)snprintf(what, sizeof(what), "kms.cache.cluster.key (%s)", kms_config_source(cfg, KMS_CFG_CACHE_CLUSTER_KEY));
+    KMS_GUARD(kms_cluster_key_open(text, kms_config_secret(cfg, KMS_CFG_KEYSTORE_PASSWORD), what, out));
     return KMS_OK;
 }
 

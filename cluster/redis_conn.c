@@ -338,6 +338,57 @@ static ssize_t recv_some(struct kms_redis_conn *c, char *buf, size_t cap, uint64
     }
 }
 
+/* Drops a connection whose stream can no longer be trusted. */
+static void broken(struct kms_redis_conn *c)
+{
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    close(c->fd);
+    c->fd = -1;
+    kms_error_set_detail("redis: %s", c->err);
+}
+
+/* Reads one reply before deadline. With idle_ok, a deadline reached with
+ * no byte of a reply buffered is not a failure: *idle = 1 and NULL, the
+ * connection intact. Otherwise NULL means broken (closed, c->err set). */
+static redisReply *read_reply(struct kms_redis_conn *c, uint64_t deadline, size_t max_buffered, int idle_ok,
+                              int *idle)
+{
+    void *reply = NULL;
+    char buf[READ_CHUNK];
+    *idle = 0;
+    for (;;) {
+        if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+            snprintf(c->err, sizeof(c->err), "protocol error or reply over the limits");
+            reply = NULL;
+            break;
+        }
+        if (reply != NULL)
+            break;
+        if (c->reader->len - c->reader->pos > max_buffered) {
+            snprintf(c->err, sizeof(c->err), "reply larger than %zu bytes", max_buffered);
+            break;
+        }
+        /* why: SSL may hold decrypted bytes that poll() cannot see */
+        if (idle_ok && c->reader->len == c->reader->pos && (c->ssl == NULL || SSL_pending(c->ssl) == 0) &&
+            wait_fd(c->fd, POLLIN, deadline) != 0) {
+            *idle = 1;
+            return NULL;
+        }
+        ssize_t n = recv_some(c, buf, sizeof(buf), deadline);
+        if (n < 0 || redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
+            if (n >= 0)
+                snprintf(c->err, sizeof(c->err), "out of memory");
+            break;
+        }
+    }
+    if (reply == NULL)
+        broken(c);
+    return reply;
+}
+
 redisReply *kms_redis_conn_command(struct kms_redis_conn *c, int argc, const char **argv, const size_t *lens,
                                    size_t max_buffered)
 {
@@ -354,40 +405,24 @@ redisReply *kms_redis_conn_command(struct kms_redis_conn *c, int argc, const cha
     int sent = send_all(c, cmd, (size_t)len, deadline);
     OPENSSL_cleanse(cmd, (size_t)len); /* why: AUTH puts the password in here */
     redisFreeCommand(cmd);
-    void *reply = NULL;
-    if (sent == 0) {
-        char buf[READ_CHUNK];
-        for (;;) {
-            if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
-                snprintf(c->err, sizeof(c->err), "protocol error or reply over the limits");
-                reply = NULL;
-                break;
-            }
-            if (reply != NULL)
-                break;
-            if (c->reader->len - c->reader->pos > max_buffered) {
-                snprintf(c->err, sizeof(c->err), "reply larger than %zu bytes", max_buffered);
-                break;
-            }
-            ssize_t n = recv_some(c, buf, sizeof(buf), deadline);
-            if (n < 0 || redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
-                if (n >= 0)
-                    snprintf(c->err, sizeof(c->err), "out of memory");
-                break;
-            }
-        }
+    if (sent != 0) {
+        broken(c);
+        return NULL;
     }
-    if (reply == NULL) {
-        /* why: a half-read stream can no longer be trusted */
-        if (c->ssl != NULL) {
-            SSL_free(c->ssl);
-            c->ssl = NULL;
-        }
-        close(c->fd);
-        c->fd = -1;
-        kms_error_set_detail("redis: %s", c->err);
-    }
-    return reply;
+    int idle;
+    return read_reply(c, deadline, max_buffered, 0, &idle);
+}
+
+int kms_redis_conn_wait(struct kms_redis_conn *c, unsigned timeout_ms, size_t max_buffered, redisReply **out)
+{
+    *out = NULL;
+    if (c == NULL || c->fd < 0)
+        return -1;
+    int idle = 0;
+    *out = read_reply(c, now_ms() + timeout_ms, max_buffered, 1, &idle);
+    if (*out != NULL)
+        return 1;
+    return idle ? 0 : -1;
 }
 
 const char *kms_redis_conn_error(const struct kms_redis_conn *c)

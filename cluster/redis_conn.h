@@ -46,6 +46,13 @@ kms_rc kms_redis_conn_open(const char *host, int port, SSL_CTX *tls, unsigned co
 redisReply *kms_redis_conn_command(struct kms_redis_conn *c, int argc, const char **argv, const size_t *lens,
                                    size_t max_buffered);
 
+/* Waits up to timeout_ms for a reply that no command asked for (pub/sub
+ * messages after SUBSCRIBE), buffering at most max_buffered bytes. 1 with
+ * *out set (the caller frees it), 0 when nothing arrived in time (the
+ * connection stays usable), -1 when the connection failed (then unusable). */
+int kms_redis_conn_wait(struct kms_redis_conn *c, unsigned timeout_ms, size_t max_buffered, redisReply **out)
+    KMS_MUST_CHECK;
+
 /* Why the last open/command failed (never holds a command's bytes). */
 const char *kms_redis_conn_error(const struct kms_redis_conn *c);
 

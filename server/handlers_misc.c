@@ -3,6 +3,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster/cluster_status.h"
 #include "cluster/redis_cache.h"
 #include "server/trust.h"
 
@@ -126,32 +127,54 @@ kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
     return KMS_OK;
 }
 
+static void iso_time(int64_t t, char out[32])
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+    gmtime_r(&tt, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* SPEC §4, §11: every node, its keystore and whether it agrees. */
 kms_rc kms_handle_cluster(struct kms_server *s, struct kms_request *r)
 {
     struct kms_jsonw *w = &r->reply;
     struct kms_cluster_node nodes[64];
+    enum kms_node_state states[64];
     size_t n = 0;
     if (!is_distributed(s))
         return kms_fail(KMS_ERR_NOT_FOUND, "kms.cache.type=%s: no cluster to list", s->d.cache_type);
     KMS_GUARD(kms_cluster_nodes(s->d.cache, nodes, KMS_ARRAY_LEN(nodes), &n));
+    struct kms_cluster_verdict v;
+    kms_cluster_assess(nodes, n, (int64_t)time(NULL), states, &v);
     kms_jsonw_obj_begin(w);
     kms_jsonw_kv(w, "node", s->d.node);
+    kms_jsonw_key(w, "healthy");
+    kms_jsonw_bool(w, v.healthy);
+    kms_jsonw_key(w, "keystore_generation");
+    kms_jsonw_int(w, (long long)v.generation);
+    kms_jsonw_kv(w, "keystore_sha256", v.sha256);
     kms_jsonw_key(w, "nodes");
     kms_jsonw_arr_begin(w);
-    for (size_t i = 0; i < n && i < KMS_ARRAY_LEN(nodes); i++) {
-        char seen[32], started[32];
-        struct tm tm;
-        time_t t = (time_t)nodes[i].last_seen;
-        gmtime_r(&t, &tm);
-        strftime(seen, sizeof(seen), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        t = (time_t)nodes[i].started;
-        gmtime_r(&t, &tm);
-        strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    for (size_t i = 0; i < n; i++) {
+        char seen[32], started[32], expiry[32];
+        iso_time(nodes[i].last_seen, seen);
+        iso_time(nodes[i].started, started);
         kms_jsonw_obj_begin(w);
         kms_jsonw_kv(w, "name", nodes[i].name);
         kms_jsonw_kv(w, "version", nodes[i].version);
+        kms_jsonw_kv(w, "state", kms_node_state_name(states[i]));
         kms_jsonw_kv(w, "started", started);
         kms_jsonw_kv(w, "last_seen", seen);
+        kms_jsonw_key(w, "keystore_generation");
+        kms_jsonw_int(w, (long long)nodes[i].ks_generation);
+        kms_jsonw_kv(w, "keystore_sha256", nodes[i].ks_sha256);
+        if (nodes[i].ks_expiry > 0) {
+            iso_time(nodes[i].ks_expiry, expiry);
+            kms_jsonw_kv(w, "earliest_expiry", expiry);
+            kms_jsonw_kv(w, "earliest_expiry_alias", nodes[i].ks_expiry_alias);
+        }
+        kms_jsonw_kv(w, "last_error", nodes[i].ks_error);
         kms_jsonw_obj_end(w);
     }
     kms_jsonw_arr_end(w);

@@ -22,14 +22,17 @@
 #include "kms/hierarchy.h"
 #include "kms/identity.h"
 #include "kms/keystore.h"
-#include "kms/keystore.h"
+#include "server/keystore_sync.h"
 #include "server/metrics.h"
 #include "server/server.h"
 
 #define SECURE_HEAP_BYTES (4u << 20)
 #define KMSD_VERSION "0.1.0"
 #define HEARTBEAT_EVERY_S 5
-#define HEARTBEAT_TTL_S 15
+/* why: a stopped node's heartbeat stays listed (as silent) for this long, so
+ * `kmsctl cluster status` can name it; KMS_CLUSTER_SILENT_AFTER intervals
+ * without one make it silent */
+#define HEARTBEAT_TTL_S 600
 #define DEFAULT_CONFIG "/etc/kmsd/kms.properties"
 
 extern char **environ;
@@ -69,11 +72,13 @@ struct node {
     struct kms_audit *audit;
     struct kms_secret *cluster_key; /* distributed: TLS session tickets shared by the nodes */
     struct kms_server *server;
+    struct kms_ksync *ksync; /* distributed: the cluster's keystore generations (SPEC §11) */
     char name[256];
 };
 
 static void node_free(struct node *n)
 {
+    kms_ksync_free(&n->ksync);
     kms_server_stop(&n->server);
     kms_hierarchy_free(&n->hierarchy);
     kms_cache_free(&n->cache);
@@ -149,6 +154,34 @@ static kms_rc open_cache(struct node *n)
     return kms_redis_config_cluster_key(n->cfg, &n->cluster_key);
 }
 
+/* SPEC §11: a node applies the newest keystore generation before it
+ * reports ready; without Redis it starts on its file and says so. */
+static kms_rc sync_at_start(struct node *n)
+{
+    KMS_GUARD(kms_ksync_new(n->cfg, n->cache, &n->ksync));
+    int wrote = 0;
+    kms_error_clear();
+    kms_rc rc = kms_ksync_poll(n->ksync, &wrote);
+    struct kms_ksync_status st;
+    kms_ksync_status(n->ksync, &st);
+    char gen[24];
+    (void)snprintf(gen, sizeof(gen), "%llu", (unsigned long long)st.generation);
+    if (rc == KMS_ERR_BACKEND_UNAVAILABLE)
+        kms_log(KMS_LOG_WARN, "keystore.cluster_unreachable", NULL, "detail", kms_error_detail(), "generation", gen,
+                "msg", "Redis is unreachable: starting on the keystore file; the cluster's generation is applied "
+                       "when Redis answers",
+                NULL);
+    else if (rc != KMS_OK)
+        kms_log(KMS_LOG_WARN, "keystore.cluster_generation_not_applied", NULL, "detail", kms_error_detail(),
+                "generation", gen, "msg", "starting on the keystore file", NULL);
+    else
+        kms_log(KMS_LOG_INFO, "keystore.cluster_sync", NULL, "generation", gen, "applied", wrote ? "yes" : "no",
+                NULL);
+    if (wrote)
+        kms_ksync_reloaded(n->ksync, KMS_OK, "");
+    return KMS_OK;
+}
+
 /* The admin listener stays on loopback unless configured otherwise. */
 static const char *admin_address(struct node *n)
 {
@@ -166,12 +199,16 @@ static kms_rc start(struct node *n)
         (void)snprintf(n->name, sizeof(n->name), "%s", node);
     else if (gethostname(n->name, sizeof(n->name) - 1) != 0)
         (void)snprintf(n->name, sizeof(n->name), "kmsd");
+    /* why: the cache (Redis) first, so that a node applies the cluster's
+     * newest keystore generation before it loads its file and serves */
+    KMS_GUARD(open_cache(n));
+    if (strcmp(kms_config_str(n->cfg, KMS_CFG_CACHE_TYPE), "distributed") == 0)
+        KMS_GUARD(sync_at_start(n));
     KMS_GUARD(load_keystore(n));
     KMS_GUARD(kms_rolemap_parse(kms_config_str(n->cfg, KMS_CFG_AUTH_ROLES), &n->roles));
     KMS_GUARD(kms_audit_open(kms_config_str(n->cfg, KMS_CFG_AUDIT_FILE), n->name,
                              (unsigned)kms_config_int(n->cfg, KMS_CFG_AUDIT_FLUSH_MS), &n->audit));
     KMS_GUARD(open_backend(n));
-    KMS_GUARD(open_cache(n));
     KMS_GUARD(kms_hierarchy_new(n->backend, n->cache, kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &n->hierarchy));
     struct kms_server_deps d = {
         .address = kms_config_str(n->cfg, KMS_CFG_SERVER_ADDRESS),
@@ -202,6 +239,8 @@ static kms_rc start(struct node *n)
     n->ks = NULL;
     n->crls = NULL;
     KMS_GUARD(kms_server_start(&d, &n->server));
+    if (n->ksync != NULL)
+        KMS_GUARD(kms_ksync_listen(n->ksync));
     char port[16], admin[16];
     (void)snprintf(port, sizeof(port), "%u", (unsigned)kms_server_port(n->server));
     (void)snprintf(admin, sizeof(admin), "%u", (unsigned)kms_server_admin_port(n->server));
@@ -251,7 +290,7 @@ static void reload_hsm_identity(struct node *n, const struct kms_keystore *ks)
 /* Loads the keystore and CRL again and hands them to the server; a keystore
  * that does not load or lacks the server entry is refused and the old one
  * stays in force (SPEC §6). */
-static void reload(struct node *n, const char *why)
+static kms_rc reload(struct node *n, const char *why)
 {
     kms_error_clear();
     kms_rc rc = load_keystore(n);
@@ -284,6 +323,9 @@ static void reload(struct node *n, const char *why)
                 kms_error_detail(), "generation_in_force", gen, "msg",
                 "the new keystore or CRL was refused; the previous one stays in force", NULL);
     }
+    if (n->ksync != NULL)
+        kms_ksync_note_file(n->ksync);
+    return rc;
 }
 
 /* inotify on the folders of the keystore and the CRL: a reload when either
@@ -332,6 +374,46 @@ static int files_changed(int fd, const char *names[2])
             p += sizeof(*ev) + ev->len;
         }
     }
+}
+
+/* A new cluster keystore generation, written over the file by the sync,
+ * swapped in through the ordinary reload. */
+static int cluster_keystore(struct node *n, int wfd, const char *names[2], int *pending)
+{
+    int wrote = 0;
+    kms_error_clear();
+    kms_rc rc = kms_ksync_poll(n->ksync, &wrote);
+    if (rc != KMS_OK && rc != KMS_ERR_UNWRAP)
+        kms_log(KMS_LOG_DEBUG, "keystore.cluster_check_failed", NULL, "detail", kms_error_detail(), NULL);
+    if (!wrote)
+        return 0;
+    rc = reload(n, "cluster generation");
+    char detail[256];
+    (void)snprintf(detail, sizeof(detail), "%s", rc == KMS_OK ? "" : kms_error_detail());
+    kms_ksync_reloaded(n->ksync, rc, detail);
+    if (rc != KMS_OK && reload(n, "previous keystore put back") != KMS_OK)
+        kms_log(KMS_LOG_ERROR, "keystore.reload_refused", NULL, "msg", "the previous keystore did not load again", NULL);
+    /* why: this write is already loaded; the watcher need not load it again */
+    if (wfd >= 0 && files_changed(wfd, names))
+        *pending = 0;
+    return 1;
+}
+
+/* SPEC §9, §11: who this node is and which keystore it holds. */
+static kms_rc heartbeat(struct node *n)
+{
+    struct kms_cluster_node self;
+    memset(&self, 0, sizeof(self));
+    (void)snprintf(self.name, sizeof(self.name), "%.64s", n->name);
+    (void)snprintf(self.version, sizeof(self.version), "%s", KMSD_VERSION);
+    self.interval_s = HEARTBEAT_EVERY_S;
+    struct kms_ksync_status st;
+    kms_ksync_status(n->ksync, &st);
+    self.ks_generation = st.generation;
+    memcpy(self.ks_sha256, st.sha256, sizeof(self.ks_sha256));
+    memcpy(self.ks_error, st.error, sizeof(self.ks_error));
+    self.ks_expiry = (int64_t)kms_server_earliest_expiry(n->server, self.ks_expiry_alias, sizeof(self.ks_expiry_alias));
+    return kms_cluster_heartbeat_node(n->cache, &self, HEARTBEAT_TTL_S);
 }
 
 static const char *config_path(const char *given)
@@ -428,7 +510,7 @@ int main(int argc, char **argv)
         siginfo_t info;
         int sig = sigtimedwait(&set, &info, &tick);
         if (sig == SIGHUP) {
-            reload(&n, "SIGHUP");
+            (void)reload(&n, "SIGHUP");
             continue;
         }
         if (sig == SIGTERM || sig == SIGINT) {
@@ -439,10 +521,13 @@ int main(int argc, char **argv)
         if (wfd >= 0 && files_changed(wfd, names))
             pending = 2;
         else if (pending > 0 && --pending == 0)
-            reload(&n, "file changed");
+            (void)reload(&n, "file changed");
+        /* why: a heartbeat right after a swap tells the cluster at once */
+        if (n.ksync != NULL && kms_ksync_due(n.ksync) && cluster_keystore(&n, wfd, names, &pending))
+            next_heartbeat = 0;
         /* SPEC §9: nodes register a heartbeat in Redis (also what reconnects an idle node) */
         if (distributed && time(NULL) >= next_heartbeat) {
-            if (kms_cluster_heartbeat(n.cache, n.name, KMSD_VERSION, HEARTBEAT_TTL_S) != KMS_OK)
+            if (heartbeat(&n) != KMS_OK)
                 kms_log(KMS_LOG_DEBUG, "cluster.heartbeat_failed", NULL, "detail", kms_error_detail(), NULL);
             next_heartbeat = time(NULL) + HEARTBEAT_EVERY_S;
         }

@@ -24,6 +24,8 @@ static struct {
     uint64_t handshakes[2]; /* full, resumed */
     uint64_t ticket_rotations;
     uint64_t refused[KMS_AUTH_REVOKED + 1];
+    uint64_t ks_rejected[KMS_KSGEN_INVALID + 1];
+    uint64_t ks_cluster_generation;
 } m;
 
 enum { OP_RESOLVE, OP_ENCRYPT, OP_DECRYPT, OP_DESCRIBE, OP_PROBE, NOPS };
@@ -66,6 +68,17 @@ void kms_metrics_request(size_t route, const char *pattern, int status, double s
 
 void kms_metrics_handshake(int resumed) { add(&m.handshakes[resumed ? 1 : 0], 1); }
 void kms_metrics_ticket_rotation(void) { add(&m.ticket_rotations, 1); }
+
+void kms_metrics_keystore_rejected(enum kms_ksgen_reject why)
+{
+    if (why > KMS_KSGEN_OK && why <= KMS_KSGEN_INVALID)
+        add(&m.ks_rejected[why], 1);
+}
+
+void kms_metrics_keystore_cluster_generation(uint64_t gen)
+{
+    __atomic_store_n(&m.ks_cluster_generation, gen, __ATOMIC_RELAXED);
+}
 
 void kms_metrics_refused(enum kms_auth_status why)
 {
@@ -284,10 +297,21 @@ kms_rc kms_metrics_render(const struct kms_metrics_gauges *g, struct kms_buf *ou
     for (int i = KMS_AUTH_NO_CERT; i <= KMS_AUTH_REVOKED; i++)
         KMS_GUARD(line(out, "kms_client_certificates_refused_total{reason=\"%s\"} %llu\n",
                        kms_auth_status_name((enum kms_auth_status)i), (unsigned long long)get(&m.refused[i])));
+    KMS_GUARD(line(out, "# HELP kms_keystore_rejected_total Keystore generations from the cluster refused, by reason.\n"
+                        "# TYPE kms_keystore_rejected_total counter\n"));
+    for (int i = KMS_KSGEN_MALFORMED; i <= KMS_KSGEN_INVALID; i++)
+        KMS_GUARD(line(out, "kms_keystore_rejected_total{reason=\"%s\"} %llu\n",
+                       kms_ksgen_reject_name((enum kms_ksgen_reject)i), (unsigned long long)get(&m.ks_rejected[i])));
+    KMS_GUARD(line(out,
+                   "# HELP kms_keystore_generation Cluster keystore generation in force (0: the node's own file, "
+                   "never distributed).\n# TYPE kms_keystore_generation gauge\nkms_keystore_generation %llu\n",
+                   (unsigned long long)get(&m.ks_cluster_generation)));
+    KMS_GUARD(line(out,
+                   "# HELP kms_keystore_loads Keystore loads by this process (1 at start, +1 per reload).\n"
+                   "# TYPE kms_keystore_loads gauge\nkms_keystore_loads %lu\n",
+                   g->keystore_generation));
     return line(out,
-                "# HELP kms_keystore_generation Keystore generation in force (1 at start, +1 per reload).\n"
-                "# TYPE kms_keystore_generation gauge\nkms_keystore_generation %lu\n"
                 "# HELP kms_certificate_earliest_expiry_seconds Earliest not-after of the keystore's certificates.\n"
                 "# TYPE kms_certificate_earliest_expiry_seconds gauge\nkms_certificate_earliest_expiry_seconds %lld\n",
-                g->keystore_generation, g->earliest_not_after);
+                g->earliest_not_after);
 }

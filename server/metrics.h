@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "hsm/backend.h"
 #include "kms/identity.h"
+#include "kms/ksgen.h"
 
 #define KMS_METRICS_ROUTES 16 /* route index; the last one is "unmatched" */
 
@@ -19,6 +20,10 @@ void kms_metrics_handshake(int resumed);
 /* A TLS session-ticket master key was replaced (kms.tls.ticket.rotation). */
 void kms_metrics_ticket_rotation(void);
 void kms_metrics_refused(enum kms_auth_status why);
+/* A keystore generation from the cluster was refused (SPEC §11). */
+void kms_metrics_keystore_rejected(enum kms_ksgen_reject why);
+/* The cluster keystore generation now in force. */
+void kms_metrics_keystore_cluster_generation(uint64_t gen);
 
 /* Wraps b so every call is counted and timed by operation and result; the
  * wrapper owns b (kms_backend_free frees both). */

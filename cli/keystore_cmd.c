@@ -4,9 +4,12 @@
  * delete, clear, convert, verify, backups, restore, migrate. Every change is
  * backed up first (kms/keystore_backup.h) and written atomically in the
  * file's own format (kms/keystore_write.h). */
+#define _GNU_SOURCE /* why: nftw */
 #include "cli/kmsctl.h"
 
 #include <errno.h>
+#include <ftw.h>
+#include <openssl/crypto.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -30,6 +33,9 @@
 #include "kms/keystore_backup.h"
 #include "kms/keystore_int.h"
 #include "kms/keystore_write.h"
+#include "kms/ksgen.h"
+#include "kms/config.h"
+#include "cluster/keystore_dist.h"
 
 #define KMS_BUNDLE_MAX 16
 
@@ -47,6 +53,10 @@ struct options {
     const char *to, *out;        /* convert: format, output file; migrate: NEW */
     const char *from, *strategy; /* migrate */
     const char *p12_pw_file;
+    /* --cluster (SPEC §11): the edit runs on a private copy of the cluster's keystore */
+    int cluster;
+    const char *config;
+    unsigned wait_s;
 };
 
 void kmsctl_keystore_usage(FILE *f)
@@ -69,6 +79,19 @@ void kmsctl_keystore_usage(FILE *f)
             "  restore BACKUP               put a backup's exact bytes back (the current file is backed up)\n"
             "  migrate --from OLD --to NEW --strategy migrate_delta|migrate_non_ca|do_not_migrate\n"
             "                               copy certificate entries of OLD missing in NEW (all / non-CA / none)\n"
+            "  create --cluster [--from FILE] [--force]\n"
+            "                               seed the cluster with FILE (default: the config's kms.keystore.file)\n"
+            "                               as its first keystore generation (--force: over an existing one)\n"
+            "  history --cluster [--json]   the generations kept: number, time, who, the edit, SHA-256\n"
+            "\n"
+            "The whole cluster at once: add, import-cert, import-p12, delete, clear, convert (without --out),\n"
+            "migrate (--to is the cluster), restore GEN, create and history take --cluster [--config FILE]\n"
+            "(a node's kms.properties, else $KMS_CONFIG, else /etc/kmsd/kms.properties) instead of --keystore:\n"
+            "the cluster's newest keystore is edited in a private copy, checked as a node would check it, and\n"
+            "published through Redis as a new generation sealed under the cluster key; every node applies it\n"
+            "live. restore --cluster GEN republishes generation GEN as a new one. --wait SECONDS waits until\n"
+            "every live node holds the new generation (exit 1 if not). The password is the config's\n"
+            "kms.keystore.password unless given below.\n"
             "\n"
             "Changes: an existing alias is refused unless --force; aliases are case-insensitive. Every change\n"
             "first backs up the file into --backup-dir DIR (default: <keystore dir>/../<name>.backups), with a\n"
@@ -429,7 +452,8 @@ static int backup(const struct options *o, const char *path, const char *pw)
         fprintf(stderr, "kmsctl: %s: not changed, because the backup failed\n", path);
         rc = KMSCTL_EXIT_ERROR;
     } else {
-        printf("Backup: %s\n", made);
+        if (!o->cluster) /* why: a --cluster edit's copy and its backup are temporary */
+            printf("Backup: %s\n", made);
     }
     free(made);
     free(dir);
@@ -448,8 +472,9 @@ static int commit(const struct options *o, const struct kms_keystore *ks, const 
         print_detail(o->keystore, r);
         return KMSCTL_EXIT_ERROR;
     }
-    printf("Wrote %s (%s, %zu %s)\n", o->keystore, kms_keystore_format_name(kms_keystore_format(ks)),
-           kms_keystore_count(ks), kms_keystore_count(ks) == 1 ? "entry" : "entries");
+    printf("Wrote %s (%s, %zu %s)\n", o->cluster ? "the cluster's keystore copy" : o->keystore,
+           kms_keystore_format_name(kms_keystore_format(ks)), kms_keystore_count(ks),
+           kms_keystore_count(ks) == 1 ? "entry" : "entries");
     return KMSCTL_EXIT_OK;
 }
 
@@ -1158,6 +1183,240 @@ out:
     return rc;
 }
 
+struct subcommand {
+    const char *name;
+    int (*run)(const struct options *o);
+    int nargs;           /* positional arguments: ALIAS [FILE] */
+    int needs_keystore;
+    int cluster;         /* --cluster: 0 not allowed, 1 allowed, 2 required */
+};
+
+/* ---- the whole cluster (--cluster) ----------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP)
+        return rmdir(path);
+    return unlink(path);
+}
+
+/* Runs sc on a private copy of cur in a fresh 0700 directory; *out gets
+ * the edited bytes (malloc'd). */
+static int edit_copy(const struct subcommand *sc, const struct options *o, const char *password, const uint8_t *cur,
+                     size_t cur_len, uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    const char *tmp = getenv("TMPDIR");
+    char dir[4096], path[4200], backups[4200];
+    snprintf(dir, sizeof(dir), "%s/kmsctl-cluster.XXXXXX", tmp != NULL && tmp[0] ? tmp : "/tmp");
+    if (mkdtemp(dir) == NULL) {
+        fprintf(stderr, "kmsctl: cannot make a private directory in %s: %s\n", tmp ? tmp : "/tmp", strerror(errno));
+        return KMSCTL_EXIT_ERROR;
+    }
+    snprintf(path, sizeof(path), "%s/keystore", dir);
+    snprintf(backups, sizeof(backups), "%s/backups", dir);
+    int rc = KMSCTL_EXIT_ERROR;
+    kms_error_clear();
+    kms_rc r = kms_file_write_atomic(path, cur, cur_len, 0600);
+    if (r != KMS_OK) {
+        print_detail(path, r);
+    } else {
+        struct options eo = *o;
+        eo.keystore = path;
+        eo.backup_dir = backups;
+        eo.pw.file = NULL;
+        eo.pw.argument = NULL;
+        eo.pw.value = password;
+        if (strcmp(sc->name, "migrate") == 0)
+            eo.to = path;
+        rc = sc->run(&eo);
+        if (rc == KMSCTL_EXIT_OK) {
+            kms_error_clear();
+            r = kms_file_read(path, out, out_len);
+            if (r != KMS_OK) {
+                print_detail(path, r);
+                rc = KMSCTL_EXIT_ERROR;
+            }
+        }
+    }
+    /* why: the copy may hold private keys; nothing of it stays behind */
+    uint8_t *again = NULL;
+    size_t again_len = 0;
+    if (kms_file_read(path, &again, &again_len) == KMS_OK) {
+        kms_wipe(again, again_len);
+        free(again);
+    }
+    (void)nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return rc;
+}
+
+/* The edit as history shows it: the command and its arguments, files by
+ * their base name. */
+static void describe(const char *sub, const struct options *o, char *out, size_t cap)
+{
+    const char *file = o->file ? strrchr(o->file, '/') : NULL;
+    file = file ? file + 1 : o->file;
+    snprintf(out, cap, "%s%s%s%s%s%s%s", sub, o->alias ? " " : "", o->alias ? o->alias : "", file ? " " : "",
+             file ? file : "", o->to && strcmp(sub, "convert") == 0 ? " --to " : "",
+             o->to && strcmp(sub, "convert") == 0 ? o->to : "");
+}
+
+static int history(struct kmsctl_cluster *c, int json)
+{
+    uint64_t gens[1024], head = 0;
+    size_t n = 0;
+    kms_error_clear();
+    kms_rc r = kms_ksdist_head(c->dist, &head);
+    if (r == KMS_OK)
+        r = kms_ksdist_list(c->dist, gens, KMS_ARRAY_LEN(gens), &n);
+    if (r != KMS_OK) {
+        print_detail("redis", r);
+        return KMSCTL_EXIT_ERROR;
+    }
+    json_t *arr = json ? json_array() : NULL;
+    if (!json)
+        printf("%-6s %-20s %-24s %-64s %s\n", "GEN", "PUBLISHED (UTC)", "BY", "SHA256", "EDIT");
+    int rc = KMSCTL_EXIT_OK;
+    for (size_t i = 0; i < n; i++) {
+        struct kms_ksgen_meta m;
+        uint8_t *ks = NULL;
+        size_t len = 0;
+        if (kmsctl_cluster_generation(c, gens[i], &m, &ks, &len) != KMSCTL_EXIT_OK) {
+            rc = KMSCTL_EXIT_ERROR; /* why: a blob that does not open is worth an exit 1 (tampering) */
+            if (!json)
+                printf("%-6llu REFUSED: does not open (see above); nodes refuse it too\n",
+                       (unsigned long long)gens[i]);
+            continue;
+        }
+        kms_ksgen_free_bytes(&ks, len);
+        char when[32];
+        struct tm tm;
+        time_t t = (time_t)m.time;
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        if (json)
+            json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:b}", "generation",
+                                                 (json_int_t)m.generation, "time", when, "who", m.who, "edit", m.edit,
+                                                 "sha256", m.sha256, "format", kms_keystore_format_name(m.format),
+                                                 "head", m.generation == head));
+        else
+            printf("%-6llu %-20s %-24s %-64s %s%s\n", (unsigned long long)m.generation, when, m.who, m.sha256, m.edit,
+                   m.generation == head ? "   (newest)" : "");
+    }
+    if (json) {
+        json_t *j = json_pack("{s:I, s:o}", "head", (json_int_t)head, "generations", arr);
+        rc = print_json(j) != KMSCTL_EXIT_OK ? KMSCTL_EXIT_ERROR : rc;
+    } else if (n == 0) {
+        printf("(no generation published yet: kmsctl keystore create --cluster)\n");
+    }
+    return rc;
+}
+
+static int parse_gen(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v == 0 || s[0] == '-')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int run_cluster(const struct subcommand *sc, const struct options *o)
+{
+    char *pw = NULL;
+    int rc = KMSCTL_EXIT_OK;
+    if ((o->pw.file != NULL || o->pw.argument != NULL || getenv("KMS_KEYSTORE_PASSWORD") != NULL) &&
+        (rc = kmsctl_password_get(&o->pw, &pw)) != KMSCTL_EXIT_OK)
+        return rc;
+    struct kmsctl_cluster c;
+    rc = kmsctl_cluster_open(o->config, pw, &c);
+    const char *password = pw != NULL ? pw : c.cfg ? kms_config_secret(c.cfg, KMS_CFG_KEYSTORE_PASSWORD) : NULL;
+    uint8_t *cur = NULL, *neu = NULL;
+    size_t cur_len = 0, neu_len = 0;
+    uint64_t head = 0;
+    char edit[KMS_KSGEN_EDIT_MAX + 1];
+    describe(sc->name, o, edit, sizeof(edit));
+    if (rc != KMSCTL_EXIT_OK)
+        goto out;
+    if (password == NULL || password[0] == '\0') {
+        fprintf(stderr, "kmsctl: %s has no kms.keystore.password; give --password-file\n", c.config_path);
+        rc = KMSCTL_EXIT_ERROR;
+        goto out;
+    }
+    if (strcmp(sc->name, "history") == 0) {
+        rc = history(&c, o->json);
+        goto out;
+    }
+    kms_error_clear();
+    kms_rc r = kms_ksdist_head(c.dist, &head);
+    if (r != KMS_OK) {
+        print_detail("redis", r);
+        rc = KMSCTL_EXIT_ERROR;
+        goto out;
+    }
+    if (strcmp(sc->name, "restore") == 0) {
+        uint64_t gen = 0;
+        struct kms_ksgen_meta m;
+        if (parse_gen(o->file, &gen) != 0) {
+            fprintf(stderr, "kmsctl: restore --cluster takes a generation number (see history --cluster), not '%s'\n",
+                    o->file);
+            rc = KMSCTL_EXIT_USAGE;
+            goto out;
+        }
+        if ((rc = kmsctl_cluster_generation(&c, gen, &m, &neu, &neu_len)) != KMSCTL_EXIT_OK)
+            goto out;
+        snprintf(edit, sizeof(edit), "restore %llu (%.300s by %.128s)", (unsigned long long)gen, m.edit, m.who);
+    } else if (strcmp(sc->name, "create") == 0) {
+        if (head > 0 && !o->force) {
+            fprintf(stderr, "kmsctl: the cluster already has keystore generation %llu; edit it, or use --force to "
+                            "replace it with a new seed\n",
+                    (unsigned long long)head);
+            rc = KMSCTL_EXIT_ERROR;
+            goto out;
+        }
+        const char *from = o->from ? o->from : kms_config_str(c.cfg, KMS_CFG_KEYSTORE_FILE);
+        kms_error_clear();
+        if ((r = kms_file_read(from, &neu, &neu_len)) != KMS_OK) {
+            print_detail(from, r);
+            rc = KMSCTL_EXIT_ERROR;
+            goto out;
+        }
+        const char *base = strrchr(from, '/');
+        snprintf(edit, sizeof(edit), "create from %s", base ? base + 1 : from);
+    } else {
+        if ((rc = kmsctl_cluster_current(&c, &head, &cur, &cur_len)) != KMSCTL_EXIT_OK)
+            goto out;
+        if ((rc = edit_copy(sc, o, password, cur, cur_len, &neu, &neu_len)) != KMSCTL_EXIT_OK) {
+            fprintf(stderr, "kmsctl: nothing was published\n");
+            goto out;
+        }
+        if (neu_len == cur_len && CRYPTO_memcmp(neu, cur, cur_len) == 0) {
+            printf("The cluster's keystore is unchanged (generation %llu); nothing was published\n",
+                   (unsigned long long)head);
+            goto out;
+        }
+    }
+    rc = kmsctl_cluster_publish(&c, head, neu, neu_len, password, edit, o->wait_s);
+out:
+    kms_ksgen_free_bytes(&cur, cur_len);
+    kms_ksgen_free_bytes(&neu, neu_len);
+    kmsctl_cluster_close(&c);
+    kmsctl_password_free(&pw);
+    return rc;
+}
+
+static int cmd_cluster_only(const struct options *o)
+{
+    (void)o;
+    fprintf(stderr, "kmsctl: this command works on the cluster: add --cluster\n");
+    return KMSCTL_EXIT_USAGE;
+}
+
 /* ---- argument parsing --------------------------------------------------- */
 
 static int usage_error(const char *fmt, ...) KMS_PRINTF(1, 2);
@@ -1173,18 +1432,22 @@ static int usage_error(const char *fmt, ...)
     return KMSCTL_EXIT_USAGE;
 }
 
-struct subcommand {
-    const char *name;
-    int (*run)(const struct options *o);
-    int nargs;           /* positional arguments: ALIAS [FILE] */
-    int needs_keystore;
-};
 
 static const struct subcommand subcommands[] = {
-    {"list", cmd_list, 0, 1},          {"show", cmd_show, 1, 1},       {"add", cmd_add, 2, 1},
-    {"import-cert", cmd_import_cert, 2, 1}, {"import-p12", cmd_import_p12, 2, 1}, {"delete", cmd_delete, 1, 1},
-    {"clear", cmd_clear, 0, 1},        {"convert", cmd_convert, 0, 1}, {"verify", cmd_verify, 0, 1},
-    {"backups", cmd_backups, 0, 1},    {"restore", cmd_restore, 1, 1}, {"migrate", cmd_migrate, 0, 0},
+    {"list", cmd_list, 0, 1, 0},
+    {"show", cmd_show, 1, 1, 0},
+    {"add", cmd_add, 2, 1, 1},
+    {"import-cert", cmd_import_cert, 2, 1, 1},
+    {"import-p12", cmd_import_p12, 2, 1, 1},
+    {"delete", cmd_delete, 1, 1, 1},
+    {"clear", cmd_clear, 0, 1, 1},
+    {"convert", cmd_convert, 0, 1, 1},
+    {"verify", cmd_verify, 0, 1, 0},
+    {"backups", cmd_backups, 0, 1, 0},
+    {"restore", cmd_restore, 1, 1, 1},
+    {"migrate", cmd_migrate, 0, 0, 1},
+    {"create", cmd_cluster_only, 0, 0, 2},
+    {"history", cmd_cluster_only, 0, 0, 2},
 };
 
 static int parse_count(const char *s, long min, long max, long *out)
@@ -1217,6 +1480,9 @@ int kmsctl_keystore_main(int argc, char **argv)
         {"from", required_argument, NULL, 'r'},
         {"strategy", required_argument, NULL, 'S'},
         {"p12-password-file", required_argument, NULL, 'P'},
+        {"cluster", no_argument, NULL, 'C'},
+        {"config", required_argument, NULL, 'G'},
+        {"wait", required_argument, NULL, 'W'},
         {NULL, 0, NULL, 0},
     };
     struct options o = {.max_backups = KMS_BACKUP_DEFAULT_MAX, .days = 30, .server_alias = "kmsserver",
@@ -1293,6 +1559,17 @@ int kmsctl_keystore_main(int argc, char **argv)
         case 'P':
             o.p12_pw_file = optarg;
             break;
+        case 'C':
+            o.cluster = 1;
+            break;
+        case 'G':
+            o.config = optarg;
+            break;
+        case 'W':
+            if (parse_count(optarg, 0, 3600, &v) != 0)
+                return usage_error("--wait needs seconds from 0 to 3600, not '%s'", optarg);
+            o.wait_s = (unsigned)v;
+            break;
         case 'h':
             kmsctl_keystore_usage(stdout);
             return KMSCTL_EXIT_OK;
@@ -1317,6 +1594,25 @@ int kmsctl_keystore_main(int argc, char **argv)
     }
     if (nrest > sc->nargs)
         return usage_error("unexpected argument '%s'", rest[sc->nargs]);
+    if (o.cluster && sc->cluster == 0)
+        return usage_error("%s does not take --cluster (it reads one file: use --keystore)", sub);
+    if (!o.cluster && sc->cluster == 2)
+        return usage_error("%s works on the cluster: add --cluster", sub);
+    if (o.cluster && o.keystore != NULL)
+        return usage_error("%s", "--cluster edits the cluster's keystore: give --config, not --keystore");
+    if (o.cluster && strcmp(sub, "convert") == 0 && o.out != NULL)
+        return usage_error("%s", "convert --cluster converts the cluster's keystore in place: no --out");
+    if (o.cluster && strcmp(sub, "migrate") == 0 && o.to == NULL)
+        o.to = "(cluster)";
+    if (o.cluster) {
+        if (strcmp(sub, "convert") == 0 && o.to == NULL)
+            return usage_error("%s", "convert needs --to pkcs12|jks|pem");
+        if (strcmp(sub, "migrate") == 0 && (o.from == NULL || o.strategy == NULL))
+            return usage_error("%s", "migrate --cluster needs --from OLD --strategy STRATEGY");
+        return run_cluster(sc, &o);
+    }
+    if (o.wait_s > 0 || o.config != NULL)
+        return usage_error("%s", "--wait and --config go with --cluster");
     if (sc->needs_keystore && o.keystore == NULL)
         return usage_error("%s", "--keystore FILE is required");
     if (strcmp(sub, "convert") == 0 && o.to == NULL)

@@ -69,6 +69,13 @@ static int read_password_file(const char *path, char **out)
 int kmsctl_password_get(const struct kmsctl_password_source *src, char **out)
 {
     *out = NULL;
+    if (src->value != NULL) { /* why: --cluster edits take kms.keystore.password from the node's config */
+        if ((*out = dup_len(src->value, strlen(src->value))) == NULL) {
+            fprintf(stderr, "kmsctl: out of memory\n");
+            return KMSCTL_EXIT_ERROR;
+        }
+        return KMSCTL_EXIT_OK;
+    }
     if (src->argument != NULL)
         fprintf(stderr, "kmsctl: warning: a password on the command line (--storepass) is visible to other users; "
                         "use --password-file or KMS_KEYSTORE_PASSWORD\n");

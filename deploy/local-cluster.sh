@@ -41,7 +41,7 @@ redis_sh=$root/tests/stand-ins/redis/redis.sh
 pykmip_sh=$root/tests/stand-ins/pykmip/pykmip.sh
 render=$here/templates/render.sh
 # why: kmsd warns about (or, strict, refuses) KMS_* variables it does not know
-scrub="env -u KMS_BUILD_DIR -u KMS_CLUSTER_CACHE -u KMS_CLUSTER_LOOPBACK -u KMS_CLUSTER_LOG_LEVEL"
+scrub="env -u KMS_BUILD_DIR -u KMS_CLUSTER_CACHE -u KMS_CLUSTER_LOOPBACK -u KMS_CLUSTER_LOG_LEVEL -u KMS_CLUSTER_NAME"
 
 log() { echo "local-cluster: $*"; }
 die() { echo "local-cluster: $*" >&2; exit 1; }
@@ -109,14 +109,16 @@ set_env() { # set_env NAME VALUE: update one line of cluster.env
 }
 
 make_pki() { # dev PKI (kmsServer SANs: HAProxy and the nodes), cmxAdmin, cluster key
-  "$here/templates/cluster-pki.sh" "$dir" "IP:$1,IP:$2,IP:$3,IP:$4"
+  KMSCTL=$KMSCTL "$here/templates/cluster-pki.sh" "$dir" "IP:$1,IP:$2,IP:$3,IP:$4"
 }
 
-render_node() { # render_node N
+render_node() { # render_node N: its kms.properties and its own keystore file, seeded once
   local n=$1 ndir=$dir/node$1
-  mkdir -p "$ndir"
+  mkdir -p "$ndir/keystore"
+  [ -f "$ndir/keystore/kms.jks" ] || install -m 0600 "$dir/pki/kms.jks" "$ndir/keystore/kms.jks"
   local addr_var=CLUSTER_NODE${n}_ADDR port_var=CLUSTER_NODE${n}_PORT
   NODE_NAME=node$n NODE_ADDRESS=${!addr_var} NODE_PORT=${!port_var} PKI_DIR=$dir/pki \
+  KEYSTORE_FILE=$ndir/keystore/kms.jks CLUSTER_NAME=${KMS_CLUSTER_NAME:-local} \
   HSM_HOST=127.0.0.1 HSM_PORT=$CLUSTER_PYKMIP_PORT CACHE_TYPE=${KMS_CLUSTER_CACHE:-distributed} \
   REDIS_URL=redis://kmsd@127.0.0.1:$CLUSTER_REDIS_PORT/0 REDIS_PASSWORD_FILE=$dir/redis-password \
   CLUSTER_KEY_FILE=$dir/cluster.key AUDIT_FILE=$ndir/audit.log LOG_LEVEL=${KMS_CLUSTER_LOG_LEVEL:-info} \

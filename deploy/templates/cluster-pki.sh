@@ -6,8 +6,10 @@
 # added to kmsServer's SANs, plus a cmxAdmin client certificate (cmxAdmin.p12) imported
 # as a certificate entry (role admin with kms.auth.roles = cmxadmin=admin); with
 # KMIP_SERVER_SAN, also a kmipServer certificate (kmipServer-chain.crt, kmipServer.key)
-# for a KMIP server reached under that name. DIR/cluster.key: base64 of 32 random
-# bytes, mode 0600, the cluster cache key every node holds and Redis never sees.
+# for a KMIP server reached under that name. DIR/cluster.key: a random cluster key
+# sealed under the keystore password by `kmsctl cluster key create` ($KMSCTL, default
+# kmsctl on PATH), mode 0600: every node holds it, Redis never sees it, and it is
+# never on disk in clear (SPEC §11).
 # DIR/redis-password: 48 hex characters, mode 0600, the password of Redis's ACL
 # user kmsd (kms.cache.redis.password.file).
 # Idempotent: an existing DIR/pki/kms.jks, DIR/cluster.key or DIR/redis-password is kept.
@@ -44,7 +46,8 @@ fi
 if [ -n "$kmip_san" ] && [ ! -f kmipServer-chain.crt ]; then
   issue kmipServer serverAuth "$kmip_san"
 fi
-[ -f "$dir/cluster.key" ] || openssl rand -base64 32 > "$dir/cluster.key"
+[ -f "$dir/cluster.key" ] ||
+  "${KMSCTL:-kmsctl}" cluster key create --password-file "$pki/password.txt" --out "$dir/cluster.key" >/dev/null
 chmod 600 "$dir/cluster.key"
 [ -f "$dir/redis-password" ] || openssl rand -hex 24 > "$dir/redis-password"
 chmod 600 "$dir/redis-password"

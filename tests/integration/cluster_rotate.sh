@@ -40,7 +40,12 @@ KMS_REDIS_TLS=$pki KMS_REDIS_TLS_ONLY=1 KMS_REDIS_TLS_AUTH_CLIENTS=yes KMS_REDIS
 # shellcheck disable=SC1091
 . "$dir/redis/redis.env"
 printf 'rot-Pw.1\n' > "$dir/redis-password" && chmod 600 "$dir/redis-password"
-openssl rand -base64 32 > "$dir/cluster.key" && chmod 600 "$dir/cluster.key"
+# why: the cluster key is sealed under the keystore password (SPEC §11), so the
+# harness's dev PKI gets a password known here
+export KMS_PKI_PASSWORD; KMS_PKI_PASSWORD=$(openssl rand -hex 12)
+printf '%s\n' "$KMS_PKI_PASSWORD" > "$dir/ks-password" && chmod 600 "$dir/ks-password"
+"$kmsctl" cluster key create --password-file "$dir/ks-password" --out "$dir/cluster.key" > /dev/null ||
+  { ko "kmsctl cluster key create"; exit 1; }
 rcli() { REDISCLI_AUTH=rot-Pw.1 timeout 5 redis-cli --tls --cacert "$pki/ca.crt" --cert "$pki/client.crt" \
   --key "$pki/client.key" --user kmsd -h 127.0.0.1 -p "$REDIS_PORT" --no-auth-warning "$@"; }
 [ "$(rcli ping)" = PONG ] && ok "redis-server: TLS only, client certificates, ACL user kmsd" || ko "redis-cli ping"

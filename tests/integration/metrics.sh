@@ -28,7 +28,7 @@ check "full handshakes" 'kms_tls_handshakes_total{kind="full"}' ">=" 5
 check "refused: unknown" 'kms_client_certificates_refused_total{reason="unknown"}' ">=" 1
 check "refused: expired" 'kms_client_certificates_refused_total{reason="expired"}' ">=" 1
 check "refused: none" 'kms_client_certificates_refused_total{reason="no_certificate"}' ">=" 1
-check "keystore generation" 'kms_keystore_generation' ">=" 1
+check "keystore loads" 'kms_keystore_loads' ">=" 1
 check "earliest expiry" 'kms_certificate_earliest_expiry_seconds' ">=" 1
 s=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$KMS_IT_ADMIN_PORT/other")
 [ "$s" = 404 ] && { echo "ok   other admin paths: 404"; pass=$((pass + 1)); } || { echo "FAIL admin /other: $s"; fail=$((fail + 1)); }

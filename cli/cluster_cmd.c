@@ -98,7 +98,7 @@ int kmsctl_cluster_open(const char *config, const char *password, struct kmsctl_
     struct kms_cache *local = NULL;
     rc = kms_cache_local_new(1, 0, 0, &local);
     if (rc == KMS_OK)
-        rc = kms_redis_config_open(c->cfg, "kmsctl", local, &c->cache); /* takes local */
+        rc = kms_redis_config_open(c->cfg, "kmsctl", c->key, local, &c->cache); /* takes local */
     if (rc != KMS_OK)
         return fail("redis", rc);
     rc = kms_ksdist_open(c->cache, &c->dist);
@@ -144,7 +144,13 @@ int kmsctl_cluster_current(struct kmsctl_cluster *c, uint64_t *head, uint8_t **k
         return fail("redis", rc);
     if (*head > 0) {
         struct kms_ksgen_meta m;
-        return kmsctl_cluster_generation(c, *head, &m, ks, len);
+        int code = kmsctl_cluster_generation(c, *head, &m, ks, len);
+        if (code != KMSCTL_EXIT_OK)
+            fprintf(stderr, "kmsctl: the newest generation (%llu) cannot be edited; nodes refuse it too. Find a good one "
+                            "with 'kmsctl keystore history --cluster' and republish it with 'kmsctl keystore restore "
+                            "--cluster GEN'\n",
+                    (unsigned long long)*head);
+        return code;
     }
     const char *file = kms_config_str(c->cfg, KMS_CFG_KEYSTORE_FILE);
     rc = kms_file_read(file, ks, len);

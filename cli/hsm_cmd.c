@@ -200,7 +200,7 @@ static int invalidate_cluster(const struct kms_config *cfg)
     struct kms_cache *local = NULL, *c = NULL;
     kms_rc rc = kms_cache_local_new(1, 0, 0, &local);
     if (rc == KMS_OK)
-        rc = kms_redis_config_open(cfg, "kmsctl", local, &c); /* takes local */
+        rc = kms_redis_config_open(cfg, "kmsctl", NULL, local, &c); /* takes local */
     if (rc == KMS_OK)
         rc = kms_cache_redis_invalidate_all(c);
     struct kms_redis_state st;

@@ -37,12 +37,14 @@ static const char *or_null(const char *s)
     return s != NULL && s[0] != '\0' ? s : NULL;
 }
 
-kms_rc kms_redis_config_open(const struct kms_config *cfg, const char *node, struct kms_cache *local,
-                             struct kms_cache **out)
+kms_rc kms_redis_config_open(const struct kms_config *cfg, const char *node, const struct kms_secret *cluster_key,
+                             struct kms_cache *local, struct kms_cache **out)
 {
     *out = NULL;
     struct kms_secret *key = NULL, *password = NULL, *sentinel_password = NULL;
-    kms_rc rc = kms_redis_config_cluster_key(cfg, &key);
+    kms_rc rc = cluster_key != NULL
+                    ? kms_secret_from(kms_secret_cdata(cluster_key), kms_secret_len(cluster_key), &key)
+                    : kms_redis_config_cluster_key(cfg, &key);
     if (rc == KMS_OK)
         rc = secret_of(cfg, KMS_CFG_CACHE_REDIS_PASSWORD, &password);
     if (rc == KMS_OK)

@@ -11,12 +11,16 @@
 #include "kms/config.h"
 
 /* Opens the Redis tier in front of *local (taken over: freed with the new
- * cache, or here on failure). node names this process in logs. Redis being
+ * cache, or here on failure). node names this process in logs. cluster_key
+ * (borrowed): the opened cluster key, or NULL to open it here (why: opening
+ * costs a PBKDF2 of the keystore password; a caller that needs the key too
+ * opens it once). Redis being
  * unreachable is not an error (the cache starts degraded). Errors:
  * KMS_ERR_CONFIG (no or bad cluster key, bad Redis option or TLS file; the
  * detail names it, never a secret), KMS_ERR_NO_MEMORY, KMS_ERR_CRYPTO.
  * Caller owns *out (kms_cache_free). */
-kms_rc kms_redis_config_open(const struct kms_config *cfg, const char *node, struct kms_cache *local,
+kms_rc kms_redis_config_open(const struct kms_config *cfg, const char *node, const struct kms_secret *cluster_key,
+                             struct kms_cache *local,
                              struct kms_cache **out) KMS_MUST_CHECK;
 
 /* The cluster key (kms.cache.cluster.key or .file: sealed under the

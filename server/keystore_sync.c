@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "cluster/keystore_dist.h"
-#include "cluster/redis_config.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "kms/keystore_backup.h"
@@ -109,7 +108,8 @@ void kms_ksync_note_file(struct kms_ksync *s)
     pthread_mutex_unlock(&s->mu);
 }
 
-kms_rc kms_ksync_new(const struct kms_config *cfg, struct kms_cache *cache, struct kms_ksync **out)
+kms_rc kms_ksync_new(const struct kms_config *cfg, struct kms_cache *cache, const struct kms_secret *cluster_key,
+                     struct kms_ksync **out)
 {
     *out = NULL;
     struct kms_ksync *s = calloc(1, sizeof(*s));
@@ -120,7 +120,7 @@ kms_rc kms_ksync_new(const struct kms_config *cfg, struct kms_cache *cache, stru
     (void)pthread_mutex_init(&s->mu, NULL);
     (void)snprintf(s->path, sizeof(s->path), "%s", kms_config_str(cfg, KMS_CFG_KEYSTORE_FILE));
     (void)snprintf(s->state_path, sizeof(s->state_path), "%s.generation", s->path);
-    kms_rc rc = kms_redis_config_cluster_key(cfg, &s->cluster_key);
+    kms_rc rc = kms_secret_from(kms_secret_cdata(cluster_key), kms_secret_len(cluster_key), &s->cluster_key);
     if (rc == KMS_OK)
         rc = read_state(s);
     if (rc != KMS_OK) {

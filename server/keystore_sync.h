@@ -25,10 +25,11 @@
 struct kms_ksync;
 
 /* For a node with cfg (borrowed, must outlive it) whose distributed cache
- * is cache (borrowed). Reads the state file (missing: generation 0).
- * Errors: KMS_ERR_CONFIG (cluster key), KMS_ERR_IO (state file unreadable or
+ * is cache (borrowed) and whose opened cluster key is cluster_key (copied).
+ * Reads the state file (missing: generation 0). Errors: KMS_ERR_IO (state file unreadable or
  * malformed: the detail names it), KMS_ERR_NO_MEMORY. Caller owns *out. */
-kms_rc kms_ksync_new(const struct kms_config *cfg, struct kms_cache *cache, struct kms_ksync **out) KMS_MUST_CHECK;
+kms_rc kms_ksync_new(const struct kms_config *cfg, struct kms_cache *cache, const struct kms_secret *cluster_key,
+                     struct kms_ksync **out) KMS_MUST_CHECK;
 
 /* Starts the pub/sub listener thread. KMS_ERR_INTERNAL. */
 kms_rc kms_ksync_listen(struct kms_ksync *s) KMS_MUST_CHECK;

@@ -149,16 +149,21 @@ static kms_rc open_cache(struct node *n)
         return KMS_OK;
     }
     /* distributed: the local tier in front of Redis, values sealed under the cluster key */
-    KMS_GUARD(kms_redis_config_open(n->cfg, n->name, local, &n->cache)); /* takes local */
-    /* why: the nodes behind one load balancer resume each other's TLS sessions */
-    return kms_redis_config_cluster_key(n->cfg, &n->cluster_key);
+    /* why: opened once (a PBKDF2); the cache, the shared TLS ticket keys and
+     * the keystore sync all derive from it */
+    kms_rc rc = kms_redis_config_cluster_key(n->cfg, &n->cluster_key);
+    if (rc != KMS_OK) {
+        kms_cache_free(&local);
+        return rc;
+    }
+    return kms_redis_config_open(n->cfg, n->name, n->cluster_key, local, &n->cache); /* takes local */
 }
 
 /* SPEC §11: a node applies the newest keystore generation before it
  * reports ready; without Redis it starts on its file and says so. */
 static kms_rc sync_at_start(struct node *n)
 {
-    KMS_GUARD(kms_ksync_new(n->cfg, n->cache, &n->ksync));
+    KMS_GUARD(kms_ksync_new(n->cfg, n->cache, n->cluster_key, &n->ksync));
     int wrote = 0;
     kms_error_clear();
     kms_rc rc = kms_ksync_poll(n->ksync, &wrote);

@@ -585,8 +585,8 @@ static kms_rc redis_put(struct kms_cache *base, const uint8_t key[KMS_CACHE_KEY_
     uint8_t sealed[1 + NONCE_LEN + VALUE_MAX + TAG_LEN];
     size_t sealed_len = 0;
     char name[NAME_MAX_LEN], ttl[16];
-    snprintf(ttl, sizeof(ttl), "%u", c->ttl_s);
     pthread_mutex_lock(&c->mu);
+    snprintf(ttl, sizeof(ttl), "%u", c->ttl_s); /* why: under the lock, kms_cache_set_limits changes it */
     if (link_get(c) != NULL && entry_name(c, key, name) == 0 && seal(c, name, value, sealed, &sealed_len) == 0) {
         const char *argv[] = {"SET", name, (const char *)sealed, "EX", ttl};
         size_t lens[] = {3, strlen(name), sealed_len, 2, strlen(ttl)};
@@ -613,11 +613,21 @@ static void redis_destroy(struct kms_cache *base)
     free(c);
 }
 
+static void redis_set_limits(struct kms_cache *base, unsigned ttl_s, unsigned idle_s)
+{
+    struct rcache *c = (struct rcache *)base;
+    kms_cache_set_limits(c->local, ttl_s, idle_s);
+    pthread_mutex_lock(&c->mu);
+    c->ttl_s = ttl_s > 0 && ttl_s <= 30u * 86400u ? ttl_s : 300; /* why: as at start (apply_options) */
+    pthread_mutex_unlock(&c->mu);
+}
+
 static const struct kms_cache_ops redis_ops = {
     .name = "distributed",
     .get = redis_get,
     .put = redis_put,
     .destroy = redis_destroy,
+    .set_limits = redis_set_limits,
 };
 
 /* ---- options ------------------------------------------------------------ */

@@ -206,12 +206,28 @@ static void local_destroy(struct kms_cache *base)
     free(c);
 }
 
+static void local_set_limits(struct kms_cache *base, unsigned ttl_s, unsigned idle_s)
+{
+    struct local *c = (struct local *)base;
+    pthread_mutex_lock(&c->mu);
+    c->ttl_ns = (uint64_t)ttl_s * NS_PER_S;
+    c->idle_ns = (uint64_t)idle_s * NS_PER_S;
+    pthread_mutex_unlock(&c->mu);
+}
+
 static const struct kms_cache_ops local_ops = {
     .name = "local",
     .get = local_get,
     .put = local_put,
     .destroy = local_destroy,
+    .set_limits = local_set_limits,
 };
+
+void kms_cache_set_limits(struct kms_cache *c, unsigned ttl_s, unsigned idle_s)
+{
+    if (c != NULL && c->ops->set_limits != NULL)
+        c->ops->set_limits(c, ttl_s, idle_s);
+}
 
 kms_rc kms_cache_local_new(size_t max_entries, unsigned ttl_s, unsigned idle_s, struct kms_cache **out)
 {

@@ -24,6 +24,9 @@ struct kms_cache_ops {
     /* Stores a copy of value; failures are not fatal to callers. */
     kms_rc (*put)(struct kms_cache *c, const uint8_t key[KMS_CACHE_KEY_LEN], const struct kms_secret *value);
     void (*destroy)(struct kms_cache *c);
+    /* New TTL and idle limits (seconds, 0 = none) for entries from now on
+     * and at the next sweep; NULL when the kind has none. */
+    void (*set_limits)(struct kms_cache *c, unsigned ttl_s, unsigned idle_s);
 };
 
 struct kms_cache {
@@ -38,6 +41,9 @@ struct kms_cache_stats {
  * and idle_s seconds from last use (0 = no limit). Thread-safe. */
 kms_rc kms_cache_local_new(size_t max_entries, unsigned ttl_s, unsigned idle_s, struct kms_cache **out) KMS_MUST_CHECK;
 void kms_cache_local_stats(struct kms_cache *c, struct kms_cache_stats *out);
+/* Changes a cache's TTL and idle limits live (kms.cache.ttl, kms.cache.idle
+ * on SIGHUP). No-op for NULL or a kind without limits. */
+void kms_cache_set_limits(struct kms_cache *c, unsigned ttl_s, unsigned idle_s);
 /* Drops (and wipes) every entry of a local cache; counted as evictions. No-op
  * for NULL or a cache that is not a local one. */
 void kms_cache_local_clear(struct kms_cache *c);

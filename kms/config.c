@@ -1210,6 +1210,79 @@ void kms_config_free(struct kms_config **c)
     *c = NULL;
 }
 
+/* ---- live reload ------------------------------------------------------------ */
+
+/* why: each of these is read where it is used, each time (or has a setter
+ * kmsd calls on reload); everything else was handed to a component at start */
+static const enum kms_config_key live_keys[] = {
+    KMS_CFG_LOG_LEVEL,         KMS_CFG_CACHE_TTL,        KMS_CFG_CACHE_IDLE,
+    KMS_CFG_AUTH_CRL_FILE,     KMS_CFG_AUTH_EXPIRY_WARN_DAYS, KMS_CFG_CLUSTER_KEYSTORE_CHECK_MS,
+    KMS_CFG_CLUSTER_KEYSTORE_KEEP,
+};
+
+int kms_config_is_live(enum kms_config_key key)
+{
+    for (size_t i = 0; i < sizeof(live_keys) / sizeof(live_keys[0]); i++)
+        if (live_keys[i] == key)
+            return 1;
+    return 0;
+}
+
+static int slot_equal(int type, const struct slot *a, const struct slot *b)
+{
+    switch (type) {
+    case T_INT:
+    case T_BOOL:
+        return a->num == b->num;
+    case T_SECRET:
+        if (a->secret == NULL || b->secret == NULL)
+            return a->secret == b->secret;
+        return kms_secret_equal(a->secret, b->secret);
+    default:
+        return strcmp(a->str ? a->str : "", b->str ? b->str : "") == 0;
+    }
+}
+
+static kms_rc slot_copy(const struct slot *from, struct slot *to)
+{
+    *to = (struct slot){.num = from->num, .set = from->set};
+    if ((from->str != NULL && (to->str = strdup(from->str)) == NULL) ||
+        (from->source != NULL && (to->source = strdup(from->source)) == NULL) ||
+        (from->secret != NULL &&
+         kms_secret_from(kms_secret_cdata(from->secret), kms_secret_len(from->secret), &to->secret) != KMS_OK))
+        return kms_fail(KMS_ERR_NO_MEMORY, "configuration copy");
+    return KMS_OK;
+}
+
+static void add_name(char *list, size_t cap, const char *name)
+{
+    size_t n = strlen(list);
+    if (n + strlen(name) + 2 < cap)
+        snprintf(list + n, cap - n, "%s%s", n ? "," : "", name);
+}
+
+kms_rc kms_config_merge_live(const struct kms_config *old, const struct kms_config *fresh, struct kms_config **out,
+                             char *changed_live, char *pending, size_t cap)
+{
+    *out = calloc(1, sizeof(**out));
+    if (*out == NULL)
+        return kms_fail(KMS_ERR_NO_MEMORY, "configuration copy");
+    if (cap > 0)
+        changed_live[0] = pending[0] = '\0';
+    for (int k = 0; k < KMS_CFG_COUNT; k++) {
+        int live = kms_config_is_live((enum kms_config_key)k);
+        int same = slot_equal(rows[k].type, &old->v[k], &fresh->v[k]);
+        if (!same)
+            add_name(live ? changed_live : pending, cap, names[k]);
+        kms_rc rc = slot_copy(live ? &fresh->v[k] : &old->v[k], &(*out)->v[k]);
+        if (rc != KMS_OK) {
+            kms_config_free(out);
+            return rc;
+        }
+    }
+    return KMS_OK;
+}
+
 /* ---- reading ---------------------------------------------------------------- */
 
 static int valid(enum kms_config_key key) { return (unsigned)key < KMS_CFG_COUNT; }
@@ -1260,7 +1333,7 @@ void kms_config_dump(const struct kms_config *c, FILE *out)
 {
     for (int k = 0; k < KMS_CFG_COUNT; k++) {
         const struct slot *s = &c->v[k];
-        fprintf(out, "# %s\n", rows[k].desc);
+        fprintf(out, "# %s: %s\n", kms_config_is_live((enum kms_config_key)k) ? "live" : "restart", rows[k].desc);
         switch (rows[k].type) {
         case T_INT: fprintf(out, "%s = %lld", names[k], s->num); break;
         case T_BOOL: fprintf(out, "%s = %s", names[k], s->num ? "true" : "false"); break;

@@ -121,7 +121,23 @@ const char *kms_config_description(enum kms_config_key key);
 /* Where the value came from: "default", "<file>:<line>", "env KMS_...", "file <path>". */
 const char *kms_config_source(const struct kms_config *c, enum kms_config_key key);
 
-/* Writes every property as "name = value  # source" with secrets as <redacted>. */
+/* Non-zero when a change of key takes effect on SIGHUP (or a change of
+ * kms.properties on disk) without a restart: kms.log.level, the cache's
+ * TTL and idle limits, the CRL file, the expiry warning, the cluster
+ * keystore check interval and retention. Every other setting needs a restart. */
+int kms_config_is_live(enum kms_config_key key);
+
+/* The configuration in force after a reload: live settings from fresh,
+ * every other one from old (a changed restart-only setting is never half
+ * applied). changed_live / pending receive the names of the live settings
+ * that changed and of the restart-only ones that changed, comma-separated
+ * (truncated to cap; never a value). Caller owns *out. KMS_ERR_NO_MEMORY. */
+kms_rc kms_config_merge_live(const struct kms_config *old, const struct kms_config *fresh, struct kms_config **out,
+                             char *changed_live, char *pending, size_t cap) KMS_MUST_CHECK;
+
+/* Writes every property as "name = value  # source" with secrets as
+ * <redacted>, each after a comment line "# live: description" or
+ * "# restart: description". */
 void kms_config_dump(const struct kms_config *c, FILE *out);
 
 #endif

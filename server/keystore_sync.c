@@ -161,6 +161,11 @@ static void *listen_main(void *arg)
     return NULL;
 }
 
+void kms_ksync_set_config(struct kms_ksync *s, const struct kms_config *cfg)
+{
+    s->cfg = cfg; /* why: only the main loop reads s->cfg; the listener never does */
+}
+
 kms_rc kms_ksync_listen(struct kms_ksync *s)
 {
     if (pthread_create(&s->thread, NULL, listen_main, s) != 0)

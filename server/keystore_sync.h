@@ -31,6 +31,10 @@ struct kms_ksync;
 kms_rc kms_ksync_new(const struct kms_config *cfg, struct kms_cache *cache, const struct kms_secret *cluster_key,
                      struct kms_ksync **out) KMS_MUST_CHECK;
 
+/* The configuration in force changed (SIGHUP): cfg (borrowed) replaces the
+ * one given to kms_ksync_new. Main-loop thread only. */
+void kms_ksync_set_config(struct kms_ksync *s, const struct kms_config *cfg);
+
 /* Starts the pub/sub listener thread. KMS_ERR_INTERNAL. */
 kms_rc kms_ksync_listen(struct kms_ksync *s) KMS_MUST_CHECK;
 

@@ -34,6 +34,7 @@
  * without one make it silent */
 #define HEARTBEAT_TTL_S 600
 #define DEFAULT_CONFIG "/etc/kmsd/kms.properties"
+#define WATCHED 3 /* the keystore, the CRL, kms.properties */
 
 extern char **environ;
 
@@ -73,6 +74,11 @@ struct node {
     struct kms_secret *cluster_key; /* distributed: TLS session tickets shared by the nodes */
     struct kms_server *server;
     struct kms_ksync *ksync; /* distributed: the cluster's keystore generations (SPEC §11) */
+    const char *config_path; /* NULL: defaults and environment only */
+    /* why: the server and the backend keep pointers into the configuration
+     * they started with; a replaced one lives until exit */
+    struct kms_config *retired[64];
+    size_t n_retired;
     char name[256];
 };
 
@@ -80,6 +86,8 @@ static void node_free(struct node *n)
 {
     kms_ksync_free(&n->ksync);
     kms_server_stop(&n->server);
+    for (size_t i = 0; i < n->n_retired; i++)
+        kms_config_free(&n->retired[i]);
     kms_hierarchy_free(&n->hierarchy);
     kms_cache_free(&n->cache);
     kms_backend_free(&n->backend);
@@ -333,15 +341,55 @@ static kms_rc reload(struct node *n, const char *why)
     return rc;
 }
 
+/* SIGHUP or kms.properties changed: the live settings take effect now, a
+ * changed restart-only setting is logged as pending and left as it was
+ * (never half-applied); a file that does not load changes nothing. */
+static void reload_config(struct node *n, const char *why)
+{
+    if (n->n_retired == KMS_ARRAY_LEN(n->retired)) {
+        kms_log(KMS_LOG_WARN, "config.reload_skipped", NULL, "msg",
+                "too many configuration reloads in this process; restart kmsd to reload it again", NULL);
+        return;
+    }
+    struct kms_config *fresh = NULL, *merged = NULL;
+    kms_error_clear();
+    kms_rc rc = kms_config_load(n->config_path, environ, warn_cb, NULL, &fresh);
+    char live[512], pending[512];
+    if (rc == KMS_OK)
+        rc = kms_config_merge_live(n->cfg, fresh, &merged, live, pending, sizeof(live));
+    kms_config_free(&fresh);
+    if (rc != KMS_OK) {
+        kms_log(KMS_LOG_ERROR, "config.reload_refused", NULL, "trigger", why, "file",
+                n->config_path ? n->config_path : "(none)", "detail", kms_error_detail(), "msg",
+                "the configuration in force is unchanged", NULL);
+        return;
+    }
+    n->retired[n->n_retired++] = n->cfg;
+    n->cfg = merged;
+    int lvl = kms_log_level_parse(kms_config_str(n->cfg, KMS_CFG_LOG_LEVEL));
+    kms_log_set_level(lvl < 0 ? KMS_LOG_INFO : (enum kms_log_level)lvl);
+    kms_cache_set_limits(n->cache, (unsigned)kms_config_int(n->cfg, KMS_CFG_CACHE_TTL),
+                         (unsigned)kms_config_int(n->cfg, KMS_CFG_CACHE_IDLE));
+    if (n->ksync != NULL)
+        kms_ksync_set_config(n->ksync, n->cfg);
+    kms_log(KMS_LOG_INFO, "config.reloaded", NULL, "trigger", why, "applied", live[0] ? live : "(none changed)", NULL);
+    if (pending[0])
+        kms_log(KMS_LOG_WARN, "config.pending_restart", NULL, "settings", pending, "msg",
+                "these settings changed but take effect only when kmsd restarts; the values in force are unchanged",
+                NULL);
+}
+
 /* inotify on the folders of the keystore and the CRL: a reload when either
  * file is written or renamed into place. -1 when inotify is unavailable. */
-static int watch_files(struct node *n, const char *names[2])
+static int watch_files(struct node *n, const char *names[WATCHED])
 {
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (fd < 0)
         return -1;
-    const char *files[2] = {kms_config_str(n->cfg, KMS_CFG_KEYSTORE_FILE), kms_config_str(n->cfg, KMS_CFG_AUTH_CRL_FILE)};
-    for (int i = 0; i < 2; i++) {
+    const char *files[WATCHED] = {kms_config_str(n->cfg, KMS_CFG_KEYSTORE_FILE),
+                                  kms_config_str(n->cfg, KMS_CFG_AUTH_CRL_FILE),
+                                  n->config_path ? n->config_path : ""};
+    for (int i = 0; i < WATCHED; i++) {
         names[i] = NULL;
         if (files[i][0] == '\0')
             continue;
@@ -362,8 +410,9 @@ static int watch_files(struct node *n, const char *names[2])
     return fd;
 }
 
-/* Drains inotify events; non-zero when one names a watched file. */
-static int files_changed(int fd, const char *names[2])
+/* Drains inotify events: a bit per watched file named (1 keystore, 2 CRL,
+ * 4 kms.properties). */
+static int files_changed(int fd, const char *names[WATCHED])
 {
     int hit = 0;
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
@@ -373,9 +422,9 @@ static int files_changed(int fd, const char *names[2])
             return hit;
         for (char *p = buf; p < buf + len;) {
             const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
-            for (int i = 0; i < 2; i++)
+            for (int i = 0; i < WATCHED; i++)
                 if (ev->len > 0 && names[i] != NULL && strcmp(ev->name, names[i]) == 0)
-                    hit = 1;
+                    hit |= 1 << i;
             p += sizeof(*ev) + ev->len;
         }
     }
@@ -383,7 +432,7 @@ static int files_changed(int fd, const char *names[2])
 
 /* A new cluster keystore generation, written over the file by the sync,
  * swapped in through the ordinary reload. */
-static int cluster_keystore(struct node *n, int wfd, const char *names[2], int *pending)
+static int cluster_keystore(struct node *n, int wfd, const char *names[WATCHED], int *pending, int *pending_config)
 {
     int wrote = 0;
     kms_error_clear();
@@ -398,9 +447,13 @@ static int cluster_keystore(struct node *n, int wfd, const char *names[2], int *
     kms_ksync_reloaded(n->ksync, rc, detail);
     if (rc != KMS_OK && reload(n, "previous keystore put back") != KMS_OK)
         kms_log(KMS_LOG_ERROR, "keystore.reload_refused", NULL, "msg", "the previous keystore did not load again", NULL);
-    /* why: this write is already loaded; the watcher need not load it again */
-    if (wfd >= 0 && files_changed(wfd, names))
-        *pending = 0;
+    /* why: this write is already loaded; the watcher need not load it again,
+     * but a change of another watched file meanwhile still counts */
+    int changed = wfd >= 0 ? files_changed(wfd, names) : 0;
+    if (changed & ~1) {
+        *pending = 2;
+        *pending_config |= changed & 4;
+    }
     return 1;
 }
 
@@ -464,6 +517,7 @@ int main(int argc, char **argv)
     struct node n;
     memset(&n, 0, sizeof(n));
     path = config_path(path);
+    n.config_path = path;
     kms_rc rc = kms_config_load(path, environ, warn_cb, NULL, &n.cfg);
     if (rc != KMS_OK)
         return fail("config.invalid", rc);
@@ -504,17 +558,19 @@ int main(int argc, char **argv)
         return code;
     }
     warn_expiry(&n);
-    const char *names[2];
+    const char *names[WATCHED];
     int wfd = watch_files(&n, names);
     struct timespec tick = {0, 250 * 1000 * 1000};
     time_t next_expiry_check = time(NULL) + 86400;
     int distributed = strcmp(kms_config_str(n.cfg, KMS_CFG_CACHE_TYPE), "distributed") == 0;
     time_t next_heartbeat = 0;
     int pending = 0; /* ticks until a debounced file-change reload */
+    int pending_config = 0; /* ... which also reloads kms.properties */
     for (;;) {
         siginfo_t info;
         int sig = sigtimedwait(&set, &info, &tick);
         if (sig == SIGHUP) {
+            reload_config(&n, "SIGHUP");
             (void)reload(&n, "SIGHUP");
             continue;
         }
@@ -523,12 +579,18 @@ int main(int argc, char **argv)
             break;
         }
         /* why: wait for writes to settle (keytool rewrites in place) before loading */
-        if (wfd >= 0 && files_changed(wfd, names))
+        int changed = wfd >= 0 ? files_changed(wfd, names) : 0;
+        if (changed != 0) {
             pending = 2;
-        else if (pending > 0 && --pending == 0)
+            pending_config |= changed & 4;
+        } else if (pending > 0 && --pending == 0) {
+            if (pending_config)
+                reload_config(&n, "kms.properties changed");
+            pending_config = 0;
             (void)reload(&n, "file changed");
+        }
         /* why: a heartbeat right after a swap tells the cluster at once */
-        if (n.ksync != NULL && kms_ksync_due(n.ksync) && cluster_keystore(&n, wfd, names, &pending))
+        if (n.ksync != NULL && kms_ksync_due(n.ksync) && cluster_keystore(&n, wfd, names, &pending, &pending_config))
             next_heartbeat = 0;
         /* SPEC §9: nodes register a heartbeat in Redis (also what reconnects an idle node) */
         if (distributed && time(NULL) >= next_heartbeat) {

@@ -891,3 +891,29 @@ Test(config, sample_file_matches_the_table)
     kms_config_free(&d);
     kms_config_free(&c);
 }
+
+Test(config, a_reload_applies_live_settings_and_holds_back_the_rest)
+{
+    char *const before[] = {"KMS_HSM_PROTOCOL=soft", "KMS_CACHE_TTL=60", "KMS_LOG_LEVEL=info", NULL};
+    char *const after[] = {"KMS_HSM_PROTOCOL=soft", "KMS_CACHE_TTL=5", "KMS_LOG_LEVEL=debug", "KMS_SERVER_PORT=9999",
+                           "KMS_KEYSTORE_PASSWORD=NewSecret1", NULL};
+    struct kms_config *old = load_ok(NULL, before, NULL), *fresh = load_ok(NULL, after, NULL), *m = NULL;
+    char live[256], pending[256];
+    cr_assert_eq(kms_config_merge_live(old, fresh, &m, live, pending, sizeof(live)), KMS_OK);
+    cr_assert_eq(kms_config_int(m, KMS_CFG_CACHE_TTL), 5, "a live setting takes the new value");
+    cr_assert_str_eq(kms_config_str(m, KMS_CFG_LOG_LEVEL), "debug");
+    cr_assert_eq(kms_config_int(m, KMS_CFG_SERVER_PORT), 8443, "a restart-only setting keeps the value in force");
+    cr_assert_null(kms_config_secret(m, KMS_CFG_KEYSTORE_PASSWORD), "the password is restart-only too");
+    cr_assert_str_eq(live, "kms.cache.ttl,kms.log.level");
+    cr_assert_str_eq(pending, "kms.server.port,kms.keystore.password");
+    cr_assert_null(strstr(pending, "NewSecret1"));
+    cr_assert(kms_config_is_live(KMS_CFG_AUTH_CRL_FILE));
+    cr_assert_not(kms_config_is_live(KMS_CFG_KEYSTORE_FILE));
+    kms_config_free(&m);
+    cr_assert_eq(kms_config_merge_live(old, old, &m, live, pending, sizeof(live)), KMS_OK);
+    cr_assert_str_eq(live, "");
+    cr_assert_str_eq(pending, "");
+    kms_config_free(&m);
+    kms_config_free(&old);
+    kms_config_free(&fresh);
+}

@@ -344,15 +344,22 @@ static int in_chain(STACK_OF(X509) *chain, X509 *x)
 }
 
 /* Finds the issuer of cur among the items, chain material first, then named
- * certificates (keytool lists a chain's root once, as a trusted entry). */
-static struct kms_ks_item *find_issuer(struct kms_ks_items *items, X509 *leaf, STACK_OF(X509) *chain, X509 *cur)
+ * certificates (keytool lists a chain's root once, as a trusted entry).
+ * Among chain material a copy after the leaf comes first: two private-key
+ * entries with one intermediate CA each carry their own copy of it (kmsctl's
+ * PEM writer, openssl pkcs12 -nodes), and the earlier copy belongs to the
+ * earlier entry. */
+static struct kms_ks_item *find_issuer(struct kms_ks_items *items, struct kms_ks_item *leaf, STACK_OF(X509) *chain,
+                                       X509 *cur)
 {
-    static const int order[] = {ROLE_CHAIN, ROLE_ENTRY};
+    static const struct {
+        int role, after_leaf;
+    } order[] = {{ROLE_CHAIN, 1}, {ROLE_CHAIN, 0}, {ROLE_ENTRY, 0}};
     for (size_t o = 0; o < KMS_ARRAY_LEN(order); o++) {
         for (size_t i = 0; i < items->n; i++) {
             struct kms_ks_item *c = &items->v[i];
-            if (c->cert == NULL || c->role != order[o] || X509_cmp(c->cert, cur) == 0 ||
-                X509_cmp(c->cert, leaf) == 0 || in_chain(chain, c->cert))
+            if (c->cert == NULL || c->role != order[o].role || (order[o].after_leaf && c->pos < leaf->pos) ||
+                X509_cmp(c->cert, cur) == 0 || X509_cmp(c->cert, leaf->cert) == 0 || in_chain(chain, c->cert))
                 continue;
             if (X509_check_issued(c->cert, cur) == X509_V_OK)
                 return c;
@@ -417,7 +424,7 @@ static kms_rc build_chain(struct kms_keystore *ks, struct kms_ks_items *items, s
         return kms_fail(KMS_ERR_NO_MEMORY, "%s: out of memory", ks->path);
     X509 *cur = leaf->cert;
     while (X509_check_issued(cur, cur) != X509_V_OK) {
-        struct kms_ks_item *issuer = find_issuer(items, leaf->cert, chain, cur);
+        struct kms_ks_item *issuer = find_issuer(items, leaf, chain, cur);
         if (issuer == NULL)
             break;
         if (sk_X509_num(chain) >= (int)KMS_KS_MAX_CHAIN) {

@@ -281,6 +281,24 @@ static void convert(int jks)
     expect("already exists");
 }
 
+/* Two private-key entries whose chains share an intermediate CA, written as a
+ * PEM bundle (each entry followed by its own chain) and read back: the
+ * reader must take the copy after each leaf, not the earlier entry's. */
+Test(kmsctl_edit, pem_bundle_of_two_chains_sharing_a_ca_reads_back)
+{
+    setup_work("pem-two-chains");
+    cr_assert_eq(sh("cp $F/%s ks && cd $F && cat server.p8 server.crt inter.crt ca.crt >%s/good.pem", fixture(0),
+                    work),
+                 0, "%s", out);
+    cr_assert_eq(KMSCTL("add srv2 good.pem --keystore ks --backup-dir bk"), 0, "%s", out);
+    cr_assert_eq(KMSCTL("convert --to pem --out out.pem --keystore ks --backup-dir bk"), 0, "%s", out);
+    cr_assert_eq(KMSCTL("list --keystore out.pem"), 0, "%s", out);
+    expect("srv2");
+    cr_assert_eq(KMSCTL("convert --to pkcs12 --out back.p12 --keystore out.pem --backup-dir bk"), 0, "%s", out);
+    cr_assert_eq(sh("keytool -list -v -keystore back.p12 -storepass:env KS_PASS -alias srv2"), 0, "%s", out);
+    expect("Certificate chain length: 3");
+}
+
 Test(kmsctl_edit, convert_jks_to_p12) { convert(1); }
 Test(kmsctl_edit, convert_p12_to_jks) { convert(0); }
 

@@ -82,31 +82,6 @@ static kms_rc unavailable(struct kms_ksdist *d, const char *what)
     return kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "redis: %s failed: %s", what, kms_redis_conn_error(d->conn));
 }
 
-/* A decimal generation number from an integer, string or nil (0) reply. */
-static int gen_of(const redisReply *r, uint64_t *out)
-{
-    if (r->type == REDIS_REPLY_NIL) {
-        *out = 0;
-        return 0;
-    }
-    if (r->type == REDIS_REPLY_INTEGER) {
-        if (r->integer < 0)
-            return -1;
-        *out = (uint64_t)r->integer;
-        return 0;
-    }
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 18)
-        return -1;
-    uint64_t v = 0;
-    for (size_t i = 0; i < r->len; i++) {
-        if (r->str[i] < '0' || r->str[i] > '9')
-            return -1;
-        v = v * 10 + (uint64_t)(r->str[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
 /* One command whose reply is a generation number. */
 static kms_rc gen_command(struct kms_ksdist *d, const char *what, int argc, const char **argv, const size_t *lens,
                           uint64_t *gen)
@@ -118,7 +93,7 @@ static kms_rc gen_command(struct kms_ksdist *d, const char *what, int argc, cons
     if (r->type == REDIS_REPLY_ERROR)
         rc = kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "redis: %s refused: %.*s", what, (int)(r->len > 200 ? 200 : r->len),
                       r->str);
-    else if (gen_of(r, gen) != 0)
+    else if (kms_redis_reply_u64(r, gen) != 0)
         rc = kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "redis: %s: not a generation number", what);
     freeReplyObject(r);
     return rc;
@@ -209,7 +184,7 @@ kms_rc kms_ksdist_list(struct kms_ksdist *d, uint64_t *gens, size_t cap, size_t 
     if (r->type != REDIS_REPLY_ARRAY)
         rc = kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "redis: the generation list is not a list");
     for (size_t i = 0; rc == KMS_OK && i < r->elements && *n < cap; i++)
-        if (gen_of(r->element[i], &gens[*n]) == 0 && gens[*n] > 0)
+        if (kms_redis_reply_u64(r->element[i], &gens[*n]) == 0 && gens[*n] > 0)
             (*n)++;
     freeReplyObject(r);
     return rc;
@@ -243,7 +218,7 @@ int kms_ksdist_wait(struct kms_ksdist *d, unsigned timeout_ms, uint64_t *gen)
     /* ["message", channel, payload]; anything else is ignored */
     int hit = r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_STRING &&
               r->element[0]->len == 7 && memcmp(r->element[0]->str, "message", 7) == 0 &&
-              gen_of(r->element[2], gen) == 0;
+              kms_redis_reply_u64(r->element[2], gen) == 0;
     freeReplyObject(r);
     return hit ? 1 : 0;
 }

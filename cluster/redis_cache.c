@@ -190,29 +190,6 @@ static int reply_ok(const redisReply *r)
     return r != NULL && r->type == REDIS_REPLY_STATUS && r->len == 2 && memcmp(r->str, "OK", 2) == 0;
 }
 
-/* Parses a generation integer reply (INCR) or string (GET); NIL = 0. */
-static int parse_gen(const redisReply *r, uint64_t *out)
-{
-    if (r->type == REDIS_REPLY_NIL) {
-        *out = 0;
-        return 0;
-    }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
-        *out = (uint64_t)r->integer;
-        return 0;
-    }
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 19)
-        return -1;
-    uint64_t v = 0;
-    for (size_t i = 0; i < r->len; i++) {
-        if (r->str[i] < '0' || r->str[i] > '9')
-            return -1;
-        v = v * 10 + (uint64_t)(r->str[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
 /* Reads prefix "gen" on the locked, connected link; clears the local tier
  * when it changed. -1 when the link failed or Redis refused the command. */
 static int refresh_gen(struct rcache *c)
@@ -226,7 +203,7 @@ static int refresh_gen(struct rcache *c)
         return -1;
     uint64_t g;
     int refused = r->type == REDIS_REPLY_ERROR; /* e.g. NOAUTH: the link is of no use */
-    int bad = parse_gen(r, &g);
+    int bad = kms_redis_reply_u64(r, &g);
     freeReplyObject(r);
     if (refused) {
         count(&c->errors);
@@ -1025,7 +1002,7 @@ kms_rc kms_cache_redis_invalidate_all(struct kms_cache *base)
         size_t lens[] = {4, strlen(name)};
         redisReply *r = command(c, 2, argv, lens);
         uint64_t g;
-        if (r != NULL && r->type == REDIS_REPLY_INTEGER && parse_gen(r, &g) == 0) {
+        if (r != NULL && r->type == REDIS_REPLY_INTEGER && kms_redis_reply_u64(r, &g) == 0) {
             c->gen = g;
             rc = KMS_OK;
         }

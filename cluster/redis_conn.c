@@ -425,6 +425,28 @@ int kms_redis_conn_wait(struct kms_redis_conn *c, unsigned timeout_ms, size_t ma
     return idle ? 0 : -1;
 }
 
+int kms_redis_reply_u64(const redisReply *r, uint64_t *out)
+{
+    if (r->type == REDIS_REPLY_NIL) {
+        *out = 0;
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+        *out = (uint64_t)r->integer;
+        return 0;
+    }
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 19)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < r->len; i++) {
+        if (r->str[i] < '0' || r->str[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(r->str[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
 const char *kms_redis_conn_error(const struct kms_redis_conn *c)
 {
     return c != NULL ? c->err : "no connection";

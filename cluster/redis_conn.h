@@ -13,6 +13,7 @@
 #define KMS_CLUSTER_REDIS_CONN_H
 
 #include <hiredis/hiredis.h>
+#include <stdint.h>
 #include <openssl/ssl.h>
 
 #include "common/error.h"
@@ -52,6 +53,10 @@ redisReply *kms_redis_conn_command(struct kms_redis_conn *c, int argc, const cha
  * connection stays usable), -1 when the connection failed (then unusable). */
 int kms_redis_conn_wait(struct kms_redis_conn *c, unsigned timeout_ms, size_t max_buffered, redisReply **out)
     KMS_MUST_CHECK;
+
+/* A counter or generation reply: an integer (INCR, EVAL), a string of 1..19
+ * decimal digits (GET), or nil (0). 0 with *out set, -1 for anything else. */
+int kms_redis_reply_u64(const redisReply *r, uint64_t *out);
 
 /* Why the last open/command failed (never holds a command's bytes). */
 const char *kms_redis_conn_error(const struct kms_redis_conn *c);

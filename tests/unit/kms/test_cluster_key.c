@@ -58,7 +58,7 @@ Test(cluster_key, a_key_in_clear_is_refused_with_the_way_out, .timeout = 60)
     cr_assert_eq(kms_cluster_key_open("", "pw", "x", &k), KMS_ERR_CONFIG);
 }
 
-Test(cluster_key, every_changed_character_fails, .timeout = 120)
+Test(cluster_key, every_changed_character_fails, .timeout = 60)
 {
     struct kms_secret *k = raw_key(), *back = NULL;
     char *line = NULL;

@@ -124,7 +124,7 @@ Test(ksgen, another_cluster_generation_or_key_is_refused_with_its_reason, .timeo
     kms_secret_free(&other);
 }
 
-Test(ksgen, every_changed_byte_and_every_truncation_is_refused, .timeout = 120)
+Test(ksgen, every_changed_byte_and_every_truncation_is_refused, .timeout = 60)
 {
     struct kms_secret *k = key_of(3);
     size_t len = 0, n = 0;
@@ -166,7 +166,7 @@ Test(ksgen, sealing_refuses_bad_names_and_sizes, .timeout = 60)
     kms_secret_free(&k);
 }
 
-Test(ksgen, a_node_checks_password_server_key_and_validity, .timeout = 120)
+Test(ksgen, a_node_checks_password_server_key_and_validity, .timeout = 60)
 {
     size_t len = 0;
     uint8_t *good = make_keystore(-60, 86400, "kmsServer", &len);

@@ -86,13 +86,7 @@ int kmsctl_cluster_open(const char *config, const char *password, struct kmsctl_
                 c->config_path, kms_config_str(c->cfg, KMS_CFG_CACHE_TYPE));
         return KMSCTL_EXIT_ERROR;
     }
-    const char *pw = password != NULL ? password : kms_config_secret(c->cfg, KMS_CFG_KEYSTORE_PASSWORD);
-    char what[512];
-    (void)snprintf(what, sizeof(what), "kms.cache.cluster.key (%s)",
-                   kms_config_source(c->cfg, KMS_CFG_CACHE_CLUSTER_KEY));
-    const char *text = kms_config_secret(c->cfg, KMS_CFG_CACHE_CLUSTER_KEY);
-    rc = text == NULL ? kms_fail(KMS_ERR_CONFIG, "%s: kms.cache.cluster.key(.file) is not set", c->config_path)
-                      : kms_cluster_key_open(text, pw, what, &c->key);
+    rc = kms_redis_config_cluster_key(c->cfg, password, &c->key);
     if (rc != KMS_OK)
         return fail("cluster key", rc);
     struct kms_cache *local = NULL;

@@ -8,7 +8,7 @@
 #include "kms/cluster_key.h"
 #include "common/secret.h"
 
-kms_rc kms_redis_config_cluster_key(const struct kms_config *cfg, struct kms_secret **out)
+kms_rc kms_redis_config_cluster_key(const struct kms_config *cfg, const char *password, struct kms_secret **out)
 {
     *out = NULL;
     const char *text = kms_config_secret(cfg, KMS_CFG_CACHE_CLUSTER_KEY);
@@ -18,7 +18,9 @@ kms_rc kms_redis_config_cluster_key(const struct kms_config *cfg, struct kms_sec
                                         "'kmsctl cluster key create --config kms.properties --out FILE')");
     char what[512];
     (void)snprintf(what, sizeof(what), "kms.cache.cluster.key (%s)", kms_config_source(cfg, KMS_CFG_CACHE_CLUSTER_KEY));
-    KMS_GUARD(kms_cluster_key_open(text, kms_config_secret(cfg, KMS_CFG_KEYSTORE_PASSWORD), what, out));
+    if (password == NULL)
+        password = kms_config_secret(cfg, KMS_CFG_KEYSTORE_PASSWORD);
+    KMS_GUARD(kms_cluster_key_open(text, password, what, out));
     return KMS_OK;
 }
 
@@ -44,7 +46,7 @@ kms_rc kms_redis_config_open(const struct kms_config *cfg, const char *node, con
     struct kms_secret *key = NULL, *password = NULL, *sentinel_password = NULL;
     kms_rc rc = cluster_key != NULL
                     ? kms_secret_from(kms_secret_cdata(cluster_key), kms_secret_len(cluster_key), &key)
-                    : kms_redis_config_cluster_key(cfg, &key);
+                    : kms_redis_config_cluster_key(cfg, NULL, &key);
     if (rc == KMS_OK)
         rc = secret_of(cfg, KMS_CFG_CACHE_REDIS_PASSWORD, &password);
     if (rc == KMS_OK)

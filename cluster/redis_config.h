@@ -24,10 +24,11 @@ kms_rc kms_redis_config_open(const struct kms_config *cfg, const char *node, con
                              struct kms_cache **out) KMS_MUST_CHECK;
 
 /* The cluster key (kms.cache.cluster.key or .file: sealed under the
- * keystore password, kms/cluster_key.h; the same on every node), opened, as
- * a new secret. KMS_ERR_CONFIG when unset, in clear or malformed,
+ * keystore password, kms/cluster_key.h; the same on every node), opened
+ * with password (NULL: kms.keystore.password), as a new secret. KMS_ERR_CONFIG when unset, in clear or malformed,
  * KMS_ERR_KEYSTORE_PASSWORD when it does not open with kms.keystore.password
  * (the detail never holds a secret), KMS_ERR_NO_MEMORY. Caller owns *out. */
-kms_rc kms_redis_config_cluster_key(const struct kms_config *cfg, struct kms_secret **out) KMS_MUST_CHECK;
+kms_rc kms_redis_config_cluster_key(const struct kms_config *cfg, const char *password, struct kms_secret **out)
+    KMS_MUST_CHECK;
 
 #endif

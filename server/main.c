@@ -159,7 +159,7 @@ static kms_rc open_cache(struct node *n)
     /* distributed: the local tier in front of Redis, values sealed under the cluster key */
     /* why: opened once (a PBKDF2); the cache, the shared TLS ticket keys and
      * the keystore sync all derive from it */
-    kms_rc rc = kms_redis_config_cluster_key(n->cfg, &n->cluster_key);
+    kms_rc rc = kms_redis_config_cluster_key(n->cfg, NULL, &n->cluster_key);
     if (rc != KMS_OK) {
         kms_cache_free(&local);
         return rc;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/secret.h"
+#include "common/version.h"
 
 struct group {
     const char *name;
@@ -27,6 +28,7 @@ static void usage(FILE *f)
     for (size_t i = 0; i < KMS_ARRAY_LEN(groups); i++)
         fprintf(f, "  %-10s %s\n", groups[i].name, groups[i].summary);
     fprintf(f, "  %-10s %s\n", "help", "this text, or help COMMAND for one command");
+    fprintf(f, "  %-10s %s\n", "--version", "the version of kmsctl");
     fprintf(f, "\nExit status: 0 success, 1 operational error, 2 usage error.\n");
 }
 
@@ -47,6 +49,10 @@ int main(int argc, char **argv)
         return KMSCTL_EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("kmsctl %s (build %s)\n", kms_version(), kms_build_id());
+        return KMSCTL_EXIT_OK;
+    }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         if (argc > 2) {
             const struct group *g = find_group(argv[2]);

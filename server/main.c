@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/secret.h"
+#include "common/version.h"
 #include "cluster/redis_cache.h"
 #include "cluster/redis_config.h"
 #include "common/base64.h"
@@ -27,7 +28,6 @@
 #include "server/server.h"
 
 #define SECURE_HEAP_BYTES (4u << 20)
-#define KMSD_VERSION "0.1.0"
 #define HEARTBEAT_EVERY_S 5
 /* why: a stopped node's heartbeat stays listed (as silent) for this long, so
  * `kmsctl cluster status` can name it; KMS_CLUSTER_SILENT_AFTER intervals
@@ -463,7 +463,7 @@ static kms_rc heartbeat(struct node *n)
     struct kms_cluster_node self;
     memset(&self, 0, sizeof(self));
     (void)snprintf(self.name, sizeof(self.name), "%.64s", n->name);
-    (void)snprintf(self.version, sizeof(self.version), "%s", KMSD_VERSION);
+    (void)snprintf(self.version, sizeof(self.version), "%s", kms_version());
     self.interval_s = HEARTBEAT_EVERY_S;
     struct kms_ksync_status st;
     kms_ksync_status(n->ksync, &st);
@@ -496,7 +496,7 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--check-config") == 0) {
             check = 1;
         } else if (strcmp(argv[i], "--version") == 0) {
-            (void)printf("kmsd " KMSD_VERSION "\n");
+            (void)printf("kmsd %s (build %s)\n", kms_version(), kms_build_id());
             return 0;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -528,6 +528,8 @@ int main(int argc, char **argv)
         rc = load_keystore(&n);
         if (rc == KMS_OK)
             rc = kms_rolemap_parse(kms_config_str(n.cfg, KMS_CFG_AUTH_ROLES), &n.roles);
+        if (rc == KMS_OK)
+            rc = kms_backend_check_configured(n.cfg, n.ks);
         if (rc != KMS_OK) {
             (void)fprintf(stderr, "kmsd: configuration %s is NOT valid: %s\n", path ? path : "(defaults)",
                           kms_error_detail());

@@ -20,6 +20,7 @@
 
 struct kms_audit {
     int fd;
+    uint64_t failures; /* write(2) calls that failed: kms_audit_failures (atomic) */
     char node[128];
     unsigned flush_ms; /* 0: one write(2) per line, no thread */
     size_t chunk;      /* largest single write(2): PIPE_BUF unless fd is a regular file */
@@ -48,8 +49,14 @@ static void write_lines(struct kms_audit *a, const char *data, size_t len)
         ssize_t w = write(a->fd, data, n);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
-            return; /* a failed audit write never fails the request (STYLE.md) */
+        if (w <= 0) {
+            /* a failed audit write never fails the request (STYLE.md); the
+             * operator sees it as kms_audit_write_failures_total */
+            if (__atomic_fetch_add(&a->failures, 1, __ATOMIC_RELAXED) == 0)
+                kms_log(KMS_LOG_ERROR, "audit.write_failed", NULL, "detail", w < 0 ? strerror(errno) : "short write",
+                        NULL);
+            return;
+        }
         data += w;
         len -= (size_t)w;
     }
@@ -276,4 +283,9 @@ void kms_audit_write(struct kms_audit *a, const struct kms_audit_record *r)
         enqueue(a, buf, l.used);
     else
         write_lines(a, buf, l.used);
+}
+
+uint64_t kms_audit_failures(const struct kms_audit *a)
+{
+    return a == NULL ? 0 : __atomic_load_n(&a->failures, __ATOMIC_RELAXED);
 }

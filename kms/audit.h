@@ -6,6 +6,8 @@
 #ifndef KMS_KMS_AUDIT_H
 #define KMS_KMS_AUDIT_H
 
+#include <stdint.h>
+
 #include "common/error.h"
 
 struct kms_audit;
@@ -34,5 +36,7 @@ struct kms_audit_record {
 kms_rc kms_audit_open(const char *path, const char *node, unsigned flush_ms, struct kms_audit **out) KMS_MUST_CHECK;
 void kms_audit_close(struct kms_audit **a);
 void kms_audit_write(struct kms_audit *a, const struct kms_audit_record *r);
+/* Writes that failed since open (the first one is logged as audit.write_failed). */
+uint64_t kms_audit_failures(const struct kms_audit *a);
 
 #endif

@@ -28,7 +28,7 @@ kms_rc kms_handle_health_live(struct kms_server *s, struct kms_request *r)
 
 /* The backend probe, run at most once per PROBE_INTERVAL_S whatever the
  * health-check rate (HAProxy checks every node every few seconds). */
-static kms_rc probe(struct kms_server *s, time_t *checked)
+kms_rc kms_server_backend_probe(struct kms_server *s, time_t *checked)
 {
     time_t now = time(NULL);
     pthread_mutex_lock(&s->probe_lock);
@@ -48,7 +48,7 @@ static kms_rc probe(struct kms_server *s, time_t *checked)
 kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
 {
     time_t checked;
-    kms_rc prc = probe(s, &checked);
+    kms_rc prc = kms_server_backend_probe(s, &checked);
     char at[32];
     struct tm tm;
     gmtime_r(&checked, &tm);

@@ -787,6 +787,10 @@ static void gauges(struct kms_server *s, struct kms_metrics_gauges *g)
     g->keystore_generation = t->generation;
     g->earliest_not_after = (long long)t->earliest_not_after;
     kms_trust_unref(&t);
+    time_t checked;
+    g->backend = s->d.backend_name;
+    g->backend_up = kms_server_backend_probe(s, &checked) == KMS_OK;
+    g->audit_failures = kms_audit_failures(s->d.audit);
     if (s->d.cache == NULL)
         return;
     if (strcmp(s->d.cache_type, "distributed") == 0) {

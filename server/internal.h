@@ -132,4 +132,8 @@ kms_rc kms_handle_key_info(struct kms_server *s, struct kms_request *r);
 kms_rc kms_handle_cluster(struct kms_server *s, struct kms_request *r);
 kms_rc kms_handle_cache_invalidate(struct kms_server *s, struct kms_request *r);
 
+/* The backend's probe, run at most once per few seconds whatever the rate of
+ * callers (readiness checks, metric scrapes); *checked: when it last ran. */
+kms_rc kms_server_backend_probe(struct kms_server *s, time_t *checked) KMS_MUST_CHECK;
+
 #endif

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/version.h"
+
 static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 static const int statuses[] = {200, 201, 400, 401, 403, 404, 405, 413, 415, 429, 500, 502, 503, 504};
@@ -231,6 +233,15 @@ static kms_rc histogram(struct kms_buf *out, const char *name, const char *label
 kms_rc kms_metrics_render(const struct kms_metrics_gauges *g, struct kms_buf *out)
 {
     char labels[160];
+    KMS_GUARD(line(out, "# HELP kms_build_info The running kmsd: version (CMake's project version) and build.\n"
+                        "# TYPE kms_build_info gauge\nkms_build_info{version=\"%s\",build=\"%s\"} 1\n",
+                   kms_version(), kms_build_id()));
+    KMS_GUARD(line(out, "# HELP kms_backend_up 1 when the master-key backend answered its last probe.\n"
+                        "# TYPE kms_backend_up gauge\nkms_backend_up{backend=\"%s\"} %d\n",
+                   g->backend != NULL ? g->backend : "none", g->backend_up));
+    KMS_GUARD(line(out, "# HELP kms_audit_write_failures_total Audit lines whose write failed (the request went on).\n"
+                        "# TYPE kms_audit_write_failures_total counter\nkms_audit_write_failures_total %llu\n",
+                   (unsigned long long)g->audit_failures));
     KMS_GUARD(line(out, "# HELP kms_requests_total API requests by route and HTTP status.\n"
                         "# TYPE kms_requests_total counter\n"));
     for (size_t r = 0; r < KMS_METRICS_ROUTES; r++) {

@@ -35,6 +35,9 @@ struct kms_metrics_gauges {
     int cache_kind;               /* 0 none, 1 local, 2 distributed */
     uint64_t cache_hits_local, cache_hits_remote, cache_misses, cache_evictions;
     int cache_remote_up;
+    const char *backend; /* its kms.hsm.protocol */
+    int backend_up;      /* the last readiness probe succeeded */
+    uint64_t audit_failures;
 };
 
 /* Renders every metric into out (text format 0.0.4). */

@@ -94,8 +94,13 @@ static kms_rc open_kmip(const struct kms_config *cfg, const struct kms_keystore 
     KMS_GUARD(kmip_identity(cfg, ks, &id, &trust));
     struct kms_kmip_options o;
     memset(&o, 0, sizeof(o));
-    o.client.host = kms_config_str(cfg, KMS_CFG_HSM_SERVER_URL);
-    o.client.port = (uint16_t)kms_config_int(cfg, KMS_CFG_HSM_SERVER_PORT);
+    char host[256];
+    kms_rc rc = kms_config_kmip_endpoint(cfg, host, sizeof(host), &o.client.port);
+    if (rc != KMS_OK) {
+        X509_STORE_free(trust);
+        return rc;
+    }
+    o.client.host = host;
     o.client.cert = kms_ks_entry_cert(id);
     o.client.key = kms_ks_entry_key(id);
     o.client.chain = kms_ks_entry_chain(id);
@@ -103,9 +108,20 @@ static kms_rc open_kmip(const struct kms_config *cfg, const struct kms_keystore 
     o.client.pool_size = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_POOL_SIZE);
     o.client.connect_timeout_ms = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_CONNECT_TIMEOUT);
     o.client.io_timeout_ms = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_TIMEOUT);
-    kms_rc rc = kms_kmip_backend_open(&o, out);
+    rc = kms_kmip_backend_open(&o, out);
     X509_STORE_free(trust); /* the client holds its own reference */
     return rc;
+}
+
+kms_rc kms_backend_check_configured(const struct kms_config *cfg, const struct kms_keystore *ks)
+{
+    if (strcmp(kms_config_str(cfg, KMS_CFG_HSM_PROTOCOL), "kmip1") != 0)
+        return KMS_OK;
+    const struct kms_ks_entry *id = NULL;
+    X509_STORE *trust = NULL;
+    KMS_GUARD(kmip_identity(cfg, ks, &id, &trust));
+    X509_STORE_free(trust);
+    return KMS_OK;
 }
 
 static void cert_sha256(X509 *x, char hex[65])

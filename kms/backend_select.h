@@ -19,6 +19,13 @@
 kms_rc kms_backend_open_configured(const struct kms_config *cfg, const struct kms_keystore *ks,
                                    struct kms_backend **out) KMS_MUST_CHECK;
 
+/* What kmsd --check-config can tell without reaching the backend: for kmip1,
+ * that ks holds kmsd's identity toward the HSM (the kms.keystore.alias
+ * private-key entry) and a CA to verify the HSM with (a trusted CA entry or
+ * kms.hsm.ca.file), read exactly as kms_backend_open_configured reads them.
+ * soft and VAULT: KMS_OK. Errors as kms_backend_open_configured's. */
+kms_rc kms_backend_check_configured(const struct kms_config *cfg, const struct kms_keystore *ks) KMS_MUST_CHECK;
+
 struct kms_backend_identity {
     int kmip;           /* 1: b is a KMIP backend and its identity was (re)installed */
     int changed;        /* its certificate differs from the one it presented before */

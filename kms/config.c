@@ -72,7 +72,7 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_KEYSTORE_ALIAS] = STR("kmsclient", "keystore alias of the identity presented to the HSM (kmsClient)"),
     [KMS_CFG_HSM_PROTOCOL] = ENUM("kmip1", protocols,
                                   "master-key backend: kmip1 (KMIP HSM), VAULT (Vault Transit) or soft (development)"),
-    [KMS_CFG_HSM_SERVER_URL] = STR("", "HSM host name (kmip1) or Vault address such as https://vault:8200 (VAULT)"),
+    [KMS_CFG_HSM_SERVER_URL] = STR("", "KMIP HSM as host, host:port or https://host[:port] (kmip1), or the Vault address such as https://vault:8200 (VAULT)"),
     [KMS_CFG_HSM_SERVER_PORT] = INT("5696", 1, 65535, "HSM KMIP port"),
     [KMS_CFG_KMIP_SERVER_URL] = STR("", "legacy name of kms.hsm.server.url, used when that is unset"),
     [KMS_CFG_KMIP_SERVER_PORT] = INT("5696", 1, 65535, "legacy name of kms.hsm.server.port, used when that is unset"),
@@ -1101,6 +1101,114 @@ static kms_rc cross_check_redis(const struct kms_config *c)
     return KMS_OK;
 }
 
+/* Splits "host", "host:port", "[v6]" or "[v6]:port" (no scheme, no path). */
+static int split_authority(const char *a, size_t len, char *host, size_t cap, long *port, const char **why)
+{
+    const char *h = a, *colon = NULL;
+    size_t hlen = len;
+    if (len > 0 && a[0] == '[') {
+        const char *close = memchr(a, ']', len);
+        if (close == NULL) {
+            *why = "an IPv6 address opened with [ is not closed with ]";
+            return 0;
+        }
+        h = a + 1;
+        hlen = (size_t)(close - h);
+        if ((size_t)(close + 1 - a) < len) {
+            if (close[1] != ':') {
+                *why = "text follows the ] of the IPv6 address";
+                return 0;
+            }
+            colon = close + 1;
+        }
+    } else {
+        const char *first = memchr(a, ':', len), *last = NULL;
+        for (size_t i = 0; i < len; i++)
+            if (a[i] == ':')
+                last = a + i;
+        if (first != NULL && first == last) { /* why: several colons without brackets is a bare IPv6 address */
+            colon = first;
+            hlen = (size_t)(first - a);
+        }
+    }
+    *port = 0;
+    if (colon != NULL) {
+        const char *p = colon + 1, *end = a + len;
+        long v = 0;
+        if (p == end) {
+            *why = "a ':' with no port after it";
+            return 0;
+        }
+        for (; p < end; p++) {
+            if (*p < '0' || *p > '9' || v > 65535) {
+                *why = "the port is not a number from 1 to 65535";
+                return 0;
+            }
+            v = v * 10 + (*p - '0');
+        }
+        if (v < 1 || v > 65535) {
+            *why = "the port is not a number from 1 to 65535";
+            return 0;
+        }
+        *port = v;
+    }
+    if (hlen == 0) {
+        *why = "no host name";
+        return 0;
+    }
+    if (hlen >= cap) {
+        *why = "the host name is too long";
+        return 0;
+    }
+    for (size_t i = 0; i < hlen; i++) {
+        char ch = h[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                 ch == '-' || ch == '_' || ch == ':' || ch == '%';
+        if (!ok) {
+            *why = "the host name holds a character a host name cannot (space, @, ?, # ...)";
+            return 0;
+        }
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    return 1;
+}
+
+kms_rc kms_config_kmip_endpoint(const struct kms_config *c, char *host, size_t host_cap, uint16_t *port)
+{
+    const struct slot *u = &c->v[KMS_CFG_HSM_SERVER_URL], *p = &c->v[KMS_CFG_HSM_SERVER_PORT];
+    const char *v = u->str, *why = NULL;
+    const char *sep = strstr(v, "://");
+    if (sep != NULL) {
+        size_t slen = (size_t)(sep - v);
+        if (!((slen == 5 && strncasecmp(v, "https", 5) == 0) || (slen == 4 && strncasecmp(v, "kmip", 4) == 0) ||
+              (slen == 3 && strncasecmp(v, "tls", 3) == 0)))
+            return kms_fail(KMS_ERR_CONFIG,
+                            "kms.hsm.server.url = %.200s (from %s): the scheme '%.*s' is not KMIP over TLS; write "
+                            "https://host[:port] or the bare host name",
+                            v, u->source, (int)(slen > 16 ? 16 : slen), v);
+        v = sep + 3;
+    }
+    size_t alen = strcspn(v, "/?#");
+    if (v[alen] != '\0' && strcmp(v + alen, "/") != 0)
+        why = "a KMIP server is a host and a port; the URL has a path, query or fragment";
+    else if (memchr(v, '@', alen) != NULL)
+        why = "user info (user@) is not used by KMIP; the client certificate is the identity";
+    long url_port = 0;
+    if (why == NULL)
+        (void)split_authority(v, alen, host, host_cap, &url_port, &why);
+    if (why != NULL)
+        return kms_fail(KMS_ERR_CONFIG, "kms.hsm.server.url = %.200s (from %s): %s", u->str, u->source, why);
+    int port_given = strcmp(p->source, "default") != 0;
+    if (url_port != 0 && port_given && url_port != p->num)
+        return kms_fail(KMS_ERR_CONFIG,
+                        "kms.hsm.server.url = %.200s (from %s) names port %ld but kms.hsm.server.port = %lld (from %s); "
+                        "give the port once",
+                        u->str, u->source, url_port, p->num, p->source);
+    *port = (uint16_t)(url_port != 0 ? url_port : p->num);
+    return KMS_OK;
+}
+
 static kms_rc cross_check(const struct kms_config *c)
 {
     KMS_GUARD(cross_check_redis(c));
@@ -1117,6 +1225,11 @@ static kms_rc cross_check(const struct kms_config *c)
                             "kms.hsm.protocol=VAULT needs kms.hsm.server.url (the Vault address); "
                             "kms.hsm.protocol from %s",
                             psrc);
+    }
+    if (strcmp(proto, "kmip1") == 0) {
+        char host[256];
+        uint16_t port;
+        KMS_GUARD(kms_config_kmip_endpoint(c, host, sizeof(host), &port));
     }
     if (strcmp(c->v[KMS_CFG_HSM_VAULT_AUTH].str, "azure") == 0 && c->v[KMS_CFG_HSM_VAULT_AZURE_ROLE].str[0] == '\0')
         return kms_fail(KMS_ERR_CONFIG, "kms.hsm.vault.auth=azure (from %s) needs kms.hsm.vault.auth.azure.role",
@@ -1342,4 +1455,9 @@ void kms_config_dump(const struct kms_config *c, FILE *out)
         }
         fprintf(out, "   # %s\n", kms_config_source(c, (enum kms_config_key)k));
     }
+    char host[256];
+    uint16_t port;
+    if (strcmp(c->v[KMS_CFG_HSM_PROTOCOL].str, "kmip1") == 0 &&
+        kms_config_kmip_endpoint(c, host, sizeof(host), &port) == KMS_OK)
+        fprintf(out, "# kmip1: kms.hsm.server.url read as host %s, port %u (KMIP over TLS)\n", host, (unsigned)port);
 }

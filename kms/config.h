@@ -14,6 +14,7 @@
 #ifndef KMS_KMS_CONFIG_H
 #define KMS_KMS_CONFIG_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "common/error.h"
@@ -134,6 +135,15 @@ int kms_config_is_live(enum kms_config_key key);
  * (truncated to cap; never a value). Caller owns *out. KMS_ERR_NO_MEMORY. */
 kms_rc kms_config_merge_live(const struct kms_config *old, const struct kms_config *fresh, struct kms_config **out,
                              char *changed_live, char *pending, size_t cap) KMS_MUST_CHECK;
+
+/* kmip1: where the HSM is, from kms.hsm.server.url as the install guide
+ * writes it: a bare host ("hsm.example.com"), "host:port", "[v6]:port", or a
+ * URL "https://host[:port][/]" (kmip:// and tls:// too; the scheme only says
+ * TLS: the port is KMIP's, kms.hsm.server.port (5696) unless the URL names
+ * one). A URL port and a different kms.hsm.server.port set explicitly is an
+ * error, as is any other scheme, a path, a query or user info.
+ * KMS_ERR_CONFIG naming the value, its source and what is wrong. */
+kms_rc kms_config_kmip_endpoint(const struct kms_config *c, char *host, size_t host_cap, uint16_t *port) KMS_MUST_CHECK;
 
 /* Writes every property as "name = value  # source" with secrets as
  * <redacted>, each after a comment line "# live: description" or

@@ -267,6 +267,65 @@ Test(config, legacy_kmip_server_url_fills_the_hsm_url)
     kms_config_free(&c);
 }
 
+/* The install guide writes kms.hsm.server.url=https://kmshsm.myCorp.com for a
+ * KMIP HSM: the host and port are taken from it, whatever form it takes. */
+static void endpoint_is(const char *url, const char *port_prop, const char *want_host, unsigned want_port)
+{
+    char text[512];
+    snprintf(text, sizeof(text), "kms.hsm.server.url = %s\n%s", url, port_prop);
+    write_props(text);
+    struct kms_config *c = load_ok(props_path, NULL, NULL);
+    char host[256];
+    uint16_t port = 0;
+    cr_assert_eq(kms_config_kmip_endpoint(c, host, sizeof(host), &port), KMS_OK, "%s: %s", url, kms_error_detail());
+    cr_assert_str_eq(host, want_host, "url %s", url);
+    cr_assert_eq(port, want_port, "url %s: port %u", url, port);
+    kms_config_free(&c);
+}
+
+Test(config, kmip_server_url_in_every_form_the_guide_uses)
+{
+    endpoint_is("https://kmshsm.myCorp.com", "", "kmshsm.myCorp.com", 5696);
+    endpoint_is("https://kmshsm.myCorp.com", "kms.hsm.server.port = 5697\n", "kmshsm.myCorp.com", 5697);
+    endpoint_is("https://kmshsm.myCorp.com/", "", "kmshsm.myCorp.com", 5696);
+    endpoint_is("HTTPS://hsm.example:7000", "", "hsm.example", 7000);
+    endpoint_is("https://hsm.example:7000", "kms.hsm.server.port = 7000\n", "hsm.example", 7000);
+    endpoint_is("kmip://10.0.0.5:5696", "", "10.0.0.5", 5696);
+    endpoint_is("hsm.example.com", "", "hsm.example.com", 5696);
+    endpoint_is("hsm.example.com:5699", "", "hsm.example.com", 5699);
+    endpoint_is("[::1]:5700", "", "::1", 5700);
+    endpoint_is("https://[fd00::5]", "", "fd00::5", 5696);
+    endpoint_is("fd00::5", "", "fd00::5", 5696);
+}
+
+static void endpoint_fails(const char *url, const char *port_prop, const char *want)
+{
+    char text[512];
+    snprintf(text, sizeof(text), "kms.hsm.server.url = %s\n%s", url, port_prop);
+    write_props(text);
+    const char *w[] = {"kms.hsm.server.url", want, props_path, NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, w, NULL);
+}
+
+Test(config, kmip_server_url_that_names_no_kmip_server_is_refused_at_load)
+{
+    endpoint_fails("http://hsm.example", "", "scheme 'http' is not KMIP over TLS");
+    endpoint_fails("https://hsm.example/kmip", "", "has a path");
+    endpoint_fails("https://hsm.example?x=1", "", "has a path, query");
+    endpoint_fails("https://admin@hsm.example", "", "user info");
+    endpoint_fails("https://hsm.example:0", "", "port is not a number");
+    endpoint_fails("https://hsm.example:99999", "", "port is not a number");
+    endpoint_fails("https://hsm.example:", "", "no port after it");
+    endpoint_fails("https://", "", "no host name");
+    endpoint_fails("https://[::1", "", "not closed");
+    endpoint_fails("https://hsm example", "", "character a host name cannot");
+    endpoint_fails("https://hsm.example:7000", "kms.hsm.server.port = 5697\n", "names port 7000 but kms.hsm.server.port = 5697");
+    /* VAULT keeps its URL as a URL */
+    write_props("kms.hsm.protocol = VAULT\nkms.hsm.server.url = https://vault:8200/\n");
+    struct kms_config *c = load_ok(props_path, NULL, NULL);
+    kms_config_free(&c);
+}
+
 Test(config, secret_from_a_file_property)
 {
     char pw[128], text[256];

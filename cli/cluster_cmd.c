@@ -64,7 +64,7 @@ static int fail(const char *what, kms_rc rc)
     return KMSCTL_EXIT_ERROR;
 }
 
-static const char *config_or_default(const char *config)
+const char *kmsctl_config_path(const char *config)
 {
     if (config == NULL || config[0] == '\0')
         config = getenv("KMS_CONFIG");
@@ -74,7 +74,7 @@ static const char *config_or_default(const char *config)
 int kmsctl_cluster_open(const char *config, const char *password, struct kmsctl_cluster *c)
 {
     memset(c, 0, sizeof(*c));
-    c->config_path = config_or_default(config);
+    c->config_path = kmsctl_config_path(config);
     kms_log_set_level(KMS_LOG_ERROR);
     kms_error_clear();
     kms_rc rc = kms_config_load(c->config_path, environ, warn_cb, NULL, &c->cfg);
@@ -412,7 +412,7 @@ static int cmd_key_create(const char *config, const char *password, const char *
     struct kms_config *cfg = NULL;
     const char *pw = password;
     if (pw == NULL) {
-        const char *path = config_or_default(config);
+        const char *path = kmsctl_config_path(config);
         kms_rc rc = kms_config_load(path, environ, warn_cb, NULL, &cfg);
         if (rc != KMS_OK)
             return fail(path, rc);

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/secret.h"
 #include "kms/keystore.h"
 #include "kms/keystore_backup.h"
@@ -38,6 +39,8 @@
 #include "cluster/keystore_dist.h"
 
 #define KMS_BUNDLE_MAX 16
+
+extern char **environ;
 
 struct options {
     const char *keystore;
@@ -53,6 +56,7 @@ struct options {
     const char *to, *out;        /* convert: format, output file; migrate: NEW */
     const char *from, *strategy; /* migrate */
     const char *p12_pw_file;
+    const char *src_alias; /* import-p12: the entry of FILE.p12 to import */
     /* --cluster (SPEC §11): the edit runs on a private copy of the cluster's keystore */
     int cluster;
     const char *config;
@@ -62,13 +66,18 @@ struct options {
 void kmsctl_keystore_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: kmsctl keystore COMMAND --keystore FILE [PASSWORD] [OPTIONS]\n"
+            "Usage: kmsctl keystore COMMAND [--keystore FILE | --config kms.properties] [PASSWORD] [OPTIONS]\n"
             "\n"
+            "Without --keystore, the keystore and its password are the node's kms.keystore.file and\n"
+            "kms.keystore.password: from --config FILE, else $KMS_CONFIG, else /etc/kmsd/kms.properties.\n"
+            "\n"
+            "  create [--to jks|pkcs12]     a new, empty keystore (format from --to or the .jks/.p12 name)\n"
             "  list [--json]                one line per entry: alias, type, SHA-256, not-after\n"
             "  show ALIAS [--json]          subject, issuer, serial, validity, fingerprint, key, chain\n"
             "  add ALIAS BUNDLE.pem         PKCS#8 key + chain, leaf first (validated); no key: certificate entry\n"
             "  import-cert ALIAS FILE.crt   certificate entry from a PEM or DER certificate\n"
             "  import-p12 ALIAS FILE.p12    private-key entry from a PKCS#12 file [--p12-password-file F]\n"
+            "                               [--src-alias A: the entry of FILE.p12, needed when it holds several]\n"
             "  delete ALIAS                 remove an entry\n"
             "  clear                        remove everything but the server entry [--server-alias A]\n"
             "  convert --to pkcs12|jks|pem  write the keystore in another format [--out FILE]\n"
@@ -825,13 +834,39 @@ static int cmd_import_p12(const struct options *o)
         goto out;
     }
     const struct kms_ks_entry *e = NULL;
-    for (size_t i = 0; i < kms_keystore_count(src) && e == NULL; i++)
-        if (kms_ks_entry_type(kms_keystore_entry(src, i)) == KMS_KS_PRIVATE_KEY)
-            e = kms_keystore_entry(src, i);
-    if (e == NULL) {
-        fprintf(stderr, "kmsctl: %s: no private-key entry to import\n", o->file);
-        rc = KMSCTL_EXIT_ERROR;
-        goto out;
+    if (o->src_alias != NULL) {
+        e = kms_keystore_find(src, o->src_alias);
+        if (e == NULL || kms_ks_entry_type(e) != KMS_KS_PRIVATE_KEY) {
+            fprintf(stderr, "kmsctl: %s: no private-key entry with alias '%s' (--src-alias)\n", o->file,
+                    o->src_alias);
+            rc = KMSCTL_EXIT_ERROR;
+            goto out;
+        }
+    } else {
+        /* why: with several keys in FILE, taking the first would import one by chance (keytool asks too) */
+        char names[512] = "";
+        size_t keys = 0, used = 0;
+        for (size_t i = 0; i < kms_keystore_count(src); i++) {
+            const struct kms_ks_entry *x = kms_keystore_entry(src, i);
+            if (kms_ks_entry_type(x) != KMS_KS_PRIVATE_KEY)
+                continue;
+            if (keys++ == 0)
+                e = x;
+            int n = snprintf(names + used, sizeof(names) - used, "%s'%s'", used ? ", " : "", kms_ks_entry_alias(x));
+            if (n > 0 && (size_t)n < sizeof(names) - used)
+                used += (size_t)n;
+        }
+        if (keys == 0) {
+            fprintf(stderr, "kmsctl: %s: no private-key entry to import\n", o->file);
+            rc = KMSCTL_EXIT_ERROR;
+            goto out;
+        }
+        if (keys > 1) {
+            fprintf(stderr, "kmsctl: %s holds %zu private-key entries (%s): name one with --src-alias\n", o->file,
+                    keys, names);
+            rc = KMSCTL_EXIT_ERROR;
+            goto out;
+        }
     }
     if ((rc = make_room(o, ks, o->alias)) == KMSCTL_EXIT_OK &&
         (rc = add_entry(o, ks, o->alias, kms_ks_entry_cert(e), kms_ks_entry_chain(e), kms_ks_entry_key(e))) ==
@@ -1417,6 +1452,83 @@ static int cmd_cluster_only(const struct options *o)
     return KMSCTL_EXIT_USAGE;
 }
 
+/* create: a new, empty keystore file (JKS or PKCS#12, from --to or the file's
+ * extension) under the password; entries come next with add / import-*. */
+static int cmd_create(const struct options *o)
+{
+    enum kms_keystore_format f;
+    const char *dot = strrchr(o->keystore, '.');
+    const char *kind = o->to != NULL ? o->to : dot != NULL ? dot + 1 : "";
+    if (strcasecmp(kind, "jks") == 0)
+        f = KMS_KEYSTORE_JKS;
+    else if (strcasecmp(kind, "pkcs12") == 0 || strcasecmp(kind, "p12") == 0 || strcasecmp(kind, "pfx") == 0)
+        f = KMS_KEYSTORE_PKCS12;
+    else {
+        fprintf(stderr, "kmsctl: %s: say which format with --to jks|pkcs12 (the name ends neither in .jks nor .p12)\n",
+                o->keystore);
+        return KMSCTL_EXIT_USAGE;
+    }
+    if (access(o->keystore, F_OK) == 0) {
+        fprintf(stderr, "kmsctl: %s already exists; create makes a new keystore and never replaces one\n",
+                o->keystore);
+        return KMSCTL_EXIT_ERROR;
+    }
+    char *pw = NULL;
+    int rc = kmsctl_password_get(&o->pw, &pw);
+    if (rc != KMSCTL_EXIT_OK)
+        return rc;
+    if (pw == NULL || strlen(pw) < 6) {
+        fprintf(stderr, "kmsctl: %s: a new keystore needs a password of at least 6 characters (--password-file, "
+                        "KMS_KEYSTORE_PASSWORD or the configuration's kms.keystore.password)\n",
+                o->keystore);
+        kmsctl_password_free(&pw);
+        return KMSCTL_EXIT_ERROR;
+    }
+    struct kms_keystore *ks = NULL;
+    kms_error_clear();
+    kms_rc r = kms_keystore_new(f, o->keystore, &ks);
+    if (r == KMS_OK)
+        r = kms_keystore_save(ks, o->keystore, pw);
+    if (r != KMS_OK) {
+        print_detail(o->keystore, r);
+        rc = KMSCTL_EXIT_ERROR;
+    } else {
+        printf("Created %s, an empty %s keystore\n", o->keystore, kms_keystore_format_name(f));
+    }
+    kms_keystore_free(&ks);
+    kmsctl_password_free(&pw);
+    return rc;
+}
+
+/* No --keystore: the node's configuration (--config, $KMS_CONFIG or
+ * /etc/kmsd/kms.properties) names the keystore and, unless a password option
+ * is given, its password. *cfg owns both; the caller frees it after the command. */
+static int keystore_from_config(struct options *o, struct kms_config **cfg)
+{
+    const char *path = kmsctl_config_path(o->config);
+    if (o->config == NULL && getenv("KMS_CONFIG") == NULL && access(path, R_OK) != 0) {
+        fprintf(stderr, "kmsctl: --keystore FILE is required (or --config kms.properties, $KMS_CONFIG, or %s)\n",
+                path);
+        return KMSCTL_EXIT_USAGE;
+    }
+    kms_log_set_level(KMS_LOG_ERROR);
+    kms_error_clear();
+    kms_rc r = kms_config_load(path, environ, NULL, NULL, cfg);
+    if (r != KMS_OK) {
+        print_detail(path, r);
+        return KMSCTL_EXIT_ERROR;
+    }
+    const char *file = kms_config_str(*cfg, KMS_CFG_KEYSTORE_FILE);
+    if (file[0] == '\0') {
+        fprintf(stderr, "kmsctl: %s sets no kms.keystore.file; give --keystore FILE\n", path);
+        return KMSCTL_EXIT_ERROR;
+    }
+    o->keystore = file;
+    if (o->pw.file == NULL && o->pw.argument == NULL)
+        o->pw.value = kms_config_secret(*cfg, KMS_CFG_KEYSTORE_PASSWORD);
+    return KMSCTL_EXIT_OK;
+}
+
 /* ---- argument parsing --------------------------------------------------- */
 
 static int usage_error(const char *fmt, ...) KMS_PRINTF(1, 2);
@@ -1446,7 +1558,7 @@ static const struct subcommand subcommands[] = {
     {"backups", cmd_backups, 0, 1, 0},
     {"restore", cmd_restore, 1, 1, 1},
     {"migrate", cmd_migrate, 0, 0, 1},
-    {"create", cmd_cluster_only, 0, 0, 2},
+    {"create", cmd_create, 0, 1, 1},
     {"history", cmd_cluster_only, 0, 0, 2},
 };
 
@@ -1483,6 +1595,7 @@ int kmsctl_keystore_main(int argc, char **argv)
         {"cluster", no_argument, NULL, 'C'},
         {"config", required_argument, NULL, 'G'},
         {"wait", required_argument, NULL, 'W'},
+        {"src-alias", required_argument, NULL, 'A'},
         {NULL, 0, NULL, 0},
     };
     struct options o = {.max_backups = KMS_BACKUP_DEFAULT_MAX, .days = 30, .server_alias = "kmsserver",
@@ -1562,6 +1675,9 @@ int kmsctl_keystore_main(int argc, char **argv)
         case 'C':
             o.cluster = 1;
             break;
+        case 'A':
+            o.src_alias = optarg;
+            break;
         case 'G':
             o.config = optarg;
             break;
@@ -1611,13 +1727,23 @@ int kmsctl_keystore_main(int argc, char **argv)
             return usage_error("%s", "migrate --cluster needs --from OLD --strategy STRATEGY");
         return run_cluster(sc, &o);
     }
-    if (o.wait_s > 0 || o.config != NULL)
-        return usage_error("%s", "--wait and --config go with --cluster");
-    if (sc->needs_keystore && o.keystore == NULL)
-        return usage_error("%s", "--keystore FILE is required");
+    if (o.wait_s > 0)
+        return usage_error("%s", "--wait goes with --cluster");
+    if (o.config != NULL && o.keystore != NULL)
+        return usage_error("%s", "give --keystore or --config (whose kms.keystore.file names it), not both");
     if (strcmp(sub, "convert") == 0 && o.to == NULL)
         return usage_error("%s", "convert needs --to pkcs12|jks");
     if (strcmp(sub, "migrate") == 0 && (o.from == NULL || o.to == NULL || o.strategy == NULL))
         return usage_error("%s", "migrate needs --from OLD --to NEW --strategy STRATEGY");
-    return sc->run(&o);
+    struct kms_config *cfg = NULL;
+    if (sc->needs_keystore && o.keystore == NULL) {
+        int rc = keystore_from_config(&o, &cfg);
+        if (rc != KMSCTL_EXIT_OK) {
+            kms_config_free(&cfg);
+            return rc;
+        }
+    }
+    int rc = sc->run(&o);
+    kms_config_free(&cfg);
+    return rc;
 }

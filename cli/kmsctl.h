@@ -36,6 +36,10 @@ struct kmsctl_password_source {
     const char *value;    /* given by the program itself (borrowed), first; NULL for the sources above */
 };
 
+/* The node's kms.properties kmsctl reads: config (--config) when given, else
+ * $KMS_CONFIG, else /etc/kmsd/kms.properties. */
+const char *kmsctl_config_path(const char *config);
+
 int kmsctl_cluster_main(int argc, char **argv);
 void kmsctl_cluster_usage(FILE *f);
 

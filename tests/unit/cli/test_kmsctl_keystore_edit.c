@@ -467,3 +467,86 @@ Test(kmsctl_edit, malformed_bundles_and_certificates)
     cr_assert_eq(KMSCTL("import-cert a $F/device.crt --keystore ks --max-backups 0"), 2);
     cr_assert_eq(sh("cmp ks ks.orig && test ! -e bk"), 0, "a refused command changed something");
 }
+
+/* ---- create, import-p12 --src-alias, the keystore from kms.properties (issue 13) ---- */
+
+Test(kmsctl_edit, create_makes_an_empty_keystore_keytool_reads_and_never_replaces_one)
+{
+    setup_work("create");
+    cr_assert_eq(KMSCTL("create --keystore new.jks"), 0, "%s", out);
+    expect("Created new.jks, an empty JKS keystore");
+    kt_storetype("new.jks", "JKS");
+    cr_assert_eq(kt_count("new.jks"), 0);
+    cr_assert_eq(KMSCTL("create --keystore new.p12"), 0, "%s", out);
+    kt_storetype("new.p12", "PKCS12");
+    cr_assert_eq(KMSCTL("create --keystore other --to pkcs12"), 0, "%s", out);
+    kt_storetype("other", "PKCS12");
+    /* an existing file is never replaced; an unnamed format is asked for */
+    cr_assert_eq(sh("cp new.jks before && \"$K\" keystore create --keystore new.jks; echo rc=$?; cmp new.jks before"),
+                 0, "%s", out);
+    expect("rc=1");
+    expect("already exists");
+    cr_assert_eq(KMSCTL("create --keystore plain.ks"), 2);
+    expect("--to jks|pkcs12");
+    /* entries go in with the other commands, and keytool reads them */
+    cr_assert_eq(sh("cp $F/src.p12 . && printf '%%s\\n' \"$KS_PASS\" >p12pw"), 0);
+    cr_assert_eq(KMSCTL("import-p12 kmsClient src.p12 --p12-password-file p12pw --keystore new.jks --backup-dir bk"),
+                 0, "%s", out);
+    cr_assert_str_eq(kt_type("new.jks", "kmsclient"), "PrivateKeyEntry");
+}
+
+Test(kmsctl_edit, import_p12_with_several_keys_needs_src_alias)
+{
+    setup_work("src-alias");
+    /* a PKCS#12 with two keys, as keytool makes it */
+    cr_assert_eq(sh("cp $F/src.p12 one.p12 && keytool -importkeystore -srckeystore one.p12 -srcstoretype pkcs12 "
+                    "-srcstorepass:env KS_PASS -destkeystore two.p12 -deststoretype pkcs12 -deststorepass:env KS_PASS "
+                    ">/dev/null 2>&1 && keytool -genkeypair -keyalg EC -groupname secp256r1 -alias second "
+                    "-dname CN=second -validity 30 -keystore two.p12 -storetype pkcs12 -storepass:env KS_PASS "
+                    ">/dev/null 2>&1 && printf '%%s\\n' \"$KS_PASS\" >p12pw && \"$K\" keystore create --keystore ks.jks"),
+                 0, "%s", out);
+    cr_assert_eq(KMSCTL("import-p12 kmsClient two.p12 --p12-password-file p12pw --keystore ks.jks --backup-dir bk"), 1);
+    expect("holds 2 private-key entries");
+    expect("'second'");
+    expect("--src-alias");
+    cr_assert_eq(kt_count("ks.jks"), 0); /* nothing changed */
+    cr_assert_eq(KMSCTL("import-p12 kmsClient two.p12 --src-alias nosuch --p12-password-file p12pw --keystore ks.jks "
+                        "--backup-dir bk"),
+                 1);
+    expect("no private-key entry with alias 'nosuch'");
+    cr_assert_eq(KMSCTL("import-p12 kmsClient two.p12 --src-alias SECOND --p12-password-file p12pw --keystore ks.jks "
+                        "--backup-dir bk"),
+                 0, "%s", out);
+    expect("from 'second'");
+    cr_assert_eq(sh("keytool -list -v -keystore ks.jks -storepass:env KS_PASS -alias kmsclient"), 0, "%s", out);
+    expect("Owner: CN=second");
+}
+
+Test(kmsctl_edit, keystore_and_password_come_from_kms_properties_when_not_given)
+{
+    setup_work("from-config");
+    cr_assert_eq(sh("cp $F/%s node.jks && printf '%%s\\n' \"$KS_PASS\" >pw.txt && "
+                    "printf 'kms.hsm.protocol = soft\\nkms.keystore.file = %s/node.jks\\n"
+                    "kms.keystore.password.file = %s/pw.txt\\n' >kms.properties",
+                    fixture(1), work, work),
+                 0, "%s", out);
+    /* --config, with no password in the environment: both come from the file */
+    cr_assert_eq(sh("env -u KMS_KEYSTORE_PASSWORD \"$K\" keystore list --config kms.properties"), 0, "%s", out);
+    expect("kmsserver");
+    /* $KMS_CONFIG, and a change */
+    cr_assert_eq(sh("env -u KMS_KEYSTORE_PASSWORD KMS_CONFIG=kms.properties \"$K\" keystore import-cert dev2 "
+                    "$F/backend.crt --backup-dir bk"),
+                 0, "%s", out);
+    cr_assert_str_eq(kt_type("node.jks", "dev2"), "trustedCertEntry");
+    /* --keystore still wins over $KMS_CONFIG; both options at once is a usage error */
+    cr_assert_eq(sh("cp node.jks copy.jks && KMS_CONFIG=kms.properties \"$K\" keystore delete dev2 --keystore copy.jks "
+                    "--backup-dir bk2"),
+                 0, "%s", out);
+    cr_assert_str_eq(kt_type("node.jks", "dev2"), "trustedCertEntry");
+    cr_assert_null(kt_type("copy.jks", "dev2"));
+    cr_assert_eq(KMSCTL("list --config kms.properties --keystore copy.jks"), 2);
+    /* a configuration that does not load is named */
+    cr_assert_eq(sh("printf 'kms.server.port = x\\n' >bad.properties && \"$K\" keystore list --config bad.properties"), 1);
+    expect("kms.server.port");
+    expect("bad.properties");
+}

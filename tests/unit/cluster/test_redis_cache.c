@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/hex.h"
 #include "kms/cache.h"
 
 /* ---- the harness ------------------------------------------------------- */
@@ -1295,4 +1296,116 @@ Test(redis_cache, sentinel_options_are_checked)
     cr_assert_eq(sentinel_rc("rediss://kmsd:pw@/3", "localhost:1, 127.0.0.1:2,x.example:3", "my-master.1"), KMS_OK,
                  "%s", kms_error_detail());
     cr_assert_eq(sentinel_rc("redis://", "a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8", "m"), KMS_OK);
+}
+
+/* ---- golden value (tests/golden/cache-value.txt, issue 13) ------------------ */
+
+/* A value as kmsd 0.2.0 put it in Redis (cluster key cluster_key(0x11), prefix
+ * "golden:"), read back by this version: a change of the entry name or of the
+ * sealed layout would strand every value a not-yet-upgraded node wrote. */
+#define GOLDEN_PREFIX "golden:"
+
+static void golden_field(const char *name, char *out, size_t cap)
+{
+    const char *src = getenv("KMS_SOURCE_DIR");
+    cr_assert_not_null(src);
+    char path[512], line[1024];
+    snprintf(path, sizeof(path), "%s/tests/golden/cache-value.txt", src);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "cannot open %s", path);
+    size_t nlen = strlen(name);
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, name, nlen) == 0 && strncmp(line + nlen, " = ", 3) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(out, cap, "%s", line + nlen + 3);
+            found = 1;
+        }
+    fclose(f);
+    cr_assert(found, "%s has no %s", path, name);
+}
+
+static size_t unhex(const char *hex, uint8_t *out, size_t cap)
+{
+    size_t n = strlen(hex) / 2;
+    cr_assert(n <= cap);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        char two[3] = {hex[2 * i], hex[2 * i + 1], 0};
+        v = (unsigned)strtoul(two, NULL, 16);
+        out[i] = (uint8_t)v;
+    }
+    return n;
+}
+
+Test(redis_cache, golden_value_of_0_2_0_still_reads)
+{
+    char name[256], value_hex[512], key_hex[128], plain_hex[256];
+    golden_field("entry_name", name, sizeof(name));
+    golden_field("value_hex", value_hex, sizeof(value_hex));
+    golden_field("cache_key_hex", key_hex, sizeof(key_hex));
+    golden_field("plaintext_hex", plain_hex, sizeof(plain_hex));
+    uint8_t value[256], key[KMS_CACHE_KEY_LEN], plain[128];
+    size_t vlen = unhex(value_hex, value, sizeof(value));
+    cr_assert_eq(unhex(key_hex, key, sizeof(key)), KMS_CACHE_KEY_LEN);
+    size_t plen = unhex(plain_hex, plain, sizeof(plain));
+
+    struct env e;
+    read_env("shared", &e);
+    redisContext *r = raw(e.port, NULL);
+    redisReply *rep = redisCommand(r, "SET %s %b", name, value, vlen);
+    cr_assert(rep != NULL && rep->type == REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+    redisFree(r);
+
+    struct node_opts no = {.port = e.port, .prefix = GOLDEN_PREFIX, .key_fill = 0x11};
+    struct kms_cache *c = node(&no);
+    struct kms_secret *want = NULL;
+    cr_assert_eq(kms_secret_from(plain, plen, &want), KMS_OK);
+    expect(c, key, want);
+    kms_secret_free(&want);
+    kms_cache_free(&c);
+}
+
+/* KMS_GOLDEN_WRITE=DIR: puts a value through a node and writes DIR/cache-value.txt. */
+Test(redis_cache, golden_write)
+{
+    const char *dir = getenv("KMS_GOLDEN_WRITE");
+    if (dir == NULL)
+        cr_skip_test("set KMS_GOLDEN_WRITE=DIR to write a new golden cache value");
+    struct env e;
+    read_env("shared", &e);
+    struct node_opts no = {.port = e.port, .prefix = GOLDEN_PREFIX, .key_fill = 0x11};
+    struct kms_cache *c = node(&no);
+    uint8_t key[KMS_CACHE_KEY_LEN];
+    for (size_t i = 0; i < sizeof(key); i++)
+        key[i] = (uint8_t)(0xC0 + i);
+    static const uint8_t plain[] = "golden customer key of 0.2.0 :)";
+    struct kms_secret *v = NULL;
+    cr_assert_eq(kms_secret_from(plain, sizeof(plain) - 1, &v), KMS_OK);
+    put(c, key, v);
+    kms_secret_free(&v);
+    kms_cache_free(&c);
+    redisContext *r = raw(e.port, NULL);
+    redisReply *keys = redisCommand(r, "KEYS %sg*", GOLDEN_PREFIX);
+    cr_assert(keys != NULL && keys->type == REDIS_REPLY_ARRAY && keys->elements == 1);
+    redisReply *val = redisCommand(r, "GET %s", keys->element[0]->str);
+    cr_assert(val != NULL && val->type == REDIS_REPLY_STRING);
+    char path[512], hex[1024];
+    snprintf(path, sizeof(path), "%s/cache-value.txt", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "# A distributed-cache value as kmsd 0.2.0 wrote it to Redis: cluster key 0xA5 then\n"
+               "# 31 bytes 0x11, prefix " GOLDEN_PREFIX " (tests/unit/cluster/test_redis_cache.c). Test data only.\n");
+    fprintf(f, "entry_name = %s\n", keys->element[0]->str);
+    kms_hex_encode((const uint8_t *)val->str, val->len, hex, sizeof(hex));
+    fprintf(f, "value_hex = %s\n", hex);
+    kms_hex_encode(key, sizeof(key), hex, sizeof(hex));
+    fprintf(f, "cache_key_hex = %s\n", hex);
+    kms_hex_encode(plain, sizeof(plain) - 1, hex, sizeof(hex));
+    fprintf(f, "plaintext_hex = %s\n", hex);
+    fclose(f);
+    freeReplyObject(val);
+    freeReplyObject(keys);
+    redisFree(r);
 }

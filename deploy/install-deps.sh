@@ -8,7 +8,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libgnutls28-dev libssl-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev
       openssl curl ca-certificates default-jre-headless python3)
 if [ "${1:-}" = --test ]; then
-  pkgs+=(libcriterion-dev clang libclang-rt-14-dev python3-cryptography python3-pykmip redis-server haproxy docker-compose)
+  pkgs+=(libcriterion-dev clang libclang-rt-14-dev python3-cryptography python3-pykmip redis-server haproxy docker-compose
+        docker.io debootstrap prometheus systemd man-db)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -29,5 +30,14 @@ else
 fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# why: packages such as prometheus and docker.io start their daemons on install;
+# nothing may listen here that a test did not start (and stop), so while apt runs
+# a policy-rc.d refuses every start (only when the machine has none of its own)
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# written by kmsd deploy/install-deps.sh while it installs\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 0755 "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

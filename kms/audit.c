@@ -20,7 +20,7 @@
 
 struct kms_audit {
     int fd;
-    uint64_t failures; /* write(2) calls that failed: kms_audit_failures (atomic) */
+    uint64_t failures; /* lines lost to a failed write(2): kms_audit_failures (atomic) */
     char node[128];
     unsigned flush_ms; /* 0: one write(2) per line, no thread */
     size_t chunk;      /* largest single write(2): PIPE_BUF unless fd is a regular file */
@@ -52,7 +52,10 @@ static void write_lines(struct kms_audit *a, const char *data, size_t len)
         if (w <= 0) {
             /* a failed audit write never fails the request (STYLE.md); the
              * operator sees it as kms_audit_write_failures_total */
-            if (__atomic_fetch_add(&a->failures, 1, __ATOMIC_RELAXED) == 0)
+            uint64_t lost = 0; /* every line not yet written is lost */
+            for (size_t i = 0; i < len; i++)
+                lost += data[i] == '\n';
+            if (__atomic_fetch_add(&a->failures, lost, __ATOMIC_RELAXED) == 0)
                 kms_log(KMS_LOG_ERROR, "audit.write_failed", NULL, "detail", w < 0 ? strerror(errno) : "short write",
                         NULL);
             return;

@@ -36,7 +36,8 @@ struct kms_audit_record {
 kms_rc kms_audit_open(const char *path, const char *node, unsigned flush_ms, struct kms_audit **out) KMS_MUST_CHECK;
 void kms_audit_close(struct kms_audit **a);
 void kms_audit_write(struct kms_audit *a, const struct kms_audit_record *r);
-/* Writes that failed since open (the first one is logged as audit.write_failed). */
+/* Audit lines lost to failed writes since open (the first failure is logged
+ * as audit.write_failed). */
 uint64_t kms_audit_failures(const struct kms_audit *a);
 
 #endif

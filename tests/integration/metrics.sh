@@ -30,6 +30,10 @@ check "refused: expired" 'kms_client_certificates_refused_total{reason="expired"
 check "refused: none" 'kms_client_certificates_refused_total{reason="no_certificate"}' ">=" 1
 check "keystore loads" 'kms_keystore_loads' ">=" 1
 check "earliest expiry" 'kms_certificate_earliest_expiry_seconds' ">=" 1
+version=$(sed -n 's/^project(kmsd VERSION \([0-9.]*\).*/\1/p' "$(cd "$(dirname "$0")/../.." && pwd)/CMakeLists.txt")
+check "build info carries CMake's version" "kms_build_info{version=\"$version\"," "==" 1
+check "the backend answers its probe" 'kms_backend_up{backend="soft"}' "==" 1
+check "no audit write failed" 'kms_audit_write_failures_total' "==" 0
 s=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$KMS_IT_ADMIN_PORT/other")
 [ "$s" = 404 ] && { echo "ok   other admin paths: 404"; pass=$((pass + 1)); } || { echo "FAIL admin /other: $s"; fail=$((fail + 1)); }
 echo "metrics: $pass passed, $fail failed"

@@ -1506,11 +1506,6 @@ static int cmd_create(const struct options *o)
 static int keystore_from_config(struct options *o, struct kms_config **cfg)
 {
     const char *path = kmsctl_config_path(o->config);
-    if (o->config == NULL && getenv("KMS_CONFIG") == NULL && access(path, R_OK) != 0) {
-        fprintf(stderr, "kmsctl: --keystore FILE is required (or --config kms.properties, $KMS_CONFIG, or %s)\n",
-                path);
-        return KMSCTL_EXIT_USAGE;
-    }
     kms_log_set_level(KMS_LOG_ERROR);
     kms_error_clear();
     kms_rc r = kms_config_load(path, environ, NULL, NULL, cfg);
@@ -1736,6 +1731,10 @@ int kmsctl_keystore_main(int argc, char **argv)
     if (strcmp(sub, "migrate") == 0 && (o.from == NULL || o.to == NULL || o.strategy == NULL))
         return usage_error("%s", "migrate needs --from OLD --to NEW --strategy STRATEGY");
     struct kms_config *cfg = NULL;
+    if (sc->needs_keystore && o.keystore == NULL && o.config == NULL && getenv("KMS_CONFIG") == NULL &&
+        access(kmsctl_config_path(NULL), R_OK) != 0)
+        return usage_error("--keystore FILE is required (or --config kms.properties, $KMS_CONFIG, or %s)",
+                           kmsctl_config_path(NULL));
     if (sc->needs_keystore && o.keystore == NULL) {
         int rc = keystore_from_config(&o, &cfg);
         if (rc != KMSCTL_EXIT_OK) {

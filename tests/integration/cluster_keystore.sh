@@ -261,7 +261,7 @@ out=$(KMS_CONFIG=$other/kms.properties "$kmsctl" keystore create --cluster --for
 for _ in $(seq 60); do [ "$(metric 3 "$key")" -gt "$b1" ] 2>/dev/null && break; sleep 0.1; done
 [ "$(metric 1 "$key")" -gt "$b1" ] && [ "$(metric 3 "$key")" -gt "$b1" ] && [ "$(sums)" = "$s0" ] &&
   ok "(f) a generation sealed under another cluster key: refused, files unchanged" ||
-  ko "(f) other key: metric $b1 -> $(metric 1 "$key")/$(metric 3 "$key")"
+  ko "(f) other key: metric $b1 -> $(metric 1 "$key")/$(metric 3 "$key"); sums before: $s0 after: $(sums)"
 grep -q '"keystore.generation_refused"' "$dir/node2/kmsd.log" && ok "(f) the refusals are logged with their reason" ||
   ko "(f) no keystore.generation_refused in node 2's log"
 out=$(kc keystore import-cert cmxDevice3 "$op/dev3.crt" --cluster 2>&1) &&

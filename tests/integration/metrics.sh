@@ -9,7 +9,7 @@ dir=$1
 . "$dir/it.env"
 pass=0 fail=0
 out=$(curl -fsS --max-time 10 "http://127.0.0.1:$KMS_IT_ADMIN_PORT/metrics") || { echo "FAIL no /metrics"; exit 1; }
-value() { grep -F "$1" <<<"$out" | head -1 | awk '{print $NF}'; }
+value() { grep -v '^#' <<<"$out" | grep -F "$1" | head -1 | awk '{print $NF}'; }
 check() { # check NAME SERIES OP NUMBER
   local v; v=$(value "$2")
   if [ -n "$v" ] && awk -v v="$v" -v n="$4" -v op="$3" 'BEGIN{exit !((op==">=" && v>=n) || (op=="==" && v==n))}'; then

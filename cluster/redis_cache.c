@@ -12,12 +12,14 @@
 #include <time.h>
 
 #include "cluster/redis_conn.h"
+#include "common/aead.h"
+#include "common/hex.h"
 #include "common/log.h"
 
 #define NS_PER_MS 1000000ull
 #define VALUE_VERSION 0x01
-#define NONCE_LEN 12
-#define TAG_LEN 16
+#define NONCE_LEN KMS_AEAD_NONCE_LEN
+#define TAG_LEN KMS_AEAD_TAG_LEN
 #define VALUE_MAX 1024 /* the largest secret the hierarchy caches (SPEC §2: 1..1024) */
 /* why: values are at most 1+12+1024+16 bytes and heartbeats well under 1 KiB,
  * so anything bigger is not ours; SCAN pages stay far below 64 names. */
@@ -432,35 +434,25 @@ static int entry_name(struct rcache *c, const uint8_t key[KMS_CACHE_KEY_LEN], ch
     int n = snprintf(out, NAME_MAX_LEN, "%sg%llu:", c->prefix, (unsigned long long)c->gen);
     if (n < 0 || (size_t)n + 65 > NAME_MAX_LEN)
         return -1;
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof(mac); i++) {
-        out[n + 2 * i] = hex[mac[i] >> 4];
-        out[n + 2 * i + 1] = hex[mac[i] & 15];
-    }
-    out[n + 64] = '\0';
+    kms_hex_encode(mac, sizeof(mac), out + n, NAME_MAX_LEN - (size_t)n);
     return 0;
 }
 
-/* version ‖ nonce ‖ AES-256-GCM(K_value, value, AAD = name) ‖ tag into out. */
+/* version ‖ nonce ‖ AES-256-GCM(K_value, value, AAD = name) ‖ tag into out
+ * (common/aead's layout after the version byte). */
 static int seal(struct rcache *c, const char *name, const struct kms_secret *v, uint8_t *out, size_t *out_len)
 {
     size_t len = kms_secret_len(v);
-    int ok = 0, n = 0;
     if (len == 0 || len > VALUE_MAX)
         return -1;
     out[0] = VALUE_VERSION;
-    if (kms_random(out + 1, NONCE_LEN) != KMS_OK)
+    uint8_t *nonce = out + 1, *ct = nonce + NONCE_LEN, *tag = ct + len;
+    if (kms_random(nonce, NONCE_LEN) != KMS_OK ||
+        kms_aead_encrypt(kms_secret_cdata(c->k_value), nonce, (const uint8_t *)name, strlen(name),
+                         kms_secret_cdata(v), len, ct, tag) != KMS_OK)
         return -1;
-    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
-    if (x != NULL && EVP_EncryptInit_ex(x, EVP_aes_256_gcm(), NULL, kms_secret_cdata(c->k_value), out + 1) == 1 &&
-        EVP_EncryptUpdate(x, NULL, &n, (const uint8_t *)name, (int)strlen(name)) == 1 &&
-        EVP_EncryptUpdate(x, out + 1 + NONCE_LEN, &n, kms_secret_cdata(v), (int)len) == 1 &&
-        EVP_EncryptFinal_ex(x, out + 1 + NONCE_LEN + n, &n) == 1 &&
-        EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_GET_TAG, TAG_LEN, out + 1 + NONCE_LEN + len) == 1)
-        ok = 1;
-    EVP_CIPHER_CTX_free(x);
     *out_len = 1 + NONCE_LEN + len + TAG_LEN;
-    return ok ? 0 : -1;
+    return 0;
 }
 
 /* Inverse of seal; any mismatch (length, version, tag) is -1. */
@@ -474,18 +466,9 @@ static int open_value(struct rcache *c, const char *name, const uint8_t *in, siz
     struct kms_secret *s = NULL;
     if (kms_secret_new(len, &s) != KMS_OK)
         return -1;
-    int ok = 0, n = 0;
-    uint8_t tag[TAG_LEN];
-    memcpy(tag, in + 1 + NONCE_LEN + len, TAG_LEN);
-    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
-    if (x != NULL && EVP_DecryptInit_ex(x, EVP_aes_256_gcm(), NULL, kms_secret_cdata(c->k_value), in + 1) == 1 &&
-        EVP_DecryptUpdate(x, NULL, &n, (const uint8_t *)name, (int)strlen(name)) == 1 &&
-        EVP_DecryptUpdate(x, kms_secret_data(s), &n, in + 1 + NONCE_LEN, (int)len) == 1 &&
-        EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_SET_TAG, TAG_LEN, tag) == 1 &&
-        EVP_DecryptFinal_ex(x, kms_secret_data(s) + n, &n) == 1)
-        ok = 1;
-    EVP_CIPHER_CTX_free(x);
-    if (!ok) {
+    const uint8_t *nonce = in + 1, *ct = nonce + NONCE_LEN, *tag = ct + len;
+    if (kms_aead_decrypt(kms_secret_cdata(c->k_value), nonce, (const uint8_t *)name, strlen(name), ct, len, tag,
+                         kms_secret_data(s)) != KMS_OK) {
         kms_secret_free(&s);
         return -1;
     }

@@ -3,9 +3,11 @@
  *
  *     nonce (12) ‖ ciphertext (same length as the plaintext) ‖ tag (16)
  *
- * written through a bounded buffer and read back through a cursor. Every new
- * place that seals uses this module (cluster keystore generations, the
- * sealed cluster key); issue 14 moves the older sealers onto it. */
+ * written through a bounded buffer and read back through a cursor. Every
+ * place that seals uses this module: cluster keystore generations, the sealed
+ * cluster key and Redis cache values through seal/open; the kms:v1 wrapped-key
+ * payload and the soft backend (its key file and its wraps), whose formats
+ * place the nonce and the tag themselves, through encrypt/decrypt. */
 #ifndef KMS_COMMON_AEAD_H
 #define KMS_COMMON_AEAD_H
 
@@ -22,6 +24,22 @@
 #define KMS_AEAD_TAG_LEN 16
 #define KMS_AEAD_OVERHEAD (KMS_AEAD_NONCE_LEN + KMS_AEAD_TAG_LEN)
 #define KMS_AEAD_MAX_PLAINTEXT (64u << 20) /* why: GCM's counter allows far more; nothing of ours is bigger */
+
+/* AES-256-GCM with the nonce and the tag apart, for formats that lay them out
+ * themselves: len bytes of pt into ct (len bytes, may be pt) and tag, under
+ * the KMS_AEAD_KEY_LEN-byte key and the caller's nonce (never reuse one under
+ * a key). aad may be NULL when aad_len is 0. KMS_ERR_INVALID_FIELD (len over
+ * the maximum), KMS_ERR_CRYPTO (with OpenSSL's queue in the detail). */
+kms_rc kms_aead_encrypt(const uint8_t key[KMS_AEAD_KEY_LEN], const uint8_t nonce[KMS_AEAD_NONCE_LEN],
+                        const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t len, uint8_t *ct,
+                        uint8_t tag[KMS_AEAD_TAG_LEN]) KMS_MUST_CHECK;
+
+/* The inverse: len bytes of ct into pt. KMS_ERR_UNWRAP when the tag does not
+ * authenticate (pt wiped; the detail says only that), KMS_ERR_INVALID_FIELD,
+ * KMS_ERR_CRYPTO. */
+kms_rc kms_aead_decrypt(const uint8_t key[KMS_AEAD_KEY_LEN], const uint8_t nonce[KMS_AEAD_NONCE_LEN],
+                        const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t len,
+                        const uint8_t tag[KMS_AEAD_TAG_LEN], uint8_t *pt) KMS_MUST_CHECK;
 
 /* Appends nonce ‖ AES-256-GCM(key, pt, aad) ‖ tag to out (a fresh random
  * nonce each call, so a key may seal many messages). key is

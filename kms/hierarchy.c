@@ -1,5 +1,8 @@
 #include "kms/hierarchy.h"
 
+#include "common/aead.h"
+#include "common/hex.h"
+
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,16 +85,10 @@ static kms_rc collapse(kms_rc rc)
     }
 }
 
-static kms_rc openssl_fail(kms_rc rc, const char *what)
-{
-    kms_fail(rc, "%s", what);
-    kms_error_add_openssl();
-    return rc;
-}
 
-/* why: the nonce is passed with the key in one Init, relying on GCM's
- * default 96-bit IV length. */
-_Static_assert(KMS_GCM_NONCE_LEN == 12, "GCM nonce must be the default IV length");
+_Static_assert(KMS_GCM_NONCE_LEN == KMS_AEAD_NONCE_LEN && KMS_GCM_TAG_LEN == KMS_AEAD_TAG_LEN &&
+                   KMS_KEY_BYTES == KMS_AEAD_KEY_LEN,
+               "the kms:v1 payload is common/aead's AES-256-GCM");
 
 /* AES-256-GCM of pt under key (SPEC §2: user and workspace keys are wrapped
  * by kmsd). nonce is drawn here; ct receives len(pt) bytes. */
@@ -102,19 +99,8 @@ static kms_rc gcm_seal(const struct kms_secret *key, const uint8_t *aad, size_t 
     if (kms_secret_len(key) != KMS_KEY_BYTES)
         return kms_fail(KMS_ERR_INTERNAL, "gcm: key of %zu bytes", kms_secret_len(key));
     KMS_GUARD(kms_random(nonce, KMS_GCM_NONCE_LEN));
-    size_t len = kms_secret_len(pt);
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int n = 0, fin = 0;
-    int ok = ctx != NULL && kms_aes256gcm() != NULL &&
-             EVP_EncryptInit_ex2(ctx, kms_aes256gcm(), kms_secret_cdata(key), nonce, NULL) == 1 &&
-             EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aad_len) == 1 &&
-             EVP_EncryptUpdate(ctx, ct, &n, kms_secret_cdata(pt), (int)len) == 1 &&
-             EVP_EncryptFinal_ex(ctx, ct + n, &fin) == 1 && (size_t)(n + fin) == len &&
-             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, KMS_GCM_TAG_LEN, tag) == 1;
-    EVP_CIPHER_CTX_free(ctx); /* why: frees and cleanses the key schedule */
-    if (!ok)
-        return openssl_fail(KMS_ERR_CRYPTO, "AES-256-GCM encryption failed");
-    return KMS_OK;
+    return kms_aead_encrypt(kms_secret_cdata(key), nonce, aad, aad_len, kms_secret_cdata(pt), kms_secret_len(pt),
+                            ct, tag);
 }
 
 static kms_rc gcm_open(const struct kms_secret *key, const struct kms_wrapped *w, struct kms_secret **out)
@@ -124,38 +110,17 @@ static kms_rc gcm_open(const struct kms_secret *key, const struct kms_wrapped *w
     if (kms_secret_len(key) != KMS_KEY_BYTES)
         return kms_fail(KMS_ERR_INTERNAL, "gcm: key of %zu bytes", kms_secret_len(key));
     KMS_GUARD(kms_secret_new(w->ct_len, &pt));
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int n = 0, fin = 0;
-    int setup = ctx != NULL && kms_aes256gcm() != NULL &&
-                EVP_DecryptInit_ex2(ctx, kms_aes256gcm(), kms_secret_cdata(key), w->nonce, NULL) == 1 &&
-                EVP_DecryptUpdate(ctx, NULL, &n, w->blob, (int)w->header_len) == 1 &&
-                EVP_DecryptUpdate(ctx, kms_secret_data(pt), &n, w->ct, (int)w->ct_len) == 1 &&
-                /* why: the API takes a non-const tag; OpenSSL only reads it */
-                EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, KMS_GCM_TAG_LEN, (void *)(uintptr_t)w->tag) == 1;
-    int authentic = setup && EVP_DecryptFinal_ex(ctx, kms_secret_data(pt) + n, &fin) == 1 &&
-                    (size_t)(n + fin) == w->ct_len;
-    EVP_CIPHER_CTX_free(ctx);
-    if (!setup) {
+    kms_rc rc = kms_aead_decrypt(kms_secret_cdata(key), w->nonce, w->blob, w->header_len, w->ct, w->ct_len, w->tag,
+                                 kms_secret_data(pt));
+    if (rc != KMS_OK) {
         kms_secret_free(&pt);
-        return openssl_fail(KMS_ERR_CRYPTO, "AES-256-GCM decryption setup failed");
-    }
-    if (!authentic) {
-        kms_secret_free(&pt);
-        return kms_fail(KMS_ERR_UNWRAP, "%s key %s: authentication failed", kms_key_level_name(w->hdr.level),
-                        kms_wrapper_name(w->hdr.wrapper));
+        if (rc == KMS_ERR_UNWRAP)
+            return kms_fail(KMS_ERR_UNWRAP, "%s key %s: authentication failed", kms_key_level_name(w->hdr.level),
+                            kms_wrapper_name(w->hdr.wrapper));
+        return rc;
     }
     *out = pt;
     return KMS_OK;
-}
-
-static void id_hex(const uint8_t id[KMS_KEY_ID_LEN], char out[2 * KMS_KEY_ID_LEN + 1])
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < KMS_KEY_ID_LEN; i++) {
-        out[2 * i] = digits[id[i] >> 4];
-        out[2 * i + 1] = digits[id[i] & 15];
-    }
-    out[2 * KMS_KEY_ID_LEN] = '\0';
 }
 
 /* Parses text and checks that it is a key of `level` for `site_id`. */
@@ -297,8 +262,8 @@ static kms_rc child_open(const struct kms_wrapped *parent, const struct kms_secr
     kms_rc rc = KMS_OK;
     if (memcmp((*w)->hdr.parent_id, parent->hdr.key_id, KMS_KEY_ID_LEN) != 0) {
         char want[2 * KMS_KEY_ID_LEN + 1], got[2 * KMS_KEY_ID_LEN + 1];
-        id_hex(parent->hdr.key_id, want);
-        id_hex((*w)->hdr.parent_id, got);
+        kms_hex_encode(parent->hdr.key_id, KMS_KEY_ID_LEN, want, sizeof(want));
+        kms_hex_encode((*w)->hdr.parent_id, KMS_KEY_ID_LEN, got, sizeof(got));
         rc = kms_fail(KMS_ERR_UNWRAP, "%s key's parent is %s, not the %s key %s", kms_key_level_name(level), got,
                       kms_key_level_name(parent->hdr.level), want);
     }

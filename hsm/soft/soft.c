@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/aead.h"
+
 #include "common/buf.h"
 #include "common/cursor.h"
 #include "common/secret.h"
@@ -63,46 +65,10 @@ static kms_rc openssl_fail(kms_rc rc, const char *what)
     return rc;
 }
 
-/* ---- AES-256-GCM ------------------------------------------------------- */
+/* ---- AES-256-GCM: common/aead (the file and each wrap lay out nonce and tag) */
 
-_Static_assert(NONCE_LEN == 12, "GCM nonce must be the default IV length");
-
-static kms_rc gcm_seal(const uint8_t key[KEY_LEN], const uint8_t nonce[NONCE_LEN], const uint8_t *aad,
-                       size_t aad_len, const uint8_t *pt, size_t len, uint8_t *ct, uint8_t tag[TAG_LEN])
-{
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int n = 0, fin = 0;
-    int ok = ctx != NULL && kms_aes256gcm() != NULL &&
-             EVP_EncryptInit_ex2(ctx, kms_aes256gcm(), key, nonce, NULL) == 1 &&
-             (aad_len == 0 || EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aad_len) == 1) &&
-             EVP_EncryptUpdate(ctx, ct, &n, pt, (int)len) == 1 && EVP_EncryptFinal_ex(ctx, ct + n, &fin) == 1 &&
-             (size_t)(n + fin) == len && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag) == 1;
-    EVP_CIPHER_CTX_free(ctx); /* why: also cleanses the key schedule */
-    return ok ? KMS_OK : openssl_fail(KMS_ERR_CRYPTO, "soft: AES-256-GCM encryption failed");
-}
-
-/* KMS_OK, KMS_ERR_UNWRAP when the tag does not verify, KMS_ERR_CRYPTO. */
-static kms_rc gcm_open(const uint8_t key[KEY_LEN], const uint8_t nonce[NONCE_LEN], const uint8_t *aad,
-                       size_t aad_len, const uint8_t *ct, size_t len, const uint8_t tag[TAG_LEN], uint8_t *pt)
-{
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int n = 0, fin = 0;
-    int setup = ctx != NULL && kms_aes256gcm() != NULL &&
-                EVP_DecryptInit_ex2(ctx, kms_aes256gcm(), key, nonce, NULL) == 1 &&
-                (aad_len == 0 || EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aad_len) == 1) &&
-                EVP_DecryptUpdate(ctx, pt, &n, ct, (int)len) == 1 &&
-                /* why: the API takes a non-const tag; OpenSSL only reads it */
-                EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *)(uintptr_t)tag) == 1;
-    int authentic = setup && EVP_DecryptFinal_ex(ctx, pt + n, &fin) == 1 && (size_t)(n + fin) == len;
-    EVP_CIPHER_CTX_free(ctx);
-    if (!setup)
-        return openssl_fail(KMS_ERR_CRYPTO, "soft: AES-256-GCM decryption setup failed");
-    if (!authentic) {
-        kms_wipe(pt, len);
-        return KMS_ERR_UNWRAP;
-    }
-    return KMS_OK;
-}
+_Static_assert(NONCE_LEN == KMS_AEAD_NONCE_LEN && TAG_LEN == KMS_AEAD_TAG_LEN && KEY_LEN == KMS_AEAD_KEY_LEN,
+               "the soft formats are common/aead's AES-256-GCM");
 
 /* ---- key derivation ---------------------------------------------------- */
 
@@ -333,7 +299,7 @@ static kms_rc persist(struct soft *s, const struct soft_key *extra, int create_o
     if (rc == KMS_OK && ct == NULL)
         rc = kms_fail(KMS_ERR_NO_MEMORY, "soft key file %s", s->path);
     if (rc == KMS_OK)
-        rc = gcm_seal(kms_secret_cdata(s->enc), nonce, file.data, file.len, kms_secret_cdata(plain), plen, ct, tag);
+        rc = kms_aead_encrypt(kms_secret_cdata(s->enc), nonce, file.data, file.len, kms_secret_cdata(plain), plen, ct, tag);
     if (rc == KMS_OK && (kms_buf_append(&file, ct, plen) != KMS_OK || kms_buf_append(&file, tag, TAG_LEN) != KMS_OK))
         rc = kms_fail(KMS_ERR_NO_MEMORY, "soft key file %s", s->path);
     if (rc == KMS_OK)
@@ -416,7 +382,7 @@ static kms_rc load(struct soft *s, const char *password, const uint8_t *data, si
 
     struct kms_secret *plain = NULL;
     KMS_GUARD(kms_secret_new(ct_len, &plain));
-    kms_rc rc = gcm_open(kms_secret_cdata(s->enc), nonce, data, header_len, ct, ct_len, tag, kms_secret_data(plain));
+    kms_rc rc = kms_aead_decrypt(kms_secret_cdata(s->enc), nonce, data, header_len, ct, ct_len, tag, kms_secret_data(plain));
     if (rc == KMS_ERR_UNWRAP)
         rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: modified or damaged (authentication failed)",
                       s->path);
@@ -579,7 +545,7 @@ static kms_rc soft_encrypt(struct kms_backend *b, const struct kms_master_ref *r
     pthread_rwlock_rdlock(&s->lock);
     struct soft_key *k = find_key(s, ref->name, ref->version);
     kms_rc rc = k == NULL ? kms_fail(KMS_ERR_KEY_NOT_FOUND, "soft: no key %s version %u", ref->name, ref->version)
-                          : gcm_seal(kms_secret_cdata(k->key), ct, aad, aad_len, kms_secret_cdata(pt), len,
+                          : kms_aead_encrypt(kms_secret_cdata(k->key), ct, aad, aad_len, kms_secret_cdata(pt), len,
                                      ct + NONCE_LEN, ct + NONCE_LEN + len);
     pthread_rwlock_unlock(&s->lock);
     if (rc == KMS_OK)
@@ -599,7 +565,7 @@ static kms_rc soft_decrypt(struct kms_backend *b, const struct kms_master_ref *r
     pthread_rwlock_rdlock(&s->lock);
     struct soft_key *k = find_key(s, ref->name, ref->version);
     kms_rc rc = k == NULL ? kms_fail(KMS_ERR_KEY_NOT_FOUND, "soft: no key %s version %u", ref->name, ref->version)
-                          : gcm_open(kms_secret_cdata(k->key), ct, aad, aad_len, ct + NONCE_LEN, len,
+                          : kms_aead_decrypt(kms_secret_cdata(k->key), ct, aad, aad_len, ct + NONCE_LEN, len,
                                      ct + NONCE_LEN + len, kms_secret_data(*pt));
     pthread_rwlock_unlock(&s->lock);
     if (rc == KMS_ERR_UNWRAP)

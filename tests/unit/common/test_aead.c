@@ -148,3 +148,61 @@ Test(aead, derived_keys_differ_by_label_and_repeat_for_one, .timeout = 60)
     kms_secret_free(&b);
     kms_secret_free(&k);
 }
+
+static void unhex(const char *h, uint8_t *out, size_t n)
+{
+    cr_assert_eq(strlen(h), 2 * n);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v = 0;
+        for (int j = 0; j < 2; j++) {
+            char ch = h[2 * i + (size_t)j];
+            v = v * 16 + (unsigned)(ch <= '9' ? ch - '0' : ch - 'a' + 10);
+        }
+        out[i] = (uint8_t)v;
+    }
+}
+
+/* The AES-256 test case with associated data of the GCM specification (McGrew
+ * and Viega, test case 16), also what python3-cryptography computes: the one
+ * AEAD every sealer of kmsd now goes through is standard AES-256-GCM. */
+Test(aead, detached_encrypt_and_decrypt_match_the_gcm_specification, .timeout = 60)
+{
+    uint8_t key[32], nonce[12], pt[60], aad16[20], want_ct[60], want_tag[16], ct[60], tag[16], back[60];
+    unhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", key, 32);
+    unhex("cafebabefacedbaddecaf888", nonce, 12);
+    unhex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e24"
+          "49a6b525b16aedf5aa0de657ba637b39",
+          pt, 60);
+    unhex("feedfacedeadbeeffeedfacedeadbeefabaddad2", aad16, 20);
+    unhex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b10"
+          "56828838c5f61e6393ba7a0abcc9f662",
+          want_ct, 60);
+    unhex("76fc6ece0f4e1768cddf8853bb2d551b", want_tag, 16);
+    cr_assert_eq(kms_aead_encrypt(key, nonce, aad16, sizeof(aad16), pt, sizeof(pt), ct, tag), KMS_OK);
+    cr_assert_arr_eq(ct, want_ct, sizeof(ct));
+    cr_assert_arr_eq(tag, want_tag, sizeof(tag));
+    cr_assert_eq(kms_aead_decrypt(key, nonce, aad16, sizeof(aad16), ct, sizeof(ct), tag, back), KMS_OK);
+    cr_assert_arr_eq(back, pt, sizeof(pt));
+    /* one changed bit of the associated data, of the ciphertext or of the tag: refused, output wiped */
+    uint8_t zero[60] = {0};
+    aad16[19] ^= 1;
+    cr_assert_eq(kms_aead_decrypt(key, nonce, aad16, sizeof(aad16), ct, sizeof(ct), tag, back), KMS_ERR_UNWRAP);
+    cr_assert_arr_eq(back, zero, sizeof(back));
+    aad16[19] ^= 1;
+    ct[0] ^= 0x80;
+    cr_assert_eq(kms_aead_decrypt(key, nonce, aad16, sizeof(aad16), ct, sizeof(ct), tag, back), KMS_ERR_UNWRAP);
+    ct[0] ^= 0x80;
+    tag[15] ^= 1;
+    cr_assert_eq(kms_aead_decrypt(key, nonce, aad16, sizeof(aad16), ct, sizeof(ct), tag, back), KMS_ERR_UNWRAP);
+    /* and seal's layout is exactly nonce ‖ encrypt's ciphertext ‖ its tag */
+    struct kms_secret *k = NULL;
+    cr_assert_eq(kms_secret_from(key, sizeof(key), &k), KMS_OK);
+    struct kms_buf sealed;
+    kms_buf_init(&sealed, 1024);
+    cr_assert_eq(kms_aead_seal(k, aad16, sizeof(aad16), pt, sizeof(pt), &sealed), KMS_OK);
+    cr_assert_eq(kms_aead_encrypt(key, sealed.data, aad16, sizeof(aad16), pt, sizeof(pt), ct, tag), KMS_OK);
+    cr_assert_arr_eq(sealed.data + 12, ct, sizeof(ct));
+    cr_assert_arr_eq(sealed.data + 12 + sizeof(ct), tag, sizeof(tag));
+    kms_buf_free(&sealed);
+    kms_secret_free(&k);
+}

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/hex.h"
 #include "common/log.h"
 #include "hsm/kmip/kmip_backend.h"
 #include "hsm/soft/soft.h"
@@ -131,8 +132,7 @@ static void cert_sha256(X509 *x, char hex[65])
     hex[0] = '\0';
     if (x == NULL || X509_digest(x, EVP_sha256(), md, &len) != 1 || len != sizeof(md))
         return;
-    for (unsigned i = 0; i < len; i++)
-        (void)snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    kms_hex_encode(md, sizeof(md), hex, 65);
 }
 
 kms_rc kms_backend_reload_identity(const struct kms_config *cfg, const struct kms_keystore *ks, struct kms_backend *b,

@@ -1,5 +1,7 @@
 #include "kms/identity.h"
 
+#include "common/hex.h"
+
 #include <ctype.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -183,16 +185,6 @@ const char *kms_auth_status_text(enum kms_auth_status s)
     return "refused";
 }
 
-static void hex(const uint8_t *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
-
 static void asn1_time_rfc3339(const ASN1_TIME *t, char *out, size_t cap, time_t *as_time)
 {
     struct tm tm;
@@ -230,7 +222,7 @@ void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap
     }
     uint8_t fp[SHA256_DIGEST_LENGTH];
     SHA256(der, len, fp);
-    hex(fp, sizeof(fp), out->fingerprint);
+    kms_hex_encode(fp, sizeof(fp), out->fingerprint, sizeof(out->fingerprint));
 
     const struct kms_ks_entry *e = kms_keystore_find_cert_der(ks, der, len);
     if (e == NULL) {

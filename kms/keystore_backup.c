@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/hex.h"
 #include "common/secret.h"
 #include "kms/keystore_write.h"
 
@@ -156,16 +157,12 @@ static kms_rc copy_file(const char *from, const char *to, const struct stat *st)
 
 static kms_rc file_sha256(const char *path, char hex[65])
 {
-    uint8_t *d = NULL, md[32];
+    uint8_t *d = NULL;
     size_t n = 0;
     KMS_GUARD(kms_file_read(path, &d, &n));
-    int ok = EVP_Digest(d, n, md, NULL, EVP_sha256(), NULL) == 1;
+    kms_hex_sha256(d, n, hex);
     kms_wipe(d, n);
     free(d);
-    if (!ok)
-        return kms_fail(KMS_ERR_CRYPTO, "SHA-256 failed");
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
     return KMS_OK;
 }
 

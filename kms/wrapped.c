@@ -1,5 +1,7 @@
 #include "kms/wrapped.h"
 
+#include "common/hex.h"
+
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,16 +261,6 @@ kms_rc kms_wrapped_digest(const struct kms_wrapped *w, uint8_t out[32])
     return KMS_OK;
 }
 
-static void hex(const uint8_t *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 kms_rc kms_wrapped_describe(const char *text, struct kms_wrapped_info *out)
 {
     struct kms_wrapped *w = NULL;
@@ -278,8 +270,8 @@ kms_rc kms_wrapped_describe(const char *text, struct kms_wrapped_info *out)
     KMS_GUARD(kms_wrapped_parse(text, &w));
     out->level = kms_key_level_name(w->hdr.level);
     out->wrapper = kms_wrapper_name(w->hdr.wrapper);
-    hex(w->hdr.key_id, KMS_KEY_ID_LEN, out->key_id);
-    hex(w->hdr.parent_id, KMS_KEY_ID_LEN, out->parent_id);
+    kms_hex_encode(w->hdr.key_id, KMS_KEY_ID_LEN, out->key_id, sizeof(out->key_id));
+    kms_hex_encode(w->hdr.parent_id, KMS_KEY_ID_LEN, out->parent_id, sizeof(out->parent_id));
     memcpy(out->site_id, w->hdr.site_id, sizeof(out->site_id));
     memcpy(out->master_name, w->hdr.master.name, sizeof(out->master_name));
     out->master_version = w->hdr.master.version;

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "common/hex.h"
 #include "common/log.h"
 #include "common/secret.h"
 #include "server/internal.h"
@@ -395,7 +396,6 @@ static enum MHD_Result respond_error(struct kms_server *s, struct MHD_Connection
 
 static void new_request_id(char out[KMS_REQ_ID_LEN + 1])
 {
-    static const char digits[] = "0123456789abcdef";
     static __thread uint8_t pool[REQ_ID_POOL];
     static __thread size_t pool_used = REQ_ID_POOL;
     if (pool_used == REQ_ID_POOL) {
@@ -403,13 +403,8 @@ static void new_request_id(char out[KMS_REQ_ID_LEN + 1])
             memset(pool, 0, sizeof(pool));
         pool_used = 0;
     }
-    const uint8_t *raw = pool + pool_used;
+    kms_hex_encode(pool + pool_used, KMS_REQ_ID_LEN / 2, out, KMS_REQ_ID_LEN + 1);
     pool_used += KMS_REQ_ID_LEN / 2;
-    for (size_t i = 0; i < KMS_REQ_ID_LEN / 2; i++) {
-        out[2 * i] = digits[raw[i] >> 4];
-        out[2 * i + 1] = digits[raw[i] & 15];
-    }
-    out[KMS_REQ_ID_LEN] = '\0';
 }
 
 kms_rc kms_request_json(struct kms_request *r, json_t **out)

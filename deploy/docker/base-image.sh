@@ -19,6 +19,10 @@ mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
+mkdir -p "$cache"
+# why: the package and container tests may ask for the base at the same time
+exec 9>"$cache/.lock"
+flock 9
 if [ ! -s "$tarball" ]; then
   command -v debootstrap >/dev/null || { echo "base-image: debootstrap is missing (apt-get install debootstrap)" >&2; exit 1; }
   mkdir -p "$cache"

@@ -15,6 +15,7 @@
 #include "common/aead.h"
 #include "common/hex.h"
 #include "common/log.h"
+#include "common/token.h"
 
 #define NS_PER_MS 1000000ull
 #define VALUE_VERSION 0x01
@@ -592,22 +593,12 @@ static const struct kms_cache_ops redis_ops = {
 
 /* ---- options ------------------------------------------------------------ */
 
+/* One byte of a host name or address inside a longer string (URL, Sentinel
+ * list); whole names go through kms_token_valid. */
 static int is_name_char(char ch, const char *extra)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
            (ch != '\0' && strchr(extra, ch) != NULL);
-}
-
-/* 1..max characters, each alphanumeric or in extra. */
-static int valid_token(const char *s, size_t max, const char *extra)
-{
-    size_t n = 0;
-    if (s == NULL)
-        return 0;
-    for (; s[n] != '\0'; n++)
-        if (n >= max || !is_name_char(s[n], extra))
-            return 0;
-    return n > 0;
 }
 
 static int hexval(char ch)
@@ -816,7 +807,7 @@ static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
     int sentinels = o->sentinels != NULL;
     if (sentinels) {
         KMS_GUARD(parse_sentinels(c, o->sentinels));
-        if (!valid_token(o->sentinel_master, sizeof(c->master_name) - 1, "._-"))
+        if (!kms_token_valid(o->sentinel_master, sizeof(c->master_name) - 1, "._-"))
             return kms_fail(KMS_ERR_CONFIG, "redis: sentinels need the master's name: 1..64 of [A-Za-z0-9._-]");
         snprintf(c->master_name, sizeof(c->master_name), "%s", o->sentinel_master);
         if (o->sentinel_password != NULL)
@@ -841,7 +832,7 @@ static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
         if (sentinels && (o->host != NULL || o->port != 0))
             return kms_fail(KMS_ERR_CONFIG, "redis: give no host or port with sentinels; they name the master");
         const char *host = o->host ? o->host : "127.0.0.1";
-        if (!valid_token(host, sizeof(c->host) - 1, ".-"))
+        if (!kms_token_valid(host, sizeof(c->host) - 1, ".-"))
             return kms_fail(KMS_ERR_CONFIG, "redis: bad host");
         if (!sentinels)
             snprintf(c->host, sizeof(c->host), "%s", host);
@@ -852,7 +843,7 @@ static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
             return kms_fail(KMS_ERR_CONFIG, "redis: database must be 0..9999");
         c->db = o->db;
         if (o->user != NULL) {
-            if (!valid_token(o->user, sizeof(c->user) - 1, "._-@"))
+            if (!kms_token_valid(o->user, sizeof(c->user) - 1, "._-@"))
                 return kms_fail(KMS_ERR_CONFIG, "redis: bad ACL user name");
             snprintf(c->user, sizeof(c->user), "%s", o->user);
         }
@@ -866,11 +857,11 @@ static kms_rc apply_options(struct rcache *c, const struct kms_redis_options *o)
     if (c->user[0] && c->password == NULL)
         return kms_fail(KMS_ERR_CONFIG, "redis: an ACL user needs a password");
     const char *prefix = o->prefix ? o->prefix : KMS_REDIS_DEFAULT_PREFIX;
-    if (!valid_token(prefix, sizeof(c->prefix) - 1, ":._-"))
+    if (!kms_token_valid(prefix, sizeof(c->prefix) - 1, ":._-"))
         return kms_fail(KMS_ERR_CONFIG, "redis: key prefix must be 1..64 of [A-Za-z0-9:._-]");
     snprintf(c->prefix, sizeof(c->prefix), "%s", prefix);
     const char *node = o->node ? o->node : "kmsd";
-    if (!valid_token(node, KMS_CLUSTER_NAME_MAX, "._-"))
+    if (!kms_token_valid(node, KMS_CLUSTER_NAME_MAX, "._-"))
         return kms_fail(KMS_ERR_CONFIG, "redis: node name must be 1..64 of [A-Za-z0-9._-]");
     snprintf(c->node, sizeof(c->node), "%s", node);
     c->ttl_s = o->ttl_s ? o->ttl_s : 300;
@@ -1028,8 +1019,8 @@ kms_rc kms_cluster_heartbeat_node(struct kms_cache *base, const struct kms_clust
     struct rcache *c = as_redis(base);
     if (c == NULL)
         return kms_fail(KMS_ERR_INVALID_FIELD, "not a distributed cache");
-    if (!valid_token(self->name, KMS_CLUSTER_NAME_MAX, "._-") ||
-        !valid_token(self->version, KMS_CLUSTER_NAME_MAX, ".+_-") || ttl_s == 0 || ttl_s > 86400 ||
+    if (!kms_token_valid(self->name, KMS_CLUSTER_NAME_MAX, "._-") ||
+        !kms_token_valid(self->version, KMS_CLUSTER_NAME_MAX, ".+_-") || ttl_s == 0 || ttl_s > 86400 ||
         !hex64_or_empty(self->ks_sha256) || !printable(self->ks_expiry_alias, 128) ||
         !printable(self->ks_error, 255))
         return kms_fail(KMS_ERR_INVALID_FIELD, "heartbeat: bad node name, version, ttl or keystore field");
@@ -1095,8 +1086,8 @@ static int parse_node(const redisReply *r, struct kms_cluster_node *out)
                              &node, "version", &version, "started", &started, "last_seen", &seen, "interval",
                              &interval, "ks_generation", &gen, "ks_sha256", &sha, "ks_expiry", &expiry,
                              "ks_expiry_alias", &alias, "ks_error", &error) != 0 ||
-              !valid_token(node, KMS_CLUSTER_NAME_MAX, "._-") ||
-              !valid_token(version, KMS_CLUSTER_NAME_MAX, ".+_-") || started < 0 || seen < 0 || interval < 0 ||
+              !kms_token_valid(node, KMS_CLUSTER_NAME_MAX, "._-") ||
+              !kms_token_valid(version, KMS_CLUSTER_NAME_MAX, ".+_-") || started < 0 || seen < 0 || interval < 0 ||
               interval > 86400 || gen < 0 || !hex64_or_empty(sha) || !printable(alias, 128) ||
               !printable(error, 255);
     if (!bad) {

@@ -12,6 +12,8 @@
 
 #include "common/properties.h"
 #include "common/secret.h"
+#include "common/token.h"
+#include "kms/ksgen.h"
 
 /* why: the secret type tops out at 64 KiB and we keep a NUL after the value */
 #define SECRET_MAX_LEN (64 * 1024 - 1)
@@ -999,13 +1001,8 @@ static kms_rc apply_legacy(struct kms_config *c)
 static int check_cluster_name(const char *v, char **canon, char *why, size_t cap)
 {
     (void)canon;
-    size_t n = strlen(v);
-    int ok = n >= 1 && n <= 64;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= '0' && v[i] <= '9') ||
-             v[i] == '.' || v[i] == '_' || v[i] == '-';
-    if (!ok) {
-        snprintf(why, cap, "must be 1..64 of A-Z a-z 0-9 . _ -");
+    if (!kms_token_valid(v, KMS_KSGEN_NAME_MAX, "._-")) {
+        snprintf(why, cap, "must be 1..%d of A-Z a-z 0-9 . _ -", KMS_KSGEN_NAME_MAX);
         return -1;
     }
     return 0;

@@ -2,6 +2,7 @@
 
 #include "common/aead.h"
 #include "common/hex.h"
+#include "common/token.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -16,22 +17,7 @@ struct kms_hierarchy {
     char master[KMS_MASTER_NAME_MAX + 1];
 };
 
-int kms_site_id_valid(const char *site_id)
-{
-    if (site_id == NULL)
-        return 0;
-    size_t n = strnlen(site_id, KMS_SITE_ID_MAX + 1);
-    if (n == 0 || n > KMS_SITE_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = site_id[i];
-        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-                 c == '_' || c == ':' || c == '@' || c == '-';
-        if (!ok)
-            return 0;
-    }
-    return 1;
-}
+int kms_site_id_valid(const char *site_id) { return kms_token_valid(site_id, KMS_SITE_ID_MAX, "._:@-"); }
 
 /* The generic primitive allows no site at all. */
 static int generic_site_valid(const char *site_id)

@@ -9,6 +9,7 @@
 #include "common/buf.h"
 #include "common/cursor.h"
 #include "common/hex.h"
+#include "common/token.h"
 #include "kms/keystore_int.h"
 
 #define MAGIC "KMSKS1"
@@ -36,20 +37,6 @@ const char *kms_ksgen_reject_name(enum kms_ksgen_reject r)
     return "unknown";
 }
 
-static int name_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > KMS_KSGEN_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 void kms_ksgen_free_bytes(uint8_t **p, size_t len)
 {
     if (*p != NULL)
@@ -72,7 +59,7 @@ kms_rc kms_ksgen_seal(const struct kms_secret *cluster_key, const char *cluster,
 {
     *out = NULL;
     *out_len = 0;
-    if (!name_ok(cluster))
+    if (!kms_token_valid(cluster, KMS_KSGEN_NAME_MAX, "._-"))
         return kms_fail(KMS_ERR_INVALID_FIELD, "keystore generation: cluster name must be 1..64 of [A-Za-z0-9._-]");
     size_t wl = strlen(m->who), el = strlen(m->edit);
     if (wl > KMS_KSGEN_WHO_MAX || el > KMS_KSGEN_EDIT_MAX || ks_len == 0 || ks_len > KMS_KS_MAX_FILE ||

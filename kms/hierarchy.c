@@ -17,6 +17,8 @@ struct kms_hierarchy {
     char master[KMS_MASTER_NAME_MAX + 1];
 };
 
+_Static_assert(KMS_SITE_ID_MAX == 128, "KMS_SITE_ID_RULE names the bound");
+
 int kms_site_id_valid(const char *site_id) { return kms_token_valid(site_id, KMS_SITE_ID_MAX, "._:@-"); }
 
 /* The generic primitive allows no site at all. */

@@ -26,6 +26,8 @@
 #include "kms/cache.h"
 
 #define KMS_SITE_ID_MAX 128
+/* What a site id must be, said to a caller (decode.h rules). */
+#define KMS_SITE_ID_RULE "must be 1..128 characters of A-Z a-z 0-9 . _ : @ -"
 #define KMS_KEY_BYTES 32         /* customer, user and workspace keys: AES-256 */
 #define KMS_DATA_MAX 1024        /* generic wrap: 1..1024 bytes */
 

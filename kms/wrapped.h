@@ -119,5 +119,9 @@ struct kms_wrapped_info {
  * parse (see kms_wrapped_parse), KMS_ERR_NO_MEMORY. On error the strings of
  * *out are empty and level/wrapper are "unknown". */
 kms_rc kms_wrapped_describe(const char *text, struct kms_wrapped_info *out) KMS_MUST_CHECK;
+/* The key id of a wrapped key's text, as hex, from its first base64 group
+ * only (no full parse, no authentication): for audit lines and logs, which
+ * need the id of a key the request path parses anyway. */
+kms_rc kms_wrapped_peek_key_id(const char *text, char hex[2 * KMS_KEY_ID_LEN + 1]) KMS_MUST_CHECK;
 
 #endif

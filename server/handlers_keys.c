@@ -1,59 +1,73 @@
 /* The generic primitive (SPEC §2, §4): POST /v1/keys/{name}/wrap, /unwrap,
  * /rewrap, /datakey, each in single or batch form, and GET /v1/keys/{name}. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/base64.h"
 #include "kms/hierarchy.h"
+#include "server/decode.h"
 #include "server/internal.h"
 
 #define BATCH_MAX 256
 #define DATAKEY_DEFAULT 32
 
-/* One item of a request, validated: its fields borrowed from the JSON. */
+/* One item of a request (or the whole body, when it has no batch), decoded
+ * from the body by the tables below: its strings live in the body. */
 struct item {
-    char site_id[KMS_SITE_ID_MAX + 1];
-    const char *plaintext; /* base64, wrap */
-    const char *wrapped;   /* unwrap, rewrap */
-    json_int_t bytes;      /* datakey */
+    struct kms_text site_id;   /* optional: "" is no site */
+    struct kms_text plaintext; /* base64, wrap */
+    struct kms_text wrapped;   /* unwrap, rewrap */
+    long long bytes;           /* datakey */
+    struct kms_batch batch;    /* the body only */
 };
 
-enum op { OP_WRAP, OP_UNWRAP, OP_REWRAP, OP_DATAKEY };
+enum op { OP_WRAP, OP_UNWRAP, OP_REWRAP, OP_DATAKEY, OP_COUNT };
 
-static kms_rc parse_item(json_t *obj, enum op op, struct item *out)
+#define SITE_FIELD                                                                                          \
+    {.name = "site_id", .kind = KMS_FIELD_TEXT, .offset = offsetof(struct item, site_id), .min_len = 1,      \
+     .max_len = KMS_SITE_ID_MAX, .valid = kms_site_id_valid, .rule = KMS_SITE_ID_RULE}
+/* why: no bounds here: a batch item's bad plaintext fails that item alone
+ * (decode_plaintext), not the whole batch */
+#define PLAINTEXT_FIELD                                                                                     \
+    {.name = "plaintext", .kind = KMS_FIELD_TEXT, .offset = offsetof(struct item, plaintext), .required = 1, \
+     .rule = "must be standard base64 of 1..1024 bytes"}
+#define WRAPPED_FIELD                                                                                       \
+    {.name = "wrapped", .kind = KMS_FIELD_TEXT, .offset = offsetof(struct item, wrapped), .required = 1,    \
+     .rule = "must be a wrapped key string that kmsd returned"}
+#define BYTES_FIELD                                                                                         \
+    {.name = "bytes", .kind = KMS_FIELD_INT, .offset = offsetof(struct item, bytes), .min = 1,               \
+     .max = KMS_DATA_MAX, .def = DATAKEY_DEFAULT, .rule = "must be an integer of 1..1024"}
+#define BATCH_FIELD(each)                                                                                   \
+    {.name = "batch", .kind = KMS_FIELD_BATCH, .offset = offsetof(struct item, batch), .items = &each,       \
+     .max_items = BATCH_MAX, .rule = "must be an array of 1..256 objects"}
+_Static_assert(KMS_DATA_MAX == 1024 && BATCH_MAX == 256, "the rules above name these bounds");
+
+static const struct kms_field wrap_item[] = {PLAINTEXT_FIELD, SITE_FIELD};
+static const struct kms_field unwrap_item[] = {WRAPPED_FIELD, SITE_FIELD};
+static const struct kms_field datakey_item[] = {SITE_FIELD, BYTES_FIELD};
+#define SCHEMA(f) {f, KMS_ARRAY_LEN(f), sizeof(struct item)}
+static const struct kms_schema item_schema[OP_COUNT] = {
+    [OP_WRAP] = SCHEMA(wrap_item), [OP_UNWRAP] = SCHEMA(unwrap_item),
+    [OP_REWRAP] = SCHEMA(unwrap_item), [OP_DATAKEY] = SCHEMA(datakey_item)};
+static const struct kms_field wrap_body[] = {PLAINTEXT_FIELD, SITE_FIELD, BATCH_FIELD(item_schema[OP_WRAP])};
+static const struct kms_field unwrap_body[] = {WRAPPED_FIELD, SITE_FIELD, BATCH_FIELD(item_schema[OP_UNWRAP])};
+static const struct kms_field rewrap_body[] = {WRAPPED_FIELD, SITE_FIELD, BATCH_FIELD(item_schema[OP_REWRAP])};
+static const struct kms_field datakey_body[] = {SITE_FIELD, BYTES_FIELD, BATCH_FIELD(item_schema[OP_DATAKEY])};
+static const struct kms_schema body_schema[OP_COUNT] = {
+    [OP_WRAP] = SCHEMA(wrap_body), [OP_UNWRAP] = SCHEMA(unwrap_body),
+    [OP_REWRAP] = SCHEMA(rewrap_body), [OP_DATAKEY] = SCHEMA(datakey_body)};
+
+static const char *site_of(const struct item *it)
 {
-    memset(out, 0, sizeof(*out));
-    out->bytes = DATAKEY_DEFAULT;
-    json_error_t err;
-    const char *site = NULL;
-    int ok;
-    if (!json_is_object(obj))
-        return kms_fail(KMS_ERR_INVALID_FIELD, "each item must be a JSON object");
-    switch (op) {
-    case OP_WRAP:
-        ok = json_unpack_ex(obj, &err, JSON_STRICT, "{s:s, s?s}", "plaintext", &out->plaintext, "site_id", &site);
-        break;
-    case OP_UNWRAP:
-    case OP_REWRAP:
-        ok = json_unpack_ex(obj, &err, JSON_STRICT, "{s:s, s?s}", "wrapped", &out->wrapped, "site_id", &site);
-        break;
-    default:
-        ok = json_unpack_ex(obj, &err, JSON_STRICT, "{s?s, s?I}", "site_id", &site, "bytes", &out->bytes);
-        break;
-    }
-    if (ok != 0)
-        return kms_fail(KMS_ERR_INVALID_FIELD, "%s", err.text);
-    if (site != NULL)
-        KMS_GUARD(kms_json_site_id(obj, "site_id", 1, out->site_id, sizeof(out->site_id)));
-    if (op == OP_DATAKEY && (out->bytes < 1 || out->bytes > KMS_DATA_MAX))
-        return kms_fail(KMS_ERR_INVALID_FIELD, "bytes must be 1..%d", KMS_DATA_MAX);
-    return KMS_OK;
+    return it->site_id.s != NULL ? it->site_id.s : "";
 }
 
-static kms_rc decode_plaintext(const char *b64, struct kms_secret **out)
+static kms_rc decode_plaintext(const struct kms_text *text, struct kms_secret **out)
 {
-    size_t len = strlen(b64);
+    const char *b64 = text->s;
+    size_t len = text->len;
     /* why: a length that is not a multiple of 4 is not strict base64; checked
      * before sizing the secret, which refuses 0 bytes */
     if (len < 4 || len % 4 != 0 || len > kms_b64_encoded_len(KMS_DATA_MAX))
@@ -70,9 +84,10 @@ static kms_rc decode_plaintext(const char *b64, struct kms_secret **out)
     return KMS_OK;
 }
 
-/* Runs one item and writes its result object into w. */
+/* Runs one item and writes its result object into w; wrap_pt: the decoded
+ * plaintext of a wrap. */
 static kms_rc run_item(struct kms_server *s, const char *name, enum op op, const struct item *it,
-                       struct kms_jsonw *w)
+                       const struct kms_secret *wrap_pt, struct kms_jsonw *w)
 {
     struct kms_hierarchy *h = s->d.hierarchy;
     struct kms_secret *pt = NULL;
@@ -80,18 +95,17 @@ static kms_rc run_item(struct kms_server *s, const char *name, enum op op, const
     kms_rc rc;
     switch (op) {
     case OP_WRAP:
-        rc = decode_plaintext(it->plaintext, &pt);
-        if (rc == KMS_OK)
-            rc = kms_hierarchy_wrap(h, name, it->site_id, kms_secret_cdata(pt), kms_secret_len(pt), &wrapped);
+        rc = kms_hierarchy_wrap(h, name, site_of(it), kms_secret_cdata(wrap_pt), kms_secret_len(wrap_pt),
+                                &wrapped);
         break;
     case OP_UNWRAP:
-        rc = kms_hierarchy_unwrap(h, name, it->site_id, it->wrapped, &pt);
+        rc = kms_hierarchy_unwrap(h, name, site_of(it), it->wrapped.s, &pt);
         break;
     case OP_REWRAP:
-        rc = kms_hierarchy_rewrap(h, name, it->site_id, it->wrapped, &wrapped);
+        rc = kms_hierarchy_rewrap(h, name, site_of(it), it->wrapped.s, &wrapped);
         break;
     default:
-        rc = kms_hierarchy_datakey(h, name, it->site_id, (size_t)it->bytes, &pt, &wrapped);
+        rc = kms_hierarchy_datakey(h, name, site_of(it), (size_t)it->bytes, &pt, &wrapped);
         break;
     }
     if (rc == KMS_OK) {
@@ -128,8 +142,8 @@ static kms_rc unwrap_batch(struct kms_server *s, struct kms_request *r, const st
     if (u == NULL)
         return KMS_ERR_NO_MEMORY;
     for (size_t i = 0; i < n; i++) {
-        u[i].site_id = items[i].site_id;
-        u[i].wrapped = items[i].wrapped;
+        u[i].site_id = site_of(&items[i]);
+        u[i].wrapped = items[i].wrapped.s;
     }
     kms_rc rc = kms_hierarchy_unwrap_batch(s->d.hierarchy, r->param, u, n);
     if (rc == KMS_OK) {
@@ -165,8 +179,8 @@ static kms_rc wrap_batch(struct kms_server *s, struct kms_request *r, const stru
     kms_rc *bad = calloc(n, sizeof(*bad));
     kms_rc rc = (u == NULL || pts == NULL || bad == NULL) ? KMS_ERR_NO_MEMORY : KMS_OK;
     for (size_t i = 0; rc == KMS_OK && i < n; i++) {
-        bad[i] = decode_plaintext(items[i].plaintext, &pts[i]);
-        u[i].site_id = items[i].site_id;
+        bad[i] = decode_plaintext(&items[i].plaintext, &pts[i]);
+        u[i].site_id = site_of(&items[i]);
         u[i].pt = pts[i];
     }
     if (rc == KMS_OK)
@@ -201,56 +215,40 @@ static kms_rc wrap_batch(struct kms_server *s, struct kms_request *r, const stru
 
 static kms_rc handle(struct kms_server *s, struct kms_request *r, enum op op)
 {
-    json_t *root = NULL;
+    struct item q;
     (void)snprintf(r->key_ref, sizeof(r->key_ref), "%s", r->param);
-    KMS_GUARD(kms_request_json(r, &root));
+    KMS_GUARD(kms_request_decode(r, &body_schema[op], &q));
     kms_rc rc = KMS_OK;
-    json_t *batch = json_object_get(root, "batch");
-    if (batch == NULL) {
-        struct item it;
-        rc = parse_item(root, op, &it);
-        if (rc == KMS_OK) {
-            memcpy(r->site_id, it.site_id, sizeof(r->site_id));
-            rc = run_item(s, r->param, op, &it, &r->reply);
-        }
-        json_decref(root);
+    const struct item *items = q.batch.items;
+    size_t n = q.batch.n;
+    if (items == NULL) {
+        (void)snprintf(r->site_id, sizeof(r->site_id), "%s", site_of(&q));
+        struct kms_secret *pt = NULL;
+        if (op == OP_WRAP && decode_plaintext(&q.plaintext, &pt) != KMS_OK)
+            return kms_request_reject(r, KMS_ERR_INVALID_FIELD, "plaintext", "plaintext %s", wrap_item[0].rule);
+        rc = run_item(s, r->param, op, &q, pt, &r->reply);
+        kms_secret_free(&pt);
         return rc;
     }
     /* Batch: array in, array out in order, per-item errors; the request itself
      * fails only when it is malformed as a whole. */
-    size_t n = json_is_array(batch) ? json_array_size(batch) : 0;
-    if (json_object_size(root) != 1 || n == 0 || n > BATCH_MAX) {
-        json_decref(root);
-        return kms_fail(KMS_ERR_INVALID_FIELD, "batch must be the only field: an array of 1..%d items", BATCH_MAX);
-    }
-    struct item *items = calloc(n, sizeof(*items));
-    if (items == NULL) {
-        json_decref(root);
-        return KMS_ERR_NO_MEMORY;
-    }
-    for (size_t i = 0; i < n && rc == KMS_OK; i++) {
-        rc = parse_item(json_array_get(batch, i), op, &items[i]);
-        if (rc != KMS_OK)
-            rc = kms_fail(rc, "batch item %zu: %s", i, kms_error_detail());
-    }
-    if (rc == KMS_OK && op == OP_UNWRAP)
+    if (op == OP_UNWRAP)
         rc = unwrap_batch(s, r, items, n);
-    else if (rc == KMS_OK && op == OP_WRAP)
+    else if (op == OP_WRAP)
         rc = wrap_batch(s, r, items, n);
-    else if (rc == KMS_OK) {
+    else {
         kms_jsonw_obj_begin(&r->reply);
         kms_jsonw_key(&r->reply, "batch");
         kms_jsonw_arr_begin(&r->reply);
         for (size_t i = 0; i < n; i++) {
-            kms_rc irc = run_item(s, r->param, op, &items[i], &r->reply);
+            kms_rc irc = run_item(s, r->param, op, &items[i], NULL, &r->reply);
             if (irc != KMS_OK)
                 write_item_error(&r->reply, irc);
         }
         kms_jsonw_arr_end(&r->reply);
         kms_jsonw_obj_end(&r->reply);
     }
-    free(items);
-    json_decref(root);
+    kms_decode_free(&body_schema[op], &q);
     return rc;
 }
 

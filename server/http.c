@@ -12,6 +12,8 @@
 #include <openssl/core_names.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,7 +24,6 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "server/internal.h"
-#include "server/jsonparse.h"
 #include "server/metrics.h"
 #include "cluster/redis_cache.h"
 
@@ -340,7 +341,10 @@ static void build_error(struct kms_request *r, kms_rc rc)
     kms_jsonw_key(&r->reply, "error");
     kms_jsonw_obj_begin(&r->reply);
     kms_jsonw_kv(&r->reply, "code", kms_error_code(rc));
-    kms_jsonw_kv(&r->reply, "message", kms_error_message(rc));
+    int told = r->reject_rc == rc && r->reject_message[0] != '\0';
+    if (told && r->reject_field[0] != '\0')
+        kms_jsonw_kv(&r->reply, "field", r->reject_field);
+    kms_jsonw_kv(&r->reply, "message", told ? r->reject_message : kms_error_message(rc));
     kms_jsonw_kv(&r->reply, "request_id", r->id);
     kms_jsonw_obj_end(&r->reply);
     kms_jsonw_obj_end(&r->reply);
@@ -407,18 +411,24 @@ static void new_request_id(char out[KMS_REQ_ID_LEN + 1])
     pool_used += KMS_REQ_ID_LEN / 2;
 }
 
-kms_rc kms_request_json(struct kms_request *r, json_t **out)
+kms_rc kms_request_reject(struct kms_request *r, kms_rc rc, const char *field, const char *fmt, ...)
 {
-    char err[128];
-    kms_rc rc = kms_json_parse(r->body->data, r->body->len, out, err, sizeof(err));
-    if (rc != KMS_OK)
-        return kms_fail(rc, "%s", err);
-    if (!json_is_object(*out)) {
-        json_decref(*out);
-        *out = NULL;
-        return kms_fail(KMS_ERR_INVALID_FIELD, "the body must be a JSON object");
-    }
-    return KMS_OK;
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(r->reject_message, sizeof(r->reject_message), fmt, ap);
+    va_end(ap);
+    (void)snprintf(r->reject_field, sizeof(r->reject_field), "%s", field);
+    r->reject_rc = rc;
+    return kms_fail(rc, "%s", r->reject_message);
+}
+
+kms_rc kms_request_decode(struct kms_request *r, const struct kms_schema *schema, void *out)
+{
+    struct kms_decode_error e;
+    kms_rc rc = kms_decode(r->body->data, r->body->len, schema, out, &e);
+    if (rc == KMS_OK || rc == KMS_ERR_NO_MEMORY)
+        return rc;
+    return kms_request_reject(r, rc, e.field, "%s", e.message);
 }
 
 /* Keeps the failure's detail with the request: the thread-local record may be
@@ -554,7 +564,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (r->error != KMS_OK)
         return respond_error(s, c, r, r->error);
     if (r->route->body == KMS_BODY_JSON && r->body->len == 0) {
-        kms_fail(KMS_ERR_BAD_JSON, "empty body");
+        (void)kms_request_reject(r, KMS_ERR_BAD_JSON, "", "the body is empty: this takes a JSON object");
         keep_detail(r);
         return respond_error(s, c, r, KMS_ERR_BAD_JSON);
     }

@@ -2,12 +2,12 @@
 #ifndef KMS_SERVER_INTERNAL_H
 #define KMS_SERVER_INTERNAL_H
 
-#include <jansson.h>
 #include <gnutls/gnutls.h>
 #include <pthread.h>
 #include <time.h>
 
 #include "common/buf.h"
+#include "server/decode.h"
 #include "server/jsonw.h"
 #include "server/server.h"
 #include "server/trust.h"
@@ -85,6 +85,10 @@ struct kms_request {
     struct kms_buf *body;
     kms_rc error;          /* decided before the handler runs */
     char detail[256];      /* the error's log detail, kept with the request */
+    /* what the caller is told about a refused field (kms_request_reject) */
+    kms_rc reject_rc;
+    char reject_field[96];
+    char reject_message[224];
     unsigned long long announced; /* Content-Length, 0 when absent */
     unsigned long long drained;   /* bytes of a refused body read and dropped */
     int responded;
@@ -106,14 +110,17 @@ const struct kms_route *kms_router_match(const char *method, const char *url, ch
 struct kms_trust *kms_server_trust(struct kms_server *s);
 
 /* request helpers (http.c) */
-/* Parses the body strictly (kms_json_parse: jansson's grammar, duplicate keys
- * refused); the top level must be an object. KMS_ERR_BAD_JSON (malformed),
- * KMS_ERR_INVALID_FIELD (not an object), KMS_ERR_NO_MEMORY. Caller owns *out. */
-kms_rc kms_request_json(struct kms_request *r, json_t **out) KMS_MUST_CHECK;
+/* Decodes the body into out by schema (decode.h); a refusal is answered
+ * with the field and the reason (kms_request_reject). Free out's batch with
+ * kms_decode_free. */
+kms_rc kms_request_decode(struct kms_request *r, const struct kms_schema *schema, void *out) KMS_MUST_CHECK;
+/* Fails the request with rc, telling the caller which field (may be "") and
+ * why; the same text goes to the log. Never put a value's bytes in fmt. */
+kms_rc kms_request_reject(struct kms_request *r, kms_rc rc, const char *field, const char *fmt, ...)
+    KMS_PRINTF(4, 5);
 const struct kms_identity *kms_request_identity(const struct kms_request *r);
 
-/* jsonin.c: strict field access over a parsed body */
-kms_rc kms_json_site_id(json_t *obj, const char *key, int required, char *out, size_t cap) KMS_MUST_CHECK;
+/* jsonin.c: jansson's allocator, wiping (Vault replies carry key material) */
 void kms_json_install_allocator(void);
 
 /* handlers */

@@ -197,6 +197,15 @@ static void expect_error(const struct resp *r, int status, const char *code)
     cr_assert_str_eq(json_string_value(json_object_get(e, "request_id")), r->request_id);
 }
 
+/* An invalid_field answer names the field and says what it must be. */
+static void expect_field(const struct resp *r, const char *field, const char *message)
+{
+    expect_error(r, 400, "invalid_field");
+    json_t *e = json_object_get(r->json, "error");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "field")), field, "body: %s", r->body);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "message")), message, "body: %s", r->body);
+}
+
 /* A fresh customer/user/workspace chain for site. Returned strings are malloc'd. */
 struct chain {
     char *customer, *user, *workspace;
@@ -479,13 +488,23 @@ Test(api, malformed_requests_get_4xx_and_server_keeps_serving)
     expect_error(&r, 400, "malformed_json");
     resp_free(&r);
     http("cmxBackend", "POST", "/v1/customer-keys", "{\"site_id\":\"a\",\"extra\":1}", &r);
-    expect_error(&r, 400, "invalid_field");
+    expect_field(&r, "extra", "unknown field extra; this takes site_id");
     resp_free(&r);
     http("cmxBackend", "POST", "/v1/customer-keys", "{\"site_id\":42}", &r);
-    expect_error(&r, 400, "invalid_field");
+    expect_field(&r, "site_id", "site_id must be a string, not a number");
     resp_free(&r);
     http("cmxBackend", "POST", "/v1/customer-keys", "{\"site_id\":\"bad site/\"}", &r);
-    expect_error(&r, 400, "invalid_field");
+    expect_field(&r, "site_id", "site_id must be 1..128 characters of A-Z a-z 0-9 . _ : @ -");
+    resp_free(&r);
+    http("cmxBackend", "POST", "/v1/user-keys", "{\"site_id\":\"a\"}", &r);
+    expect_field(&r, "customer_key", "customer_key is required: it must be the wrapped customer key string that "
+                                     "kmsd returned");
+    resp_free(&r);
+    http("cmxBackend", "POST", "/v1/keys/kms-master/unwrap", "{\"batch\":[{\"wrapped\":\"x\"},{\"site\":1}]}", &r);
+    expect_field(&r, "batch[1].site", "unknown field batch[1].site; this takes wrapped, site_id");
+    resp_free(&r);
+    http("cmxBackend", "POST", "/v1/keys/kms-master/datakey", "{\"bytes\":0}", &r);
+    expect_field(&r, "bytes", "bytes must be an integer of 1..1024");
     resp_free(&r);
     http("cmxBackend", "POST", "/v1/customer-keys", "[]", &r);
     expect_error(&r, 400, "invalid_field");
@@ -494,7 +513,7 @@ Test(api, malformed_requests_get_4xx_and_server_keeps_serving)
     expect_error(&r, 400, "invalid_field");
     resp_free(&r);
     http("cmxBackend", "POST", "/v1/keys/kms-master/wrap", "{\"plaintext\":\"!!\"}", &r);
-    expect_error(&r, 400, "invalid_field");
+    expect_field(&r, "plaintext", "plaintext must be standard base64 of 1..1024 bytes");
     resp_free(&r);
     http("cmxBackend", "POST", "/v1/keys/kms-master/wrap", "{\"plaintext\":\"QUJD\\u0000\"}", &r);
     cr_assert(r.status == 400, "embedded NUL: %d", r.status);

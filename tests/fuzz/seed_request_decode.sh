@@ -1,9 +1,9 @@
 #!/bin/sh
-# Writes the seed corpus of tests/fuzz/fuzz_json_body.c into DIR (run.sh calls
+# Writes the seed corpus of tests/fuzz/fuzz_request_decode.c into DIR (run.sh calls
 # it with the fuzzer's work directory): request bodies of every endpoint
 # (docs/api.md) and inputs for each rule of the parser, valid and invalid.
 # Text only, generated here so that no corpus file is committed.
-#   tests/fuzz/seed_json_body.sh DIR
+#   tests/fuzz/seed_request_decode.sh DIR
 set -eu
 dir=$1
 mkdir -p "$dir"
@@ -45,4 +45,4 @@ seed '{"a":1}\n\r\t '
 seed '{"a" : "b" , "c" :\n"d"}'
 seed '["unterminated'
 seed '{"a":tru}'
-echo "seed_json_body.sh: wrote $n seeds to $dir"
+echo "seed_request_decode.sh: wrote $n seeds to $dir"

@@ -30,6 +30,9 @@
     X(KMS_ERR_METHOD, 405, "method_not_allowed", "Method not allowed for this resource.") \
     X(KMS_ERR_CONFLICT, 409, "conflict", "The resource was changed by someone else meanwhile.") \
     X(KMS_ERR_TOO_LARGE, 413, "body_too_large", "The request body is too large.")       \
+    X(KMS_ERR_URI_TOO_LONG, 414, "uri_too_long", "The request's path is too long.")     \
+    X(KMS_ERR_HEADERS_TOO_LARGE, 431, "headers_too_large",                              \
+      "The request's header fields are too large.")                                     \
     X(KMS_ERR_MEDIA_TYPE, 415, "unsupported_media_type",                                \
       "The request body must be application/json.")                                     \
     X(KMS_ERR_RATE_LIMITED, 429, "rate_limited", "Too many requests.")                  \

@@ -116,6 +116,20 @@ const EVP_CIPHER *kms_aes256gcm(void)
     return aes256gcm;
 }
 
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void fetch_sha256(void)
+{
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+const EVP_MD *kms_sha256(void)
+{
+    (void)pthread_once(&sha256_once, fetch_sha256);
+    return sha256;
+}
+
 void kms_wipe(void *p, size_t len)
 {
     if (p != NULL)

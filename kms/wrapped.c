@@ -253,7 +253,8 @@ void kms_wrapped_free(struct kms_wrapped **w)
 kms_rc kms_wrapped_digest(const struct kms_wrapped *w, uint8_t out[32])
 {
     unsigned int n = 0;
-    if (EVP_Digest(w->blob, w->blob_len, out, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+    const EVP_MD *md = kms_sha256();
+    if (md == NULL || EVP_Digest(w->blob, w->blob_len, out, &n, md, NULL) != 1 || n != 32) {
         kms_fail(KMS_ERR_CRYPTO, "SHA-256 of a wrapped key failed");
         kms_error_add_openssl();
         return KMS_ERR_CRYPTO;

@@ -2,8 +2,14 @@
 #ifndef KMS_SERVER_INTERNAL_H
 #define KMS_SERVER_INTERNAL_H
 
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <microhttpd.h>
 #include <time.h>
 
 #include "common/buf.h"
@@ -52,7 +58,10 @@ struct kms_conn {
     /* one TCP segment per small reply (http.c, push_vec): MHD sends a TLS
      * response's header and body as two records; the header record waits
      * here and leaves with the body record in one sendmsg */
-    int fd;             /* the socket, once push_vec is installed (else -1) */
+    int fd;             /* the socket, once push_vec and pull are installed (else -1) */
+    /* bytes read ahead by pull (conn.c): ciphertext, never plaintext */
+    size_t rd_pos, rd_len;
+    uint8_t rd[2048];
     int hold;           /* the next record pushed is a reply's header: keep it */
     size_t held_len;
     uint8_t held[1024]; /* encrypted TLS record(s), never plaintext */
@@ -100,6 +109,40 @@ struct kms_request {
     char site_id[KMS_SITE_ID_MAX + 1];
     char key_ref[KMS_PATH_PARAM_MAX + 64];
 };
+
+/* tls.c: the listener's credentials */
+void kms_tls_tickets_init(struct kms_server *s, const struct kms_server_deps *d);
+void kms_tls_tickets_free(struct kms_server *s);
+void kms_tls_enable_tickets(struct kms_server *s, gnutls_session_t tls);
+void kms_tls_set_server(struct kms_server *s);
+int kms_tls_on_certificate(gnutls_session_t session, const struct gnutls_cert_retr_st *info,
+                           gnutls_pcert_st **certs, unsigned int *certs_length, gnutls_ocsp_data_st **ocsp,
+                           unsigned int *ocsp_length, gnutls_privkey_t *privkey, unsigned int *flags);
+void kms_server_install_trust(struct kms_server *s, struct kms_trust *t);
+
+/* conn.c: connections */
+void kms_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code);
+/* Once the handshake is done: replies in one segment, requests in one read. */
+void kms_conn_install_io(struct MHD_Connection *c, struct kms_conn *conn);
+void kms_conn_flush_held(struct kms_conn *conn);
+void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, struct kms_conn *conn,
+                              const char *req_id);
+
+/* request.c: MHD's request callbacks */
+enum MHD_Result kms_request_on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                       const char *version, const char *upload_data, size_t *upload_data_size,
+                                       void **req_cls);
+void kms_request_on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                              enum MHD_RequestTerminationCode toe);
+
+/* reply.c: responses */
+enum MHD_Result kms_reply_send(struct MHD_Connection *c, struct kms_request *r);
+enum MHD_Result kms_reply_error(struct kms_server *s, struct MHD_Connection *c, struct kms_request *r, kms_rc rc);
+void kms_reply_audit(struct kms_server *s, struct kms_request *r, kms_rc rc);
+
+/* admin.c: the admin listener */
+kms_rc kms_admin_start(struct kms_server *s) KMS_MUST_CHECK;
 
 /* router.c */
 size_t kms_router_index(const struct kms_route *r); /* 0.., or the route count when r is NULL */

@@ -61,13 +61,17 @@ static void resp_free(struct resp *r)
     memset(r, 0, sizeof(*r));
 }
 
+/* One more request header for http_file, or NULL. */
+static const char *extra_header;
+
 /* Runs curl and parses its -i output. cert: NULL (no client certificate) or
  * the base name of a .p12 in the PKI folder. body_file: path or NULL. */
 static void http_file(const char *cert, const char *method, const char *path, const char *body_file,
                       const char *ctype, struct resp *out)
 {
     memset(out, 0, sizeof(*out));
-    char url[256], cacert[600], certarg[800], data[600], cth[160];
+    static char url[16384];
+    char cacert[600], certarg[800], data[600], cth[160];
     snprintf(url, sizeof(url), "https://127.0.0.1:%s%s", port, path);
     snprintf(cacert, sizeof(cacert), "%s/rootCA.crt", pki);
     const char *argv[32];
@@ -95,6 +99,10 @@ static void http_file(const char *cert, const char *method, const char *path, co
         snprintf(cth, sizeof(cth), "Content-Type: %s", ctype ? ctype : "application/json");
         argv[n++] = "-H";
         argv[n++] = cth;
+    }
+    if (extra_header != NULL) {
+        argv[n++] = "-H";
+        argv[n++] = extra_header;
     }
     argv[n++] = url;
     argv[n] = NULL;
@@ -476,6 +484,30 @@ Test(api, tampered_replayed_or_cross_site_keys_fail_with_one_error)
     resp_free(&ok);
     chain_free(&c);
     chain_free(&c2);
+}
+
+/* Too long a path or too many header bytes: answered in JSON like every
+ * other error, with the connection kept usable. */
+Test(api, long_paths_and_headers_get_json_414_and_431)
+{
+    struct resp r;
+    static char path[4096], header[10000];
+    memset(path, 'a', sizeof(path) - 1);
+    memcpy(path, "/v1/keys/", 9);
+    http("cmxBackend", "GET", path, NULL, &r);
+    expect_error(&r, 414, "uri_too_long");
+    cr_assert_str_eq(r.content_type, "application/json", "%s", r.raw);
+    resp_free(&r);
+    memset(header, 'x', sizeof(header) - 1);
+    memcpy(header, "X-Filler: ", 10);
+    extra_header = header;
+    http("cmxBackend", "GET", "/v1/whoami", NULL, &r);
+    extra_header = NULL;
+    expect_error(&r, 431, "headers_too_large");
+    resp_free(&r);
+    http("cmxBackend", "GET", "/v1/whoami", NULL, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
 }
 
 Test(api, malformed_requests_get_4xx_and_server_keeps_serving)

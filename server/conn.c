@@ -1,0 +1,209 @@
+/* Per TLS connection: its context (identity decided once, body buffer), and
+ * its transport once the handshake is done: replies leave in one segment
+ * (push_vec) and requests arrive in one read (pull). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <gnutls/gnutls.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "common/log.h"
+#include "server/internal.h"
+#include "server/metrics.h"
+
+void kms_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct kms_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct kms_conn *conn = calloc(1, sizeof(*conn));
+        if (conn != NULL) {
+            kms_buf_init(&conn->body, s->d.max_body);
+            conn->fd = -1;
+        }
+        *socket_context = conn;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        if (ci != NULL && ci->tls_session != NULL) {
+            gnutls_session_t tls = ci->tls_session;
+            /* why: request (not require) a client certificate so the /health paths work
+             * without one; MHD only requests with MEM_TRUST, which would also
+             * advertise a stale CA list after a keystore reload (reference 2.1, option E). */
+            gnutls_certificate_server_set_request(tls, GNUTLS_CERT_REQUEST);
+            kms_tls_enable_tickets(s, tls);
+        }
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        struct kms_conn *conn = *socket_context;
+        if (conn != NULL) {
+            kms_buf_free(&conn->body);
+            kms_trust_unref(&conn->tls);
+            free(conn);
+        }
+        *socket_context = NULL;
+    }
+}
+
+/* ---- one TCP segment per small reply ---------------------------------------------- */
+
+/* GnuTLS's push for sessions past their handshake (installed by install_push).
+ * A record pushed while conn->hold is set (the reply's header, queued by
+ * send_reply) is kept and sent together with the next push (the body), in
+ * one sendmsg: one segment and one wake-up of the client instead of two.
+ * Partial writes keep what is left of the held bytes and report EAGAIN, so
+ * GnuTLS retries once the socket is writable; order is never changed. */
+static ssize_t push_vec(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+    struct kms_conn *conn = ptr;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (conn->hold && conn->held_len == 0 && total <= sizeof(conn->held)) {
+        for (int i = 0; i < iovcnt; i++) {
+            memcpy(conn->held + conn->held_len, iov[i].iov_base, iov[i].iov_len);
+            conn->held_len += iov[i].iov_len;
+        }
+        conn->hold = 0;
+        return (ssize_t)total;
+    }
+    conn->hold = 0;
+    struct iovec v[17];
+    int n = 0;
+    if (conn->held_len > 0)
+        v[n++] = (struct iovec){conn->held, conn->held_len};
+    for (int i = 0; i < iovcnt && n < (int)(sizeof(v) / sizeof(v[0])); i++)
+        v[n++] = (struct iovec){iov[i].iov_base, iov[i].iov_len};
+    struct msghdr msg = {.msg_iov = v, .msg_iovlen = (size_t)n};
+    ssize_t sent = sendmsg(conn->fd, &msg, MSG_NOSIGNAL);
+    if (sent < 0 || conn->held_len == 0)
+        return sent;
+    if ((size_t)sent <= conn->held_len) {
+        memmove(conn->held, conn->held + sent, conn->held_len - (size_t)sent);
+        conn->held_len -= (size_t)sent;
+        errno = EAGAIN; /* why: nothing of this record left; GnuTLS pushes it again */
+        return -1;
+    }
+    sent -= (ssize_t)conn->held_len;
+    conn->held_len = 0;
+    return sent;
+}
+
+/* GnuTLS's pull for sessions past their handshake: one recv of up to
+ * sizeof(conn->rd) bytes serves both of GnuTLS's reads of a record (its
+ * 5-byte header, then the rest), where MHD's transport made two syscalls.
+ * A read as large as the buffer goes straight to GnuTLS's.
+ * why this cannot strand bytes: for TLS, MHD keeps a connection read-ready
+ * until a read reports EAGAIN (connection_https.c, recv_tls_adapter), and
+ * this returns EAGAIN only with the buffer empty and the socket drained, so
+ * a pipelined request left here is read before MHD waits on epoll again. */
+static ssize_t pull(gnutls_transport_ptr_t ptr, void *data, size_t n)
+{
+    struct kms_conn *conn = ptr;
+    if (conn->rd_pos == conn->rd_len) {
+        conn->rd_pos = conn->rd_len = 0;
+        if (n >= sizeof(conn->rd))
+            return recv(conn->fd, data, n, 0);
+        ssize_t got = recv(conn->fd, conn->rd, sizeof(conn->rd), 0);
+        if (got <= 0)
+            return got;
+        conn->rd_len = (size_t)got;
+    }
+    size_t take = conn->rd_len - conn->rd_pos < n ? conn->rd_len - conn->rd_pos : n;
+    memcpy(data, conn->rd + conn->rd_pos, take);
+    conn->rd_pos += take;
+    return (ssize_t)take;
+}
+
+/* GnuTLS asks this whether a read would find data (it must not poll the
+ * transport pointer, which is no longer a socket). */
+static int pull_timeout(gnutls_transport_ptr_t ptr, unsigned int ms)
+{
+    struct kms_conn *conn = ptr;
+    if (conn->rd_pos < conn->rd_len)
+        return 1;
+    struct pollfd p = {.fd = conn->fd, .events = POLLIN};
+    int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms;
+    return poll(&p, 1, timeout);
+}
+
+/* Installs push_vec and pull on a session whose handshake is done (so
+ * nothing MHD's transport read is still to come). */
+void kms_conn_install_io(struct MHD_Connection *c, struct kms_conn *conn)
+{
+    conn->fd = -1;
+    const union MHD_ConnectionInfo *ti = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    const union MHD_ConnectionInfo *fi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ti == NULL || ti->tls_session == NULL || fi == NULL)
+        return;
+    gnutls_session_t tls = ti->tls_session;
+    conn->fd = fi->connect_fd;
+    conn->rd_pos = conn->rd_len = 0;
+    gnutls_transport_set_ptr(tls, conn);
+    gnutls_transport_set_vec_push_function(tls, push_vec);
+    gnutls_transport_set_pull_function(tls, pull);
+    gnutls_transport_set_pull_timeout_function(tls, pull_timeout);
+}
+
+/* Sends what push_vec still holds, for a reply whose body never came (an
+ * error path of MHD's): the client must not wait for a header. */
+void kms_conn_flush_held(struct kms_conn *conn)
+{
+    conn->hold = 0;
+    while (conn->held_len > 0) {
+        ssize_t n = send(conn->fd, conn->held, conn->held_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            break; /* why: the socket is full or gone; MHD closes a connection it cannot write */
+        }
+        memmove(conn->held, conn->held + n, conn->held_len - (size_t)n);
+        conn->held_len -= (size_t)n;
+    }
+}
+
+void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, struct kms_conn *conn,
+                            const char *req_id)
+{
+    const uint8_t *der = NULL;
+    size_t len = 0;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (ci != NULL && ci->tls_session != NULL) {
+        unsigned n = 0;
+        const gnutls_datum_t *peers = gnutls_certificate_get_peers(ci->tls_session, &n);
+        if (peers != NULL && n > 0) {
+            der = peers[0].data;
+            len = peers[0].size;
+        }
+    }
+    struct kms_trust *t = kms_server_trust(s);
+    kms_identity_decide(t->ks, s->d.roles, t->crls, der, len, time(NULL), &conn->id);
+    conn->id_generation = t->generation;
+    kms_trust_unref(&t);
+    conn->decided = 1;
+    const struct kms_identity *id = &conn->id;
+    if (id->status == KMS_AUTH_OK) {
+        kms_log(KMS_LOG_DEBUG, "auth.accepted", req_id, "alias", id->alias, "role", kms_role_name(id->role),
+                "fingerprint", id->fingerprint, NULL);
+    } else {
+        kms_metrics_refused(id->status);
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        char peer[INET6_ADDRSTRLEN] = "";
+        if (ai != NULL && ai->client_addr != NULL) {
+            const struct sockaddr *sa = ai->client_addr;
+            if (sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, peer, sizeof(peer));
+            else if (sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, peer,
+                          sizeof(peer));
+        }
+        kms_log(KMS_LOG_WARN, "auth.refused", req_id, "reason", kms_auth_status_name(id->status), "detail",
+                kms_auth_status_text(id->status), "alias", id->alias[0] ? id->alias : NULL, "subject",
+                id->subject[0] ? id->subject : NULL, "fingerprint", id->fingerprint[0] ? id->fingerprint : NULL,
+                "not_after", id->not_after[0] ? id->not_after : NULL, "peer", peer, NULL);
+    }
+}
+
+const struct kms_identity *kms_request_identity(const struct kms_request *r) { return &r->conn->id; }

@@ -1,0 +1,250 @@
+/* Request assembly: the first call routes, authenticates and checks what is
+ * announced; later calls collect (or drain) the body; the last runs the
+ * handler. Also the helpers handlers use to decode and refuse. */
+#include <errno.h>
+#include <gnutls/gnutls.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/hex.h"
+#include "common/secret.h"
+#include "server/internal.h"
+#include "server/metrics.h"
+
+/* A refused request's body is read and dropped up to this many bytes so the
+ * answer is not lost to a reset (see kms_request_on_request); past it the connection closes. */
+#define DRAIN_MAX ((unsigned long long)4 << 20)
+/* kmsd's own bounds on a request's head, answered in JSON (414, 431); a head
+ * past kms.server.connection.memory gets libmicrohttpd's own answer first. */
+#define URL_MAX 2048
+#define HEADERS_MAX 8192
+/* A connection keeps its body buffer between requests up to this capacity. */
+#define BODY_KEEP 4096
+
+/* why: one RAND_bytes call per request showed in profiles; ids are drawn
+ * from a per-thread pool refilled every 32 requests instead. */
+#define REQ_ID_POOL (32 * (KMS_REQ_ID_LEN / 2))
+
+static void new_request_id(char out[KMS_REQ_ID_LEN + 1])
+{
+    static __thread uint8_t pool[REQ_ID_POOL];
+    static __thread size_t pool_used = REQ_ID_POOL;
+    if (pool_used == REQ_ID_POOL) {
+        if (kms_random(pool, sizeof(pool)) != KMS_OK)
+            memset(pool, 0, sizeof(pool));
+        pool_used = 0;
+    }
+    kms_hex_encode(pool + pool_used, KMS_REQ_ID_LEN / 2, out, KMS_REQ_ID_LEN + 1);
+    pool_used += KMS_REQ_ID_LEN / 2;
+}
+
+kms_rc kms_request_reject(struct kms_request *r, kms_rc rc, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(r->reject_message, sizeof(r->reject_message), fmt, ap);
+    va_end(ap);
+    (void)snprintf(r->reject_field, sizeof(r->reject_field), "%s", field);
+    r->reject_rc = rc;
+    return kms_fail(rc, "%s", r->reject_message);
+}
+
+kms_rc kms_request_decode(struct kms_request *r, const struct kms_schema *schema, void *out)
+{
+    struct kms_decode_error e;
+    kms_rc rc = kms_decode(r->body->data, r->body->len, schema, out, &e);
+    if (rc == KMS_OK || rc == KMS_ERR_NO_MEMORY)
+        return rc;
+    return kms_request_reject(r, rc, e.field, "%s", e.message);
+}
+
+/* Keeps the failure's detail with the request: the thread-local record may be
+ * overwritten by other connections before the answer is sent. */
+static void keep_detail(struct kms_request *r)
+{
+    (void)snprintf(r->detail, sizeof(r->detail), "%s", kms_error_detail());
+}
+
+static int is_json_type(const char *ct)
+{
+    if (ct == NULL)
+        return 0;
+    static const char want[] = "application/json";
+    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
+        return 0;
+    char next = ct[sizeof(want) - 1];
+    return next == '\0' || next == ';' || next == ' ';
+}
+
+/* First call for a request: route, authenticate, authorize, check the
+ * announced body. Returns the error to answer with, or KMS_OK. */
+static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    size_t *sum = cls;
+    *sum += strlen(key) + (value != NULL ? strlen(value) : 0) + 4; /* ": " and CRLF */
+    return MHD_YES;
+}
+
+static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_request *r, const char *url,
+                    const char *method)
+{
+    size_t url_len = strlen(url);
+    if (url_len > URL_MAX)
+        return kms_request_reject(r, KMS_ERR_URI_TOO_LONG, "", "the path is %zu bytes; at most %d are read",
+                                  url_len, URL_MAX);
+    size_t headers = 0;
+    (void)MHD_get_connection_values(c, MHD_HEADER_KIND, add_header_size, &headers);
+    if (headers > HEADERS_MAX)
+        return kms_request_reject(r, KMS_ERR_HEADERS_TOO_LARGE, "",
+                                  "the header fields are %zu bytes; at most %d are read", headers, HEADERS_MAX);
+    int wrong_method = 0;
+    r->route = kms_router_match(method, url, r->param, sizeof(r->param), &wrong_method);
+    if (r->route == NULL)
+        return wrong_method ? kms_fail(KMS_ERR_METHOD, "%s %s", method, url) : kms_fail(KMS_ERR_NOT_FOUND, "%s", url);
+    if (r->route->roles != 0) {
+        /* why: once per connection, and again only after a keystore or CRL
+         * reload, so a revoked or removed client is refused on its next request */
+        if (!r->conn->decided || r->conn->id_generation != __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE))
+            kms_conn_decide_identity(s, c, r->conn, r->id);
+        if (r->conn->id.status != KMS_AUTH_OK)
+            return kms_fail(KMS_ERR_UNAUTHENTICATED, "%s", kms_auth_status_name(r->conn->id.status));
+        if ((r->route->roles & (1u << r->conn->id.role)) == 0)
+            return kms_fail(KMS_ERR_FORBIDDEN, "role %s may not %s %s", kms_role_name(r->conn->id.role), method,
+                            r->route->pattern);
+    }
+    if (r->route->body == KMS_BODY_JSON) {
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno != 0 || end == cl || *end != '\0')
+                return kms_fail(KMS_ERR_BAD_REQUEST, "invalid Content-Length");
+            r->announced = n;
+            if (n > s->d.max_body)
+                return kms_fail(KMS_ERR_TOO_LARGE, "Content-Length %s > %zu", cl, s->d.max_body);
+        }
+        if (!is_json_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
+            return kms_fail(KMS_ERR_MEDIA_TYPE, "Content-Type is not application/json");
+    }
+    return KMS_OK;
+}
+
+enum MHD_Result kms_request_on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    (void)version;
+    struct kms_server *s = cls;
+    struct kms_request *r = *req_cls;
+
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return MHD_NO;
+        *req_cls = r;
+        clock_gettime(CLOCK_MONOTONIC, &r->start);
+        new_request_id(r->id);
+        kms_jsonw_init(&r->reply, 64 * 1024 + 4096);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->conn = ci ? ci->socket_context : NULL; /* the stored pointer itself (reference §3.4) */
+        if (r->conn == NULL)
+            return MHD_NO; /* connection context could not be allocated: drop it */
+        r->body = &r->conn->body;
+        kms_buf_reset(r->body);
+        if (!r->conn->counted) {
+            const union MHD_ConnectionInfo *ti = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+            kms_metrics_handshake(ti != NULL && ti->tls_session != NULL &&
+                                  gnutls_session_is_resumed(ti->tls_session));
+            r->conn->counted = 1;
+            kms_conn_install_io(c, r->conn);
+        }
+        r->method_head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+        kms_error_clear();
+        r->error = admit(s, c, r, url, method);
+        if (r->error != KMS_OK) {
+            keep_detail(r);
+            /* why: answering in this first call makes MHD close the connection
+             * (reference §3.1) while the client may still be sending: the
+             * unread body turns the close into a reset that can destroy the
+             * answer. So drain a bounded body and answer at its end; answer at
+             * once only when the announced body is past the drain cap. */
+            if (r->announced > DRAIN_MAX)
+                return kms_reply_error(s, c, r, r->error);
+        }
+        return MHD_YES;
+    }
+
+    if (r->responded) {
+        *upload_data_size = 0; /* discard the rest of a refused body */
+        return MHD_YES;
+    }
+
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->error == KMS_OK && r->route->body != KMS_BODY_JSON) {
+            r->error = kms_fail(KMS_ERR_BAD_REQUEST, "this resource takes no body");
+            keep_detail(r);
+        }
+        if (r->error == KMS_OK) {
+            kms_rc rc = kms_buf_append(r->body, upload_data, n);
+            if (rc != KMS_OK) {
+                r->error = rc == KMS_ERR_TOO_LARGE ? kms_fail(rc, "body over %zu bytes", s->d.max_body) : rc;
+                keep_detail(r);
+                r->drained = r->body->len;
+                kms_buf_reset(r->body);
+            }
+        }
+        if (r->error != KMS_OK) {
+            r->drained += n;
+            if (r->drained > DRAIN_MAX)
+                return kms_reply_error(s, c, r, r->error);
+        }
+        return MHD_YES;
+    }
+
+    if (r->error != KMS_OK)
+        return kms_reply_error(s, c, r, r->error);
+    if (r->route->body == KMS_BODY_JSON && r->body->len == 0) {
+        (void)kms_request_reject(r, KMS_ERR_BAD_JSON, "", "the body is empty: this takes a JSON object");
+        keep_detail(r);
+        return kms_reply_error(s, c, r, KMS_ERR_BAD_JSON);
+    }
+
+    kms_error_clear();
+    r->status = 200;
+    kms_rc rc = r->route->handler(s, r);
+    if (rc == KMS_OK)
+        rc = kms_jsonw_finish(&r->reply);
+    if (rc != KMS_OK)
+        return kms_reply_error(s, c, r, rc);
+    kms_reply_audit(s, r, KMS_OK);
+    return kms_reply_send(c, r);
+}
+
+void kms_request_on_completed(void *cls, struct MHD_Connection *c, void **req_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct kms_request *r = *req_cls;
+    if (r == NULL)
+        return;
+    if (r->conn != NULL && r->conn->fd >= 0 && (r->conn->hold || r->conn->held_len > 0))
+        kms_conn_flush_held(r->conn);
+    if (r->body != NULL) {
+        kms_buf_reset(r->body);
+        /* why: an idle keep-alive connection should not keep a large body's buffer */
+        if (r->body->cap > BODY_KEEP)
+            kms_buf_free(r->body);
+    }
+    kms_jsonw_free(&r->reply);
+    free(r);
+    *req_cls = NULL;
+}

@@ -9,8 +9,10 @@
 # tickets, a fixed 100-byte body), both on loopback. The servers are pinned to
 # CPU 1 and `kmsctl bench` to CPU 0. Each scenario runs REPETITIONS times (default
 # 3), kmsd and nginx interleaved, SECONDS measured (default 4) after 1 s of warm-up;
-# the table shows medians. Installs nginx-light from Debian when nginx is missing.
-# Stops what it started by PID.
+# the table shows medians and the lowest ratio of a single repetition. Then the
+# two-core rows (issue 14): kmsd restarted with 2 worker threads, nginx with 2
+# workers, nothing pinned, the load generator's 2 threads sharing the same cores.
+# Installs nginx-light from Debian when nginx is missing. Stops what it started by PID.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -61,18 +63,21 @@ body='{"status":"ok","service":"nginx-reference","note":"fixed body of exactly o
 mkdir -p "$work/nginx"
 sed -e "s|@WORK@|$work/nginx|g" -e "s|@PORT@|$nport|g" -e "s|@PKI@|$pki|g" -e "s|@BODY@|$body|g" \
   "$here/nginx.conf.in" > "$work/nginx/nginx.conf"
-taskset -c 1 "$nginx_bin" -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" </dev/null &
-nginx_pid=$!
-deadline=$((SECONDS + 20))
-until curl -fsS --max-time 2 --cacert "$pki/rootCA.crt" --cert "$pki/cmxBackend.crt" --key "$pki/cmxBackend.key" \
-  "https://127.0.0.1:$nport/" >/dev/null 2>&1; do
-  if ! kill -0 "$nginx_pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
-    echo "compare-nginx: nginx did not come up; its log:" >&2
-    cat "$work/nginx/error.log" >&2 || true
-    exit 1
-  fi
-  sleep 0.2
-done
+start_nginx() { # start_nginx CONF CPUS: nginx on CONF, pinned to CPUS, waited for
+  taskset -c "$2" "$nginx_bin" -p "$work/nginx" -e "$work/nginx/error.log" -c "$1" </dev/null &
+  nginx_pid=$!
+  local deadline=$((SECONDS + 20))
+  until curl -fsS --max-time 2 --cacert "$pki/rootCA.crt" --cert "$pki/cmxBackend.crt" --key "$pki/cmxBackend.key" \
+    "https://127.0.0.1:$nport/" >/dev/null 2>&1; do
+    if ! kill -0 "$nginx_pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+      echo "compare-nginx: nginx did not come up; its log:" >&2
+      cat "$work/nginx/error.log" >&2 || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+start_nginx "$work/nginx/nginx.conf" 1
 
 # The workspace-key unwrap body: a real customer/user/workspace chain made by the
 # backend certificate; the same bytes go to both servers.
@@ -103,29 +108,50 @@ args_of() { # args_of SCENARIO: the kmsctl bench arguments
   esac
 }
 
-mkdir -p "$work/results"
-for rep in $(seq 1 "$reps"); do
-  for sc in "${scenarios[@]}"; do
-    for srv in kmsd nginx; do
-      port=$kport
-      [ "$srv" = nginx ] && port=$nport
-      # shellcheck disable=SC2046
-      if ! taskset -c 0 "$kmsctl" bench --url "https://127.0.0.1:$port" --cert "$pki/cmxBackend.p12" \
-        --password-file "$pki/password.txt" -c 16 -d "$secs" -w 1 --json $(args_of "$sc") \
-        > "$work/results/$sc.$srv.$rep.json"; then
-        echo "compare-nginx: $sc on $srv (repetition $rep) failed" >&2
-      fi
-      echo "compare-nginx: $sc $srv #$rep $(cat "$work/results/$sc.$srv.$rep.json" 2>/dev/null | head -c 400)" >&2
+run_phase() { # run_phase TAG PIN BENCH_THREADS SCENARIO...: each scenario REPS times, kmsd and nginx interleaved
+  local tag=$1 pin=$2 bthreads=$3; shift 3
+  local rep sc srv port
+  for rep in $(seq 1 "$reps"); do
+    for sc in "$@"; do
+      for srv in kmsd nginx; do
+        port=$kport
+        [ "$srv" = nginx ] && port=$nport
+        # shellcheck disable=SC2046
+        if ! taskset -c "$pin" "$kmsctl" bench --url "https://127.0.0.1:$port" --cert "$pki/cmxBackend.p12" \
+          --password-file "$pki/password.txt" -c 16 -t "$bthreads" -d "$secs" -w 1 --json $(args_of "$sc") \
+          > "$work/results/$tag$sc.$srv.$rep.json"; then
+          echo "compare-nginx: $tag$sc on $srv (repetition $rep) failed" >&2
+        fi
+        echo "compare-nginx: $tag$sc $srv #$rep $(head -c 400 "$work/results/$tag$sc.$srv.$rep.json" 2>/dev/null)" >&2
+      done
     done
   done
-done
+}
 
-echo "# kmsd vs nginx, mutual TLS on loopback; servers on CPU 1, kmsctl bench on CPU 0"
+mkdir -p "$work/results"
+run_phase "" 0 1 "${scenarios[@]}"
+
+# Two cores shared (issue 14): kmsd with 2 worker threads, nginx with 2 workers,
+# neither pinned, and the load generator (2 threads) on the same two cores.
+kill -TERM "$nginx_pid" 2>/dev/null || true
+wait "$nginx_pid" 2>/dev/null || true
+nginx_pid=""
+sed -e 's/^worker_processes 1;/worker_processes 2;/' -e '/^worker_cpu_affinity/d' "$work/nginx/nginx.conf" \
+  > "$work/nginx/nginx2.conf"
+start_nginx "$work/nginx/nginx2.conf" 0-1
+KMS_SERVER_THREADS=2 KMS_LOG_LEVEL=info "$root/tests/integration/harness.sh" restart "$work/kmsd" "$kmsd" >/dev/null
+taskset -a -p -c 0-1 "$(cat "$work/kmsd/kmsd.pid")" >/dev/null
+two_core=(health unwrap)
+run_phase "2core-" 0-1 2 "${two_core[@]}"
+
+echo "# kmsd vs nginx, mutual TLS on loopback; servers on CPU 1, kmsctl bench on CPU 0 (2-core rows: all on CPUs 0-1)"
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //'), ${secs} s x ${reps} repetitions, medians"
-/usr/bin/python3 - "$work/results" "$reps" "${scenarios[@]}" <<PY
+/usr/bin/python3 - "$work/results" "$reps" "${scenarios[@]}" "${two_core[@]/#/2core-}" <<PY
 import json, statistics, sys
 d, reps, scs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 label = {"health": "${label[health]}", "unwrap": "${label[unwrap]}", "full": "${label[full]}", "resumed": "${label[resumed]}"}
+for k in list(label):
+    label["2core-" + k] = label[k] + "; 2 cores shared: kmsd 2 threads, nginx 2 workers, bench 2 threads"
 def load(sc, srv):
     out = []
     for r in range(1, reps + 1):
@@ -135,15 +161,17 @@ def load(sc, srv):
         except (OSError, ValueError):
             pass
     return out
-print("| scenario | kmsd req/s | nginx req/s | ratio kmsd/nginx | kmsd p99 ms | kmsd errors | nginx errors | kmsd runs (req/s) | nginx runs (req/s) |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| scenario | kmsd req/s | nginx req/s | ratio kmsd/nginx | lowest ratio of a repetition | kmsd p99 ms | kmsd errors | nginx errors | kmsd runs (req/s) | nginx runs (req/s) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for sc in scs:
     k, n = load(sc, "kmsd"), load(sc, "nginx")
     kr = [x["requests_per_s"] for x in k]; nr = [x["requests_per_s"] for x in n]
     km = statistics.median(kr) if kr else 0.0; nm = statistics.median(nr) if nr else 0.0
     p99 = statistics.median([x["latency_ms"]["p99"] for x in k]) if k else 0.0
     ratio = f"{km / nm:.2f}" if nm else "n/a"
+    paired = [a / b for a, b in zip(kr, nr) if b]
+    low = f"{min(paired):.2f}" if paired else "n/a"
     ke = sum(x["errors"] for x in k); ne = sum(x["errors"] for x in n)
-    print(f"| {label[sc]} | {km:,.0f} | {nm:,.0f} | {ratio} | {p99:.2f} | {ke} | {ne} | "
+    print(f"| {label[sc]} | {km:,.0f} | {nm:,.0f} | {ratio} | {low} | {p99:.2f} | {ke} | {ne} | "
           f"{' / '.join(f'{v:,.0f}' for v in kr)} | {' / '.join(f'{v:,.0f}' for v in nr)} |")
 PY

@@ -7,6 +7,9 @@
 #        server, tests/stand-ins/pykmip); vault, vault-azure (the Vault stand-in,
 #        tests/stand-ins/vault, with token or Azure/IMDS auth). The master key is
 #        created with kmsctl hsm (KMIP) or the Vault API before kmsd starts.
+#   harness.sh restart DIR KMSD_BINARY
+#        stops kmsd by PID and starts it again on DIR's files (same port, keys, peer),
+#        with whatever KMS_* environment the caller sets now.
 #   harness.sh stop DIR
 #        SIGTERM to kmsd by PID, bounded wait, then checks the exit status and that
 #        the log holds no sanitizer report; stops the backend's peer by PID.
@@ -143,6 +146,21 @@ start() {
     # the operator's way: kmsctl hsm, with kmsd's own configuration and identity
     KMS_CONFIG="$dir/kms.properties" "$kmsctl" hsm create-key kms-master > "$dir/create-key.out"
   fi
+  launch "$bin" "$port"
+  cat > "$dir/it.env" <<ENV
+KMS_IT_DIR=$dir
+KMS_IT_PORT=$port
+KMS_IT_PKI=$dir/pki
+KMS_IT_PASSWORD=$(cat "$dir/pki/password.txt")
+KMS_IT_BACKEND=$backend
+KMS_IT_ADMIN_PORT=$admin_port
+ENV
+  echo "harness: kmsd pid $(cat "$dir/kmsd.pid") on 127.0.0.1:$port"
+}
+
+launch() { # launch KMSD_BINARY PORT: kmsd on DIR's kms.properties, waited for
+  local bin=$1 port=$2
+  rm -f "$dir/kmsd.rc"
   # The wrapper records kmsd's exit status for `stop`; kmsd's own PID is what we signal.
   ( "$bin" --config "$dir/kms.properties" 2>"$dir/kmsd.log" & echo $! > "$dir/kmsd.pid"; wait $!; echo $? > "$dir/kmsd.rc" ) </dev/null >/dev/null 2>&1 &
   local deadline=$((SECONDS + 30))
@@ -156,15 +174,21 @@ start() {
     fi
     sleep 0.2
   done
-  cat > "$dir/it.env" <<ENV
-KMS_IT_DIR=$dir
-KMS_IT_PORT=$port
-KMS_IT_PKI=$dir/pki
-KMS_IT_PASSWORD=$(cat "$dir/pki/password.txt")
-KMS_IT_BACKEND=$backend
-KMS_IT_ADMIN_PORT=$admin_port
-ENV
-  echo "harness: kmsd pid $(cat "$dir/kmsd.pid") on 127.0.0.1:$port"
+}
+
+# Stops kmsd by PID and starts it again on the same files (the benchmarks
+# change KMS_* settings between runs this way; the backend's peer stays).
+restart() {
+  local bin=${1:?KMSD_BINARY}
+  # shellcheck disable=SC1091
+  . "$dir/it.env"
+  local pid; pid=$(cat "$dir/kmsd.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while [ ! -f "$dir/kmsd.rc" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  [ -f "$dir/kmsd.rc" ] || { echo "harness: kmsd (pid $pid) did not stop within 30 s" >&2; exit 1; }
+  launch "$bin" "$KMS_IT_PORT"
+  echo "harness: kmsd pid $(cat "$dir/kmsd.pid") on 127.0.0.1:$KMS_IT_PORT"
 }
 
 stop() {
@@ -204,6 +228,7 @@ stop_peers() {
 
 case "$cmd" in
   start) start "${3:-}" "${4:-soft}" ;;
+  restart) restart "${3:-}" ;;
   stop) stop ;;
-  *) echo "usage: harness.sh start|stop DIR [KMSD]" >&2; exit 2 ;;
+  *) echo "usage: harness.sh start|restart|stop DIR [KMSD]" >&2; exit 2 ;;
 esac

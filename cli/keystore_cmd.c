@@ -32,7 +32,6 @@
 #include "common/secret.h"
 #include "kms/keystore.h"
 #include "kms/keystore_backup.h"
-#include "kms/keystore_int.h"
 #include "kms/keystore_write.h"
 #include "kms/ksgen.h"
 #include "kms/config.h"

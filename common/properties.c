@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "common/secret.h"
+#include "common/utf8.h"
 
 #define PROPS_MAX_INPUT (1024 * 1024)
 #define PROPS_MAX_ENTRIES 4096
@@ -156,30 +157,6 @@ static kms_rc read_u16(const char *s, size_t n, size_t *i, const struct reader *
     return KMS_OK;
 }
 
-static size_t put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xc0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* Java's loadConvert: resolves escapes of s[0..n) into a new NUL-terminated
  * string. Output is never longer than the input (\uXXXX: 6 chars -> at most 3
  * bytes; a surrogate pair: 12 chars -> 4 bytes). */
@@ -232,7 +209,7 @@ static kms_rc unescape(const char *s, size_t n, const struct reader *r, unsigned
                 }
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             }
-            w += put_utf8(o + w, cp);
+            w += kms_utf8_encode(cp, (uint8_t *)(o + w));
             break;
         }
         default: o[w++] = c; /* '\' before any other char yields that char */

@@ -26,6 +26,7 @@
 
 #include "common/cursor.h"
 #include "common/secret.h"
+#include "common/utf8.h"
 
 #define SHA1_LEN 20
 #define TAG_KEY 1u
@@ -63,31 +64,6 @@ static kms_rc truncated(struct jks *j, const char *what)
         if ((expr) != KMS_OK)                \
             return truncated((j), (what));   \
     } while (0)
-
-/* Appends code point cp as UTF-8. */
-static size_t put_utf8(char *o, uint32_t cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* Decodes one UTF-16 unit of modified UTF-8 at s[*i..n); -1 when invalid. */
 static int32_t mutf8_unit(const uint8_t *s, size_t n, size_t *i)
@@ -133,7 +109,7 @@ static char *mutf8_to_utf8(const uint8_t *s, size_t n)
         } else {
             cp = (uint32_t)u;
         }
-        o += put_utf8(out + o, cp);
+        o += kms_utf8_encode(cp, (uint8_t *)(out + o));
     }
     out[o] = '\0';
     return out;

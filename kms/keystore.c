@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/secret.h"
+#include "common/utf8.h"
 #include "kms/keystore_int.h"
 
 #define JKS_MAGIC 0xFEEDFEEDu
@@ -103,36 +104,6 @@ kms_rc kms_ks_pbe_check(const struct kms_keystore *ks, const X509_ALGOR *alg, co
 
 /* ---- aliases and names -------------------------------------------------- */
 
-/* Length of the UTF-8 sequence at s[0..n) or 0 when invalid (RFC 3629: no
- * overlongs, no surrogates, at most U+10FFFF). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp, min;
-    if (c < 0x80)
-        return 1;
-    if ((c & 0xE0) == 0xC0) {
-        len = 2, cp = c & 0x1Fu, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        len = 3, cp = c & 0x0Fu, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        len = 4, cp = c & 0x07u, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 static int alias_ok(const char *s, size_t len)
 {
     if (s == NULL || len == 0 || len > KMS_KS_MAX_ALIAS)
@@ -141,7 +112,7 @@ static int alias_ok(const char *s, size_t len)
     for (size_t i = 0; i < len;) {
         if (u[i] < 0x20 || u[i] == 0x7F)
             return 0; /* why: aliases reach logs and terminals; NUL would truncate */
-        size_t n = utf8_seq(u + i, len - i);
+        size_t n = kms_utf8_seq(u + i, len - i);
         if (n == 0)
             return 0;
         i += n;

@@ -70,4 +70,8 @@ const uint8_t *kms_ks_entry_sha256(const struct kms_ks_entry *e); /* 32 bytes */
 /* Non-zero when the certificate is a CA (basicConstraints CA:TRUE). */
 int kms_ks_entry_is_ca(const struct kms_ks_entry *e);
 
+/* One-line RFC 2253 subject of cert, malloc'd (free), for messages; NULL when
+ * out of memory. */
+char *kms_ks_subject(X509 *cert);
+
 #endif

@@ -107,7 +107,5 @@ char *kms_ks_alias_dup(const char *s, size_t len);
 /* The certificate subject's last CN, lower-cased (ASCII), malloc'd; NULL when
  * there is none usable as an alias. */
 char *kms_ks_cn_alias(X509 *cert);
-/* One-line RFC 2253 subject, malloc'd, for messages; never NULL on success. */
-char *kms_ks_subject(X509 *cert);
 
 #endif

@@ -22,7 +22,7 @@
 
 #include "common/error.h"
 
-#define KMS_DECODE_MAX_DEPTH 32
+#define KMS_DECODE_MAX_DEPTH 32 /* = KMS_JSONLEX_MAX_DEPTH */
 
 enum kms_field_kind {
     KMS_FIELD_TEXT,  /* a JSON string -> struct kms_text */

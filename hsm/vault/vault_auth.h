@@ -27,8 +27,7 @@
 #include "common/error.h"
 #include "common/secret.h"
 #include "hsm/vault/vault_client.h"
-
-enum kms_vault_auth_kind { KMS_VAULT_AUTH_TOKEN = 1, KMS_VAULT_AUTH_AZURE = 2 };
+#include "hsm/vault/vault_types.h"
 
 struct kms_vault_auth_options {
     enum kms_vault_auth_kind kind;
@@ -39,15 +38,6 @@ struct kms_vault_auth_options {
     const char *azure_resource;     /* azure: IMDS resource, "https://vault.hashicorp.com/" */
 };
 
-struct kms_vault_auth_state {
-    enum kms_vault_auth_kind kind;
-    int valid;               /* a token is held and not known to be expired or refused */
-    int renewable;
-    long long ttl;           /* seconds left; -1 when the token never expires */
-    unsigned long renewals;  /* successful renew-self calls */
-    unsigned long logins;    /* successful Azure logins */
-    unsigned long lookups;   /* successful lookup-self calls */
-};
 
 struct kms_vault_auth;
 

@@ -1,4 +1,6 @@
 #include "hsm/vault/vault_backend.h"
+#include "hsm/vault/vault_auth.h"
+#include "hsm/vault/vault_json.h"
 
 #include <curl/curl.h>
 #include <openssl/bio.h>

@@ -34,8 +34,7 @@
 #include "common/error.h"
 #include "common/secret.h"
 #include "hsm/backend.h"
-#include "hsm/vault/vault_auth.h"
-#include "hsm/vault/vault_json.h"
+#include "hsm/vault/vault_types.h"
 
 #define KMS_VAULT_IMDS_DEFAULT "http://169.254.169.254"
 #define KMS_VAULT_AZURE_PATH_DEFAULT "/v1/auth/azure/login"

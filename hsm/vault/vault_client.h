@@ -21,10 +21,10 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "hsm/vault/vault_types.h"
 #include "hsm/vault/vault_json.h"
 
 #define KMS_VAULT_RESPONSE_MAX (1024 * 1024) /* default reply cap */
-#define KMS_VAULT_URL_MAX 2048
 
 struct kms_vault_client_options {
     const char *address;          /* Vault: "http[s]://host[:port]" (a trailing "/" is dropped) */

@@ -19,9 +19,9 @@
 #include "common/error.h"
 #include "common/secret.h"
 #include "hsm/backend.h"
+#include "hsm/vault/vault_types.h"
 
 #define KMS_VAULT_ERROR_MAX 256    /* first Vault error kept for the detail */
-#define KMS_VAULT_TYPE_MAX 32
 #define KMS_VAULT_TOKEN_MAX 1024   /* longest Vault/Azure token accepted */
 #define KMS_VAULT_JWT_MAX 16384    /* longest IMDS access token accepted */
 #define KMS_VAULT_AZURE_FIELD_MAX 256
@@ -36,20 +36,7 @@ kms_rc kms_vault_json_load(const uint8_t *body, size_t len, json_t **out) KMS_MU
  * "errors" array (possibly empty: out is then ""), 0 otherwise. */
 int kms_vault_json_first_error(const json_t *root, char *out, size_t cap);
 
-/* GET transit/keys/:name, data object (§1.2). */
-struct kms_vault_key_meta {
-    char name[KMS_MASTER_NAME_MAX + 1];
-    char type[KMS_VAULT_TYPE_MAX];     /* "aes256-gcm96", ... */
-    uint32_t latest_version;           /* >= 1 */
-    uint32_t min_decryption_version;
-    uint32_t min_encryption_version;   /* 0 = latest */
-    uint32_t min_available_version;
-    size_t versions;                   /* entries in data.keys */
-    long long latest_created;          /* unix seconds of the latest version, 0 if unknown */
-    long long auto_rotate_period;      /* seconds, 0 = off */
-    int derived, convergent, exportable, deletion_allowed, allow_plaintext_backup;
-    int supports_encryption, supports_decryption;
-};
+/* GET transit/keys/:name, data object (§1.2), into out (vault_types.h). */
 kms_rc kms_vault_json_key(const json_t *root, struct kms_vault_key_meta *out) KMS_MUST_CHECK;
 
 /* Checks that ct[0..len) is "vault:v<N>:" + strict standard base64 of at
@@ -109,13 +96,6 @@ struct kms_vault_instance {
 };
 kms_rc kms_vault_json_imds_instance(const json_t *root, struct kms_vault_instance *out) KMS_MUST_CHECK;
 
-/* GET sys/health body (§5). */
-struct kms_vault_health {
-    long status; /* HTTP status, filled by the caller */
-    int initialized, sealed, standby, performance_standby;
-    char version[64];
-    char cluster_name[128];
-};
 kms_rc kms_vault_json_health(const json_t *root, struct kms_vault_health *out) KMS_MUST_CHECK;
 
 /* Appends s[0..len) to b as a quoted JSON string ("\"", "\\" and control

@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/error.h"
 
 #define RBUF_CAP 65536
@@ -142,13 +143,6 @@ struct idle {
     uint64_t opened, closed, failed, refused, pings, ping_errors;
     int open_at_end, pending_at_end;
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void usage(FILE *f)
 {
@@ -726,7 +720,7 @@ static int conn_open(struct conn *c)
     }
     c->st = S_HANDSHAKE;
     c->rlen = 0;
-    c->t_start = now_ns();
+    c->t_start = kms_now_ns();
     return 0;
 }
 
@@ -776,7 +770,7 @@ static void drive(struct conn *c)
             }
             c->st = S_WRITE;
             if (!b->o->new_conn)
-                c->t_start = now_ns();
+                c->t_start = kms_now_ns();
             continue;
         case S_WRITE:
             r = SSL_write(c->ssl, b->req, (int)b->req_len);
@@ -797,7 +791,7 @@ static void drive(struct conn *c)
                 continue;
             if (p < 0 || total != c->rlen)
                 goto broken;
-            uint64_t t = now_ns();
+            uint64_t t = kms_now_ns();
             record(w, t - c->t_start, status);
             if (atomic_load_explicit(&b->phase, memory_order_relaxed) == 2)
                 return;
@@ -832,13 +826,13 @@ static void *worker_main(void *arg)
     for (int i = 0; i < w->nconns; i++)
         if (conn_open(&w->conns[i]) == 0)
             drive(&w->conns[i]);
-    uint64_t last_retry = now_ns();
+    uint64_t last_retry = kms_now_ns();
     while (atomic_load_explicit(&b->phase, memory_order_relaxed) != 2) {
         int n = epoll_wait(w->ep, evs, (int)KMS_ARRAY_LEN(evs), 5);
         for (int i = 0; i < n; i++)
             drive(evs[i].data.ptr);
         /* why: a refused connection must not spin; dead slots retry every 10 ms */
-        uint64_t t = now_ns();
+        uint64_t t = kms_now_ns();
         if (t - last_retry >= 10000000u) {
             last_retry = t;
             for (int i = 0; i < w->nconns; i++)
@@ -892,7 +886,7 @@ static int idle_open(struct idle *g, struct idle_conn *c)
     c->req = g->first;
     c->req_len = g->first_len;
     c->rlen = 0;
-    c->t_open = now_ns();
+    c->t_open = kms_now_ns();
     return 0;
 fail:
     idle_close(c, 0);
@@ -968,11 +962,11 @@ static void idle_drive(struct idle *g, struct idle_conn *c)
                 uint64_t jitter = 0, per = ping_ns(g);
                 if (per > 0 && RAND_bytes((unsigned char *)&jitter, sizeof(jitter)) == 1)
                     jitter %= per / 2 + 1;
-                c->next_ping = now_ns() + per / 2 + jitter;
+                c->next_ping = kms_now_ns() + per / 2 + jitter;
             } else {
                 g->pings++;
                 g->ping_errors += ok ? 0 : 1;
-                c->next_ping = now_ns() + ping_ns(g);
+                c->next_ping = kms_now_ns() + ping_ns(g);
             }
             if (cl)
                 goto broken;
@@ -1034,7 +1028,7 @@ static void *idle_main(void *arg)
         int n = epoll_wait(g->ep, evs, (int)KMS_ARRAY_LEN(evs), 20);
         for (int i = 0; i < n; i++)
             idle_drive(g, evs[i].data.ptr);
-        uint64_t t = now_ns();
+        uint64_t t = kms_now_ns();
         for (int i = 0; i < g->n; i++) {
             struct idle_conn *c = &g->c[i];
             int live = c->st == I_HANDSHAKE || c->st == I_WRITE || c->st == I_READ || c->st == I_IDLE;
@@ -1356,7 +1350,7 @@ static void on_stop_signal(int sig)
 
 static void sleep_until(uint64_t t)
 {
-    uint64_t n = now_ns();
+    uint64_t n = kms_now_ns();
     if (t <= n)
         return;
     struct timespec ts = {.tv_sec = (time_t)((t - n) / 1000000000u), .tv_nsec = (long)((t - n) % 1000000000u)};
@@ -1366,8 +1360,8 @@ static void sleep_until(uint64_t t)
 /* Sleeps until t, in short steps, or until SIGINT/SIGTERM or done() says so. */
 static void wait_until(uint64_t t, atomic_int *done)
 {
-    while (!stop_requested && now_ns() < t && (done == NULL || !atomic_load(done)))
-        sleep_until(now_ns() + 2000000u);
+    while (!stop_requested && kms_now_ns() < t && (done == NULL || !atomic_load(done)))
+        sleep_until(kms_now_ns() + 2000000u);
 }
 
 static void bench_free(struct bench *b, struct worker *ws, int nw)
@@ -1432,7 +1426,7 @@ int kmsctl_bench_main(int argc, char **argv)
         /* why: the idle set is up before the load starts, so that the load
          * runs beside it and a server's memory can be read with it alone */
         if (rc == KMSCTL_EXIT_OK)
-            wait_until(now_ns() + (uint64_t)IDLE_SETUP_S * 1000000000u, &g.ready);
+            wait_until(kms_now_ns() + (uint64_t)IDLE_SETUP_S * 1000000000u, &g.ready);
     }
     for (int i = 0; rc == KMSCTL_EXIT_OK && i < o.threads; i++) {
         struct worker *w = &ws[i];
@@ -1462,16 +1456,16 @@ int kmsctl_bench_main(int argc, char **argv)
         }
     struct totals t = {0};
     if (rc == KMSCTL_EXIT_OK) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = kms_now_ns();
         wait_until(t0 + (uint64_t)(o.warmup * 1e9), NULL);
         struct rusage r0, r1;
         getrusage(RUSAGE_SELF, &r0);
-        uint64_t m0 = now_ns(), end = m0 + (uint64_t)(o.duration * 1e9);
+        uint64_t m0 = kms_now_ns(), end = m0 + (uint64_t)(o.duration * 1e9);
         atomic_store(&b.phase, 1);
-        while (!stop_requested && now_ns() < end && (o.requests == 0 || atomic_load(&b.measured) < o.requests))
-            sleep_until(now_ns() + 2000000u);
+        while (!stop_requested && kms_now_ns() < end && (o.requests == 0 || atomic_load(&b.measured) < o.requests))
+            sleep_until(kms_now_ns() + 2000000u);
         atomic_store(&b.phase, 2);
-        uint64_t m1 = now_ns();
+        uint64_t m1 = kms_now_ns();
         getrusage(RUSAGE_SELF, &r1);
         t.elapsed = (double)(m1 - m0) / 1e9;
         struct timeval du, ds;

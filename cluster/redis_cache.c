@@ -13,6 +13,7 @@
 
 #include "cluster/redis_conn.h"
 #include "common/aead.h"
+#include "common/clock.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/token.h"
@@ -67,13 +68,6 @@ struct rcache {
 };
 
 static const struct kms_cache_ops redis_ops;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void count(uint64_t *ctr)
 {
@@ -221,7 +215,7 @@ static int refresh_gen(struct rcache *c)
             kms_cache_local_clear(c->local);
         c->gen = g;
     }
-    __atomic_store_n(&c->next_gen_check_ns, now_ns() + c->gen_check_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->next_gen_check_ns, kms_now_ns() + c->gen_check_ns, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -235,7 +229,7 @@ static void connect_failed(struct rcache *c, const char *why, const char *detail
     c->backoff_ns = c->backoff_ns == 0 ? c->backoff_min_ns : c->backoff_ns * 2;
     if (c->backoff_ns > c->backoff_max_ns)
         c->backoff_ns = c->backoff_max_ns;
-    c->retry_at_ns = now_ns() + c->backoff_ns;
+    c->retry_at_ns = kms_now_ns() + c->backoff_ns;
     if (!c->link_logged_down) {
         char port[16];
         snprintf(port, sizeof(port), "%d", c->port);
@@ -390,7 +384,7 @@ static struct kms_redis_conn *link_get(struct rcache *c)
 {
     if (c->ctx != NULL)
         return c->ctx;
-    if (c->backoff_ns != 0 && now_ns() < c->retry_at_ns)
+    if (c->backoff_ns != 0 && kms_now_ns() < c->retry_at_ns)
         return NULL;
     const char *why = NULL;
     c->ctx = open_link(c, &bounded_fns, &why);
@@ -441,7 +435,8 @@ static int entry_name(struct rcache *c, const uint8_t key[KMS_CACHE_KEY_LEN], ch
 
 /* version ‖ nonce ‖ AES-256-GCM(K_value, value, AAD = name) ‖ tag into out
  * (common/aead's layout after the version byte). */
-static int seal(struct rcache *c, const char *name, const struct kms_secret *v, uint8_t *out, size_t *out_len)
+int kms_redis_value_seal(const struct kms_secret *k_value, const char *name, const struct kms_secret *v,
+                         uint8_t *out, size_t *out_len)
 {
     size_t len = kms_secret_len(v);
     if (len == 0 || len > VALUE_MAX)
@@ -449,15 +444,16 @@ static int seal(struct rcache *c, const char *name, const struct kms_secret *v, 
     out[0] = VALUE_VERSION;
     uint8_t *nonce = out + 1, *ct = nonce + NONCE_LEN, *tag = ct + len;
     if (kms_random(nonce, NONCE_LEN) != KMS_OK ||
-        kms_aead_encrypt(kms_secret_cdata(c->k_value), nonce, (const uint8_t *)name, strlen(name),
+        kms_aead_encrypt(kms_secret_cdata(k_value), nonce, (const uint8_t *)name, strlen(name),
                          kms_secret_cdata(v), len, ct, tag) != KMS_OK)
         return -1;
     *out_len = 1 + NONCE_LEN + len + TAG_LEN;
     return 0;
 }
 
-/* Inverse of seal; any mismatch (length, version, tag) is -1. */
-static int open_value(struct rcache *c, const char *name, const uint8_t *in, size_t in_len, struct kms_secret **out)
+/* Inverse of kms_redis_value_seal; any mismatch (length, version, tag) is -1. */
+int kms_redis_value_open(const struct kms_secret *k_value, const char *name, const uint8_t *in, size_t in_len,
+                         struct kms_secret **out)
 {
     *out = NULL;
     if (in_len < 1 + NONCE_LEN + 1 + TAG_LEN || in_len > 1 + NONCE_LEN + VALUE_MAX + TAG_LEN ||
@@ -468,13 +464,23 @@ static int open_value(struct rcache *c, const char *name, const uint8_t *in, siz
     if (kms_secret_new(len, &s) != KMS_OK)
         return -1;
     const uint8_t *nonce = in + 1, *ct = nonce + NONCE_LEN, *tag = ct + len;
-    if (kms_aead_decrypt(kms_secret_cdata(c->k_value), nonce, (const uint8_t *)name, strlen(name), ct, len, tag,
+    if (kms_aead_decrypt(kms_secret_cdata(k_value), nonce, (const uint8_t *)name, strlen(name), ct, len, tag,
                          kms_secret_data(s)) != KMS_OK) {
         kms_secret_free(&s);
         return -1;
     }
     *out = s;
     return 0;
+}
+
+static int seal(struct rcache *c, const char *name, const struct kms_secret *v, uint8_t *out, size_t *out_len)
+{
+    return kms_redis_value_seal(c->k_value, name, v, out, out_len);
+}
+
+static int open_value(struct rcache *c, const char *name, const uint8_t *in, size_t in_len, struct kms_secret **out)
+{
+    return kms_redis_value_open(c->k_value, name, in, in_len, out);
 }
 
 static void bad_value(struct rcache *c, const char *why)
@@ -491,10 +497,10 @@ static void bad_value(struct rcache *c, const char *why)
 
 static void maybe_refresh_gen(struct rcache *c)
 {
-    if (now_ns() < __atomic_load_n(&c->next_gen_check_ns, __ATOMIC_RELAXED))
+    if (kms_now_ns() < __atomic_load_n(&c->next_gen_check_ns, __ATOMIC_RELAXED))
         return;
     pthread_mutex_lock(&c->mu);
-    if (now_ns() >= __atomic_load_n(&c->next_gen_check_ns, __ATOMIC_RELAXED)) {
+    if (kms_now_ns() >= __atomic_load_n(&c->next_gen_check_ns, __ATOMIC_RELAXED)) {
         int fresh = c->ctx == NULL; /* why: a new link has just read it */
         if (link_get(c) != NULL && !fresh)
             (void)refresh_gen(c);
@@ -1077,8 +1083,13 @@ static int parse_node(const redisReply *r, struct kms_cluster_node *out)
 {
     if (r == NULL || r->type != REDIS_REPLY_STRING)
         return -1;
+    return kms_cluster_node_parse(r->str, r->len, out);
+}
+
+int kms_cluster_node_parse(const char *text, size_t len, struct kms_cluster_node *out)
+{
     json_error_t err;
-    json_t *j = json_loadb(r->str, r->len, JSON_REJECT_DUPLICATES, &err);
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
     const char *node = NULL, *version = NULL, *sha = "", *alias = "", *error = "";
     json_int_t started = 0, seen = 0, interval = 0, gen = 0, expiry = 0;
     int bad = j == NULL ||

@@ -114,6 +114,21 @@ struct kms_cluster_node {
     char ks_error[256];           /* why the last generation could not be applied; "" when it could */
 };
 
+/* One node's heartbeat as Redis holds it (a JSON object), checked field by
+ * field: 0 and *out filled, or -1. What kms_cluster_nodes reads; public for
+ * the fuzzer (tests/fuzz/fuzz_redis_reply.c). */
+int kms_cluster_node_parse(const char *text, size_t len, struct kms_cluster_node *out);
+
+/* A cache value as Redis holds it: version ‖ nonce ‖ AES-256-GCM(k_value,
+ * value, AAD = the entry's name) ‖ tag. seal writes 1 + 12 + len + 16 bytes
+ * (len 1..1024); open is its inverse, -1 for any other input. Public for the
+ * fuzzer (tests/fuzz/fuzz_redis_value.c). */
+#define KMS_REDIS_VALUE_OVERHEAD (1 + 12 + 16)
+int kms_redis_value_seal(const struct kms_secret *k_value, const char *name, const struct kms_secret *v,
+                         uint8_t *out, size_t *out_len);
+int kms_redis_value_open(const struct kms_secret *k_value, const char *name, const uint8_t *in, size_t in_len,
+                         struct kms_secret **out);
+
 /* SET prefix "node:" name = {"node","version","started","last_seen",...} EX
  * ttl_s (1..86400): self's name, version, interval and keystore fields
  * (started is when c was created, last_seen now). Also a chance to

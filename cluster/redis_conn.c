@@ -1,4 +1,5 @@
 #include "cluster/redis_conn.h"
+#include "common/clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,18 +31,11 @@ struct kms_redis_conn {
     char err[160];
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Waits until fd is ready for events or the deadline passes: 0 ready, -1 not. */
 static int wait_fd(int fd, short events, uint64_t deadline)
 {
     for (;;) {
-        uint64_t now = now_ms();
+        uint64_t now = kms_now_ms();
         if (now >= deadline) {
             errno = ETIMEDOUT;
             return -1;
@@ -236,7 +230,7 @@ kms_rc kms_redis_conn_open(const char *host, int port, SSL_CTX *tls, unsigned co
         kms_redis_conn_free(&c);
         return kms_fail(KMS_ERR_NO_MEMORY, "redis reader");
     }
-    uint64_t deadline = now_ms() + connect_ms;
+    uint64_t deadline = kms_now_ms() + connect_ms;
     c->fd = tcp_connect(host, port, deadline, c->err, sizeof(c->err));
     if (c->fd < 0 || (tls != NULL && tls_handshake(c, tls, host, deadline) != 0)) {
         kms_rc rc = kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "redis %s:%d: %s", host, port, c->err);
@@ -401,7 +395,7 @@ redisReply *kms_redis_conn_command(struct kms_redis_conn *c, int argc, const cha
         kms_error_set_detail("redis: %s", c->err);
         return NULL;
     }
-    uint64_t deadline = now_ms() + c->command_ms;
+    uint64_t deadline = kms_now_ms() + c->command_ms;
     int sent = send_all(c, cmd, (size_t)len, deadline);
     OPENSSL_cleanse(cmd, (size_t)len); /* why: AUTH puts the password in here */
     redisFreeCommand(cmd);
@@ -419,7 +413,7 @@ int kms_redis_conn_wait(struct kms_redis_conn *c, unsigned timeout_ms, size_t ma
     if (c == NULL || c->fd < 0)
         return -1;
     int idle = 0;
-    *out = read_reply(c, now_ms() + timeout_ms, max_buffered, 1, &idle);
+    *out = read_reply(c, kms_now_ms() + timeout_ms, max_buffered, 1, &idle);
     if (*out != NULL)
         return 1;
     return idle ? 0 : -1;

@@ -1,4 +1,5 @@
 #include "kms/cache.h"
+#include "common/clock.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -58,13 +59,6 @@ struct local {
     struct entry *head[2], *tail[2];
     struct kms_cache_stats st;
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
 
 /* why: keys are SHA-256 digests and only authenticated customer keys are
  * stored, so their leading bytes are a fine hash. */
@@ -140,7 +134,7 @@ static kms_rc local_get(struct kms_cache *base, const uint8_t key[KMS_CACHE_KEY_
     kms_rc rc;
     *out = NULL;
     pthread_mutex_lock(&c->mu);
-    uint64_t now = now_ns();
+    uint64_t now = kms_now_ns();
     sweep(c, now);
     struct entry *e = find(c, key);
     if (e == NULL) {
@@ -164,7 +158,7 @@ static kms_rc local_put(struct kms_cache *base, const uint8_t key[KMS_CACHE_KEY_
     /* why: copy outside the lock; the secure heap has its own */
     KMS_GUARD(kms_secret_from(kms_secret_cdata(value), kms_secret_len(value), &copy));
     pthread_mutex_lock(&c->mu);
-    uint64_t now = now_ns();
+    uint64_t now = kms_now_ns();
     sweep(c, now);
     struct entry *e = find(c, key);
     if (e != NULL) {
@@ -262,7 +256,7 @@ void kms_cache_local_stats(struct kms_cache *base, struct kms_cache_stats *out)
         return;
     struct local *c = (struct local *)base;
     pthread_mutex_lock(&c->mu);
-    sweep(c, now_ns());
+    sweep(c, kms_now_ns());
     *out = c->st;
     out->entries = c->count;
     pthread_mutex_unlock(&c->mu);

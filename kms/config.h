@@ -149,5 +149,8 @@ kms_rc kms_config_kmip_endpoint(const struct kms_config *c, char *host, size_t h
  * <redacted>, each after a comment line "# live: description" or
  * "# restart: description". */
 void kms_config_dump(const struct kms_config *c, FILE *out);
+/* The reference of every property (docs/configuration.md), from the same
+ * table: name, type, default, bounds or allowed values, live or restart. */
+void kms_config_doc(FILE *out);
 
 #endif

@@ -87,7 +87,7 @@ struct kms_route {
 
 struct kms_request {
     char id[KMS_REQ_ID_LEN + 1];
-    struct timespec start;
+    uint64_t start_ns; /* kms_now_ns() at its first callback */
     const struct kms_route *route;
     char param[KMS_PATH_PARAM_MAX + 1];
     struct kms_conn *conn;

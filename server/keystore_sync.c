@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cluster/keystore_dist.h"
+#include "common/clock.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "kms/keystore_backup.h"
@@ -43,13 +44,6 @@ struct kms_ksync {
     int stop;  /* __atomic */
     int poked; /* __atomic */
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void set_error(struct kms_ksync *s, const char *e)
 {
@@ -178,7 +172,7 @@ int kms_ksync_due(struct kms_ksync *s)
 {
     if (__atomic_exchange_n(&s->poked, 0, __ATOMIC_RELAXED))
         return 1;
-    return now_ms() >= s->next_check_ms;
+    return kms_now_ms() >= s->next_check_ms;
 }
 
 /* Logs, counts and records a refused generation. */
@@ -231,7 +225,7 @@ static kms_rc write_generation(struct kms_ksync *s, const struct kms_ksgen_meta 
 kms_rc kms_ksync_poll(struct kms_ksync *s, int *wrote)
 {
     *wrote = 0;
-    s->next_check_ms = now_ms() + (uint64_t)kms_config_int(s->cfg, KMS_CFG_CLUSTER_KEYSTORE_CHECK_MS);
+    s->next_check_ms = kms_now_ms() + (uint64_t)kms_config_int(s->cfg, KMS_CFG_CLUSTER_KEYSTORE_CHECK_MS);
     if (s->link == NULL)
         KMS_GUARD(kms_ksdist_open(s->cache, &s->link));
     uint64_t head = 0;

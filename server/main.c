@@ -36,11 +36,12 @@ extern char **environ;
 static void usage(FILE *f)
 {
     (void)fprintf(f,
-                  "usage: kmsd [--config FILE] [--check-config] [--version]\n"
+                  "usage: kmsd [--config FILE] [--check-config] [--config-doc] [--version]\n"
                   "  --config FILE    kms.properties to load (default: $KMS_CONFIG, else " DEFAULT_CONFIG
                   " if it exists)\n"
                   "  --check-config   validate the configuration and the keystore, print the effective\n"
                   "                   settings (secrets redacted) and exit 0, or exit 1 naming the problem\n"
+                  "  --config-doc     print the reference of every property (docs/configuration.md)\n"
                   "Environment variables override the file: KMS_SERVER_PORT=9443 sets kms.server.port.\n");
 }
 
@@ -77,6 +78,9 @@ int main(int argc, char **argv)
             path = argv[++i];
         } else if (strcmp(argv[i], "--check-config") == 0) {
             check = 1;
+        } else if (strcmp(argv[i], "--config-doc") == 0) {
+            kms_config_doc(stdout);
+            return 0;
         } else if (strcmp(argv[i], "--version") == 0) {
             (void)printf("kmsd %s (build %s)\n", kms_version(), kms_build_id());
             return 0;

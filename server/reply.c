@@ -5,12 +5,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/secret.h"
 #include "server/internal.h"
 #include "server/metrics.h"
 
-static double elapsed_ms(const struct timespec *start);
+static double elapsed_ms(uint64_t start_ns)
+{
+    return (double)(kms_now_ns() - start_ns) / 1e6;
+}
 
 struct wiped {
     uint8_t *data;
@@ -55,7 +59,7 @@ enum MHD_Result kms_reply_send(struct MHD_Connection *c, struct kms_request *r)
     MHD_destroy_response(resp);
     r->responded = 1;
     kms_metrics_request(kms_router_index(r->route), r->route ? r->route->pattern : "unmatched", r->status,
-                        elapsed_ms(&r->start) / 1e3);
+                        elapsed_ms(r->start_ns) / 1e3);
     return ret;
 }
 
@@ -77,12 +81,6 @@ static void build_error(struct kms_request *r, kms_rc rc)
     kms_jsonw_obj_end(&r->reply);
 }
 
-static double elapsed_ms(const struct timespec *start)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) * 1e3 + (double)(now.tv_nsec - start->tv_nsec) / 1e6;
-}
 
 void kms_reply_audit(struct kms_server *s, struct kms_request *r, kms_rc rc)
 {
@@ -99,7 +97,7 @@ void kms_reply_audit(struct kms_server *s, struct kms_request *r, kms_rc rc)
         .key_ref = r->key_ref[0] ? r->key_ref : NULL,
         .outcome = rc == KMS_OK ? "ok" : kms_error_code(rc),
         .status = r->status,
-        .latency_ms = elapsed_ms(&r->start),
+        .latency_ms = elapsed_ms(r->start_ns),
     };
     kms_audit_write(s->d.audit, &rec);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/clock.h"
 #include "common/hex.h"
 #include "common/secret.h"
 #include "server/internal.h"
@@ -148,7 +149,7 @@ enum MHD_Result kms_request_on_request(void *cls, struct MHD_Connection *c, cons
         if (r == NULL)
             return MHD_NO;
         *req_cls = r;
-        clock_gettime(CLOCK_MONOTONIC, &r->start);
+        r->start_ns = kms_now_ns();
         new_request_id(r->id);
         kms_jsonw_init(&r->reply, 64 * 1024 + 4096);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);

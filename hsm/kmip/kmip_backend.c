@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/secret.h"
 
 #define NONCE_LEN KMS_KMIP_GCM_NONCE_LEN
@@ -30,13 +31,6 @@ struct kmip_backend {
 
 static const struct kms_backend_ops kmip_ops;
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* What struct kms_master_ref and the wrapped-key format can hold: 1..255
  * printable ASCII bytes without space. */
 static int ref_name_valid(const char *s)
@@ -52,7 +46,7 @@ static int ref_name_valid(const char *s)
 
 static int cache_get(struct kmip_backend *k, const char *name, struct entry *out)
 {
-    uint64_t now = now_ms();
+    uint64_t now = kms_now_ms();
     int hit = 0;
     pthread_mutex_lock(&k->mu);
     for (size_t i = 0; i < CACHE_SLOTS && !hit; i++) {
@@ -137,7 +131,7 @@ static kms_rc lookup(struct kmip_backend *k, const char *name, struct entry *out
     } else {
         return rc;
     }
-    out->expires = now_ms() + k->cache_ms;
+    out->expires = kms_now_ms() + k->cache_ms;
     cache_put(k, out);
     return KMS_OK;
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #define ENDPOINT_MAX 300
@@ -59,13 +60,6 @@ static const struct kms_kmip_version v14 = {1, 4};
 
 /* ---- time, signals ----------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* why: OpenSSL writes to the socket with write(2), and a peer that closed
  * the connection makes that raise SIGPIPE; block it in this thread around
  * our I/O and swallow one we caused, as libcurl does (lib/sigpipe.h). */
@@ -101,7 +95,7 @@ static void sigpipe_restore(struct sigpipe_guard *g)
 static int wait_fd(int fd, short events, uint64_t deadline)
 {
     for (;;) {
-        uint64_t now = now_ms();
+        uint64_t now = kms_now_ms();
         if (now >= deadline)
             return 0;
         uint64_t left = deadline - now;
@@ -378,7 +372,7 @@ static kms_rc acquire(struct kms_kmip_client *c, uint64_t deadline, int force_ne
 {
     *out = NULL;
     *fresh = 0;
-    uint64_t wait_until = now_ms() + c->pool_wait_ms;
+    uint64_t wait_until = kms_now_ms() + c->pool_wait_ms;
     if (wait_until > deadline)
         wait_until = deadline;
     pthread_mutex_lock(&c->mu);
@@ -409,7 +403,7 @@ static kms_rc acquire(struct kms_kmip_client *c, uint64_t deadline, int force_ne
             continue;
         }
         if (c->live < c->pool_size) {
-            uint64_t now = now_ms();
+            uint64_t now = kms_now_ms();
             if (now < c->down_until) {
                 unsigned left = (unsigned)(c->down_until - now);
                 kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "KMIP server %s: unreachable (%s); next attempt in %u ms",
@@ -429,7 +423,7 @@ static kms_rc acquire(struct kms_kmip_client *c, uint64_t deadline, int force_ne
                 unsigned was = c->backoff_ms;
                 c->backoff_ms = was == 0 ? c->backoff_min_ms
                                          : (was > c->backoff_max_ms / 2 ? c->backoff_max_ms : was * 2);
-                c->down_until = now_ms() + c->backoff_ms;
+                c->down_until = kms_now_ms() + c->backoff_ms;
                 snprintf(c->down_reason, sizeof(c->down_reason), "%s", kms_error_detail());
                 pthread_cond_broadcast(&c->cv);
                 pthread_mutex_unlock(&c->mu);
@@ -452,8 +446,8 @@ static kms_rc acquire(struct kms_kmip_client *c, uint64_t deadline, int force_ne
         struct timespec ts;
         ts.tv_sec = (time_t)(wait_until / 1000u);
         ts.tv_nsec = (long)(wait_until % 1000u) * 1000000L;
-        if (now_ms() >= wait_until ||
-            (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT && now_ms() >= wait_until)) {
+        if (kms_now_ms() >= wait_until ||
+            (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT && kms_now_ms() >= wait_until)) {
             pthread_mutex_unlock(&c->mu);
             return kms_fail(KMS_ERR_BACKEND_TIMEOUT, "KMIP server %s: no free connection within %u ms (pool of %u)",
                             c->endpoint, c->pool_wait_ms, c->pool_size);
@@ -521,7 +515,7 @@ static kms_rc exchange(struct kms_kmip_client *c, struct conn *k, const struct k
 static kms_rc roundtrip(struct kms_kmip_client *c, const struct kms_buf *req, struct kms_buf *resp, int idempotent,
                         unsigned timeout_ms)
 {
-    uint64_t deadline = now_ms() + timeout_ms;
+    uint64_t deadline = kms_now_ms() + timeout_ms;
     struct sigpipe_guard g;
     for (int attempt = 0;; attempt++) {
         struct conn *k = NULL;

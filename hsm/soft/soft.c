@@ -346,33 +346,51 @@ static kms_rc read_file(const char *path, struct kms_buf *out, int *absent)
     return rc;
 }
 
-static kms_rc load(struct soft *s, const char *password, const uint8_t *data, size_t len)
+/* The file's structure, before any key is derived: magic, KDF, iteration
+ * bounds, lengths, nothing trailing. Fills s's KDF fields (iterations, salt,
+ * check); messages name s->path. */
+struct layout {
+    size_t header_len;
+    const uint8_t *nonce, *ct, *tag;
+    uint32_t ct_len;
+};
+
+static kms_rc parse_layout(struct soft *s, const uint8_t *data, size_t len, struct layout *out)
 {
     struct kms_cursor c;
-    const uint8_t *magic, *nonce, *ct, *tag;
+    const uint8_t *magic;
     uint8_t kdf;
-    uint32_t ct_len;
-    uint8_t check[CHECK_LEN];
     kms_cursor_init(&c, data, len);
     if (kms_cursor_bytes(&c, MAGIC_LEN, &magic) != KMS_OK || memcmp(magic, MAGIC, MAGIC_LEN) != 0)
         return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: not a soft key file (no KMSSOFT1 magic)",
                         s->path);
     if (kms_cursor_u8(&c, &kdf) != KMS_OK || kms_cursor_u32be(&c, &s->iterations) != KMS_OK ||
         kms_cursor_copy(&c, s->salt, SALT_LEN) != KMS_OK || kms_cursor_copy(&c, s->check, CHECK_LEN) != KMS_OK ||
-        kms_cursor_bytes(&c, NONCE_LEN, &nonce) != KMS_OK || kms_cursor_u32be(&c, &ct_len) != KMS_OK)
+        kms_cursor_bytes(&c, NONCE_LEN, &out->nonce) != KMS_OK || kms_cursor_u32be(&c, &out->ct_len) != KMS_OK)
         return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: truncated header", s->path);
     if (kdf != KDF_PBKDF2_SHA256)
         return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: unknown KDF %u", s->path, kdf);
     if (s->iterations < KMS_SOFT_MIN_ITERATIONS || s->iterations > MAX_ITERATIONS)
         return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: %u PBKDF2 iterations (%d..%u accepted)",
                         s->path, s->iterations, KMS_SOFT_MIN_ITERATIONS, MAX_ITERATIONS);
-    size_t header_len = c.pos;
-    if (ct_len < 2 || ct_len > PLAIN_MAX)
-        return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: key set of %u bytes", s->path, ct_len);
-    if (kms_cursor_bytes(&c, ct_len, &ct) != KMS_OK || kms_cursor_bytes(&c, TAG_LEN, &tag) != KMS_OK)
+    out->header_len = c.pos;
+    if (out->ct_len < 2 || out->ct_len > PLAIN_MAX)
+        return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: key set of %u bytes", s->path, out->ct_len);
+    if (kms_cursor_bytes(&c, out->ct_len, &out->ct) != KMS_OK || kms_cursor_bytes(&c, TAG_LEN, &out->tag) != KMS_OK)
         return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: truncated", s->path);
     if (kms_cursor_remaining(&c) != 0)
         return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: trailing bytes", s->path);
+    return KMS_OK;
+}
+
+static kms_rc load(struct soft *s, const char *password, const uint8_t *data, size_t len)
+{
+    struct layout l;
+    uint8_t check[CHECK_LEN];
+    KMS_GUARD(parse_layout(s, data, len, &l));
+    const uint8_t *nonce = l.nonce, *ct = l.ct, *tag = l.tag;
+    uint32_t ct_len = l.ct_len;
+    size_t header_len = l.header_len;
 
     KMS_GUARD(derive(password, s->salt, s->iterations, &s->enc, check));
     int match = CRYPTO_memcmp(check, s->check, CHECK_LEN) == 0;
@@ -389,6 +407,36 @@ static kms_rc load(struct soft *s, const char *password, const uint8_t *data, si
     if (rc == KMS_OK)
         rc = keys_parse(s, kms_secret_cdata(plain), ct_len);
     kms_secret_free(&plain);
+    return rc;
+}
+
+kms_rc kms_soft_file_inspect(const uint8_t *data, size_t len, uint32_t *iterations, size_t *keyset_len)
+{
+    struct soft *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return KMS_ERR_NO_MEMORY;
+    s->path = (char *)"(memory)";
+    struct layout l;
+    kms_rc rc = parse_layout(s, data, len, &l);
+    if (rc == KMS_OK) {
+        *iterations = s->iterations;
+        *keyset_len = l.ct_len;
+    }
+    free(s);
+    return rc;
+}
+
+kms_rc kms_soft_keyset_check(const uint8_t *plain, size_t len, size_t *n_keys)
+{
+    struct soft *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return KMS_ERR_NO_MEMORY;
+    s->path = (char *)"(memory)";
+    kms_rc rc = len > PLAIN_MAX ? kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key set of %zu bytes", len)
+                                : keys_parse(s, plain, len);
+    *n_keys = rc == KMS_OK ? s->nkeys : 0;
+    keys_clear(s->keys, s->nkeys);
+    free(s);
     return rc;
 }
 

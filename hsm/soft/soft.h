@@ -16,6 +16,9 @@
 #ifndef KMS_HSM_SOFT_H
 #define KMS_HSM_SOFT_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "common/error.h"
 #include "hsm/backend.h"
 
@@ -44,5 +47,16 @@ kms_rc kms_soft_rotate(struct kms_backend *b, const char *name) KMS_MUST_CHECK;
 /* Creates key name at version 1. KMS_ERR_INVALID_FIELD when it exists; else as
  * kms_soft_rotate. */
 kms_rc kms_soft_create_key(struct kms_backend *b, const char *name) KMS_MUST_CHECK;
+
+/* The file image data[0..len) checked for structure only (magic, KDF,
+ * iteration bounds, lengths), with no password: its iterations and the
+ * length of its sealed key set. KMS_ERR_KEYSTORE_CORRUPT naming what is
+ * wrong. For tools and the fuzzer (tests/fuzz/fuzz_soft_file.c). */
+kms_rc kms_soft_file_inspect(const uint8_t *data, size_t len, uint32_t *iterations, size_t *keyset_len) KMS_MUST_CHECK;
+
+/* The key set as the file holds it once opened (count, then name, version,
+ * created, key per entry), checked as kms_soft_open checks it: *n_keys
+ * entries, or KMS_ERR_KEYSTORE_CORRUPT. */
+kms_rc kms_soft_keyset_check(const uint8_t *plain, size_t len, size_t *n_keys) KMS_MUST_CHECK;
 
 #endif

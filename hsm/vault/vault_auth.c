@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #define RETRY_MIN_MS 1000
@@ -51,13 +52,6 @@ static kms_rc refail(kms_rc rc, const char *prefix)
     return kms_fail(rc, "%s: %s", prefix, prev);
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(long long ms)
 {
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
@@ -86,7 +80,7 @@ static void copy_token(struct kms_vault_auth *a, char *out)
 /* Sets the next renewal from the lease just obtained (mu held). */
 static void schedule(struct kms_vault_auth *a, long long lease_s)
 {
-    long long now = now_ms();
+    long long now = (long long)kms_now_ms();
     a->retry_ms = RETRY_MIN_MS;
     if (lease_s <= 0) {
         a->expiry_ms = 0;
@@ -260,7 +254,7 @@ static kms_rc imds_instance(struct kms_vault_auth *a)
 /* The IMDS token, cached until shortly before it expires (refresh_mu held). */
 static kms_rc imds_token(struct kms_vault_auth *a)
 {
-    if (a->jwt != NULL && now_ms() < a->jwt_expiry_ms - JWT_MARGIN_MS)
+    if (a->jwt != NULL && (long long)kms_now_ms() < a->jwt_expiry_ms - JWT_MARGIN_MS)
         return KMS_OK;
     kms_secret_free(&a->jwt);
     char path[1024];
@@ -276,7 +270,7 @@ static kms_rc imds_token(struct kms_vault_auth *a)
         rc = kms_vault_json_imds_token(r.json, &a->jwt, &expires_in);
     kms_vault_response_clear(&r);
     if (rc == KMS_OK)
-        a->jwt_expiry_ms = now_ms() + expires_in * 1000;
+        a->jwt_expiry_ms = (long long)kms_now_ms() + expires_in * 1000;
     return rc;
 }
 
@@ -367,7 +361,7 @@ static kms_rc renew_due(struct kms_vault_auth *a)
 {
     pthread_mutex_lock(&a->mu);
     int renewable = a->renewable;
-    long long left = a->expiry_ms > 0 ? (a->expiry_ms - now_ms()) / 1000 : 0;
+    long long left = a->expiry_ms > 0 ? (a->expiry_ms - (long long)kms_now_ms()) / 1000 : 0;
     pthread_mutex_unlock(&a->mu);
     int extended = 0;
     if (a->kind == KMS_VAULT_AUTH_AZURE) {
@@ -386,7 +380,7 @@ static kms_rc renew_due(struct kms_vault_auth *a)
     kms_rc rc = renew_self(a, &extended);
     if (rc == KMS_OK && !extended) {
         pthread_mutex_lock(&a->mu);
-        left = a->expiry_ms > 0 ? (a->expiry_ms - now_ms()) / 1000 : 0;
+        left = a->expiry_ms > 0 ? (a->expiry_ms - (long long)kms_now_ms()) / 1000 : 0;
         a->due_ms = 0;
         pthread_mutex_unlock(&a->mu);
         kms_log(KMS_LOG_WARN, "vault.token_max_ttl", NULL, "method", "token", "msg",
@@ -408,7 +402,7 @@ static void *renewer(void *arg)
     struct kms_vault_auth *a = arg;
     pthread_mutex_lock(&a->mu);
     while (!a->stop) {
-        long long now = now_ms();
+        long long now = (long long)kms_now_ms();
         if (a->due_ms == 0) {
             pthread_cond_wait(&a->cv, &a->mu);
             continue;
@@ -429,12 +423,12 @@ static void *renewer(void *arg)
                     kms_error_detail(), NULL);
             /* why: retry with a growing delay, sooner when expiry is close */
             long long delay = a->retry_ms;
-            long long left = a->expiry_ms - now_ms();
+            long long left = a->expiry_ms - (long long)kms_now_ms();
             if (a->expiry_ms > 0 && left / 2 < delay)
                 delay = left / 2;
             if (delay < RETRY_MIN_MS)
                 delay = RETRY_MIN_MS;
-            a->due_ms = now_ms() + delay;
+            a->due_ms = (long long)kms_now_ms() + delay;
             a->retry_ms = a->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : a->retry_ms * 2;
         }
     }
@@ -563,7 +557,7 @@ kms_rc kms_vault_auth_token(struct kms_vault_auth *a, char *out, size_t cap, uin
     if (cap < KMS_VAULT_TOKEN_MAX + 1)
         return kms_fail(KMS_ERR_INTERNAL, "vault auth: token buffer too small");
     pthread_mutex_lock(&a->mu);
-    int expired = a->expiry_ms > 0 && now_ms() >= a->expiry_ms;
+    int expired = a->expiry_ms > 0 && (long long)kms_now_ms() >= a->expiry_ms;
     uint64_t gen = a->generation;
     pthread_mutex_unlock(&a->mu);
     if (expired && a->kind == KMS_VAULT_AUTH_AZURE)
@@ -599,7 +593,7 @@ void kms_vault_auth_get_state(struct kms_vault_auth *a, struct kms_vault_auth_st
 {
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&a->mu);
-    long long now = now_ms();
+    long long now = (long long)kms_now_ms();
     out->kind = a->kind;
     out->renewable = a->renewable;
     out->ttl = a->expiry_ms == 0 ? -1 : (a->expiry_ms > now ? (a->expiry_ms - now) / 1000 : 0);

@@ -15,6 +15,7 @@
 
 #include "common/base64.h"
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "hsm/vault/vault_client.h"
 
@@ -44,13 +45,6 @@ struct vault {
 };
 
 static const struct kms_backend_ops vault_ops;
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static kms_rc refail(kms_rc rc, const char *prefix)
 {
@@ -256,7 +250,7 @@ static void cache_put(struct vault *v, const char *name, const struct kms_vault_
     slot->derived = m->derived;
     slot->usable = type_usable(m->type) && m->supports_encryption && m->supports_decryption;
     memcpy(slot->type, m->type, sizeof(slot->type));
-    slot->fetched_ms = now_ms();
+    slot->fetched_ms = (long long)kms_now_ms();
     pthread_mutex_unlock(&v->cache_lock);
 }
 
@@ -277,7 +271,7 @@ static kms_rc key_entry(struct vault *v, const char *name, long long max_age_ms,
     pthread_mutex_lock(&v->cache_lock);
     for (size_t i = 0; i < CACHE_SLOTS; i++) {
         if (strcmp(v->cache[i].name, name) == 0 &&
-            (max_age_ms < 0 || now_ms() - v->cache[i].fetched_ms <= max_age_ms)) {
+            (max_age_ms < 0 || (long long)kms_now_ms() - v->cache[i].fetched_ms <= max_age_ms)) {
             *out = v->cache[i];
             hit = 1;
             break;

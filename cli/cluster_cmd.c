@@ -20,6 +20,7 @@
 #include "cluster/redis_cache.h"
 #include "cluster/redis_config.h"
 #include "common/base64.h"
+#include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "kms/cache.h"
@@ -147,7 +148,7 @@ int kmsctl_cluster_current(struct kmsctl_cluster *c, uint64_t *head, uint8_t **k
         return code;
     }
     const char *file = kms_config_str(c->cfg, KMS_CFG_KEYSTORE_FILE);
-    rc = kms_file_read(file, ks, len);
+    rc = kms_file_read(file, KMS_FILE_MAX, "the keystore", ks, len, NULL);
     if (rc != KMS_OK) {
         fprintf(stderr, "kmsctl: nothing published yet, and the seed keystore (kms.keystore.file = %s) cannot be "
                         "read: %s\n",
@@ -383,19 +384,6 @@ static int cmd_status(struct kmsctl_cluster *c, int json)
 
 /* ---- key create ------------------------------------------------------------ */
 
-static int read_small(const char *path, char *out, size_t cap)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        fprintf(stderr, "kmsctl: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    size_t n = fread(out, 1, cap - 1, f);
-    (void)fclose(f);
-    out[n] = '\0';
-    return 0;
-}
-
 static int cmd_key_create(const char *config, const char *password, const char *out, const char *from_plain,
                           int force)
 {
@@ -426,20 +414,23 @@ static int cmd_key_create(const char *config, const char *password, const char *
     struct kms_secret *key = NULL;
     kms_rc rc;
     if (from_plain != NULL) {
-        char text[256];
+        struct kms_secret *text = NULL;
         size_t n = 0;
-        rc = KMS_ERR_CONFIG;
-        if (read_small(from_plain, text, sizeof(text)) == 0 && kms_secret_new(64, &key) == KMS_OK) {
-            size_t len = strlen(text);
-            while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
+        rc = kms_file_read_secret(from_plain, 256, "the key file", &text);
+        if (rc == KMS_OK)
+            rc = kms_secret_new(64, &key);
+        if (rc == KMS_OK) {
+            const char *t = (const char *)kms_secret_cdata(text);
+            size_t len = kms_secret_len(text);
+            while (len > 0 && (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' '))
                 len--;
-            rc = kms_b64_decode(text, len, kms_secret_data(key), 64, &n);
+            rc = kms_b64_decode(t, len, kms_secret_data(key), 64, &n);
             if (rc != KMS_OK || n != KMS_CLUSTER_KEY_BYTES)
                 rc = kms_fail(KMS_ERR_CONFIG, "%s is not base64 of %d bytes", from_plain, KMS_CLUSTER_KEY_BYTES);
             else
                 kms_secret_truncate(key, n);
         }
-        kms_wipe(text, sizeof(text));
+        kms_secret_free(&text);
     } else {
         rc = kms_secret_random(KMS_CLUSTER_KEY_BYTES, &key);
     }
@@ -449,7 +440,7 @@ static int cmd_key_create(const char *config, const char *password, const char *
     kms_secret_free(&key);
     kms_config_free(&cfg);
     if (rc == KMS_OK)
-        rc = kms_file_write_atomic(out, (const uint8_t *)line, strlen(line), 0600);
+        rc = kms_file_write_atomic(out, (const uint8_t *)line, strlen(line), 0600, NULL);
     free(line);
     if (rc != KMS_OK)
         return fail(out, rc);

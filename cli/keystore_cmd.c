@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/file.h"
 #include "common/log.h"
 #include "common/secret.h"
 #include "kms/keystore.h"
@@ -535,7 +536,7 @@ static void bundle_free(struct bundle *b)
 static int read_file(const char *path, uint8_t **d, size_t *n)
 {
     kms_error_clear();
-    kms_rc r = kms_file_read(path, d, n);
+    kms_rc r = kms_file_read(path, KMS_FILE_MAX, "the keystore", d, n, NULL);
     if (r != KMS_OK) {
         print_detail(path, r);
         return KMSCTL_EXIT_ERROR;
@@ -1119,7 +1120,7 @@ static int cmd_restore(const struct options *o)
     if (access(o->keystore, F_OK) == 0 && (rc = backup(o, o->keystore, pw)) != KMSCTL_EXIT_OK)
         goto out;
     kms_error_clear();
-    r = kms_file_write_atomic(o->keystore, d, n, 0600);
+    r = kms_file_write_atomic(o->keystore, d, n, 0600, NULL);
     if (r != KMS_OK) {
         print_detail(o->keystore, r);
         rc = KMSCTL_EXIT_ERROR;
@@ -1254,7 +1255,7 @@ static int edit_copy(const struct subcommand *sc, const struct options *o, const
     snprintf(backups, sizeof(backups), "%s/backups", dir);
     int rc = KMSCTL_EXIT_ERROR;
     kms_error_clear();
-    kms_rc r = kms_file_write_atomic(path, cur, cur_len, 0600);
+    kms_rc r = kms_file_write_atomic(path, cur, cur_len, 0600, NULL);
     if (r != KMS_OK) {
         print_detail(path, r);
     } else {
@@ -1269,7 +1270,7 @@ static int edit_copy(const struct subcommand *sc, const struct options *o, const
         rc = sc->run(&eo);
         if (rc == KMSCTL_EXIT_OK) {
             kms_error_clear();
-            r = kms_file_read(path, out, out_len);
+            r = kms_file_read(path, KMS_FILE_MAX, "the keystore", out, out_len, NULL);
             if (r != KMS_OK) {
                 print_detail(path, r);
                 rc = KMSCTL_EXIT_ERROR;
@@ -1279,7 +1280,7 @@ static int edit_copy(const struct subcommand *sc, const struct options *o, const
     /* why: the copy may hold private keys; nothing of it stays behind */
     uint8_t *again = NULL;
     size_t again_len = 0;
-    if (kms_file_read(path, &again, &again_len) == KMS_OK) {
+    if (kms_file_read(path, KMS_FILE_MAX, "the keystore", &again, &again_len, NULL) == KMS_OK) {
         kms_wipe(again, again_len);
         free(again);
     }
@@ -1415,7 +1416,7 @@ static int run_cluster(const struct subcommand *sc, const struct options *o)
         }
         const char *from = o->from ? o->from : kms_config_str(c.cfg, KMS_CFG_KEYSTORE_FILE);
         kms_error_clear();
-        if ((r = kms_file_read(from, &neu, &neu_len)) != KMS_OK) {
+        if ((r = kms_file_read(from, KMS_FILE_MAX, "the keystore", &neu, &neu_len, NULL)) != KMS_OK) {
             print_detail(from, r);
             rc = KMSCTL_EXIT_ERROR;
             goto out;

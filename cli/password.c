@@ -9,7 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/file.h"
+#include "common/secret.h"
+
 #define PASSWORD_FILE_MAX 4096
+#define PASSWORD_FILE_READ 65536 /* the file may hold more lines; only the first is read */
 
 static char *dup_len(const char *s, size_t n)
 {
@@ -24,33 +28,18 @@ static char *dup_len(const char *s, size_t n)
 /* First line of the file, without its line end. */
 static int read_password_file(const char *path, char **out)
 {
-    char buf[PASSWORD_FILE_MAX + 1];
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        fprintf(stderr, "kmsctl: %s: cannot open the password file: %s\n", path, strerror(errno));
+    struct kms_secret *sec = NULL;
+    if (kms_file_read_secret(path, PASSWORD_FILE_READ, "the password file", &sec) != KMS_OK) {
+        fprintf(stderr, "kmsctl: %s\n", kms_error_detail());
         return KMSCTL_EXIT_ERROR;
     }
-    size_t len = 0;
-    for (;;) {
-        ssize_t n = read(fd, buf + len, sizeof(buf) - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = errno;
-            close(fd);
-            OPENSSL_cleanse(buf, sizeof(buf));
-            fprintf(stderr, "kmsctl: %s: cannot read the password file: %s\n", path, strerror(e));
-            return KMSCTL_EXIT_ERROR;
-        }
-        if (n == 0 || (len += (size_t)n) == sizeof(buf))
-            break;
-    }
-    close(fd);
+    const char *buf = (const char *)kms_secret_cdata(sec);
+    size_t len = kms_secret_len(sec);
     size_t end = 0;
     while (end < len && buf[end] != '\n' && buf[end] != '\0')
         end++;
-    if (end == len && len > PASSWORD_FILE_MAX) {
-        OPENSSL_cleanse(buf, sizeof(buf));
+    if (end > PASSWORD_FILE_MAX) {
+        kms_secret_free(&sec);
         fprintf(stderr, "kmsctl: %s: the password file's first line is longer than %d bytes\n", path,
                 PASSWORD_FILE_MAX);
         return KMSCTL_EXIT_ERROR;
@@ -58,7 +47,7 @@ static int read_password_file(const char *path, char **out)
     if (end > 0 && buf[end - 1] == '\r')
         end--;
     *out = dup_len(buf, end);
-    OPENSSL_cleanse(buf, sizeof(buf));
+    kms_secret_free(&sec);
     if (*out == NULL) {
         fprintf(stderr, "kmsctl: out of memory\n");
         return KMSCTL_EXIT_ERROR;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/file.h"
 #include "common/secret.h"
 #include "common/utf8.h"
 
@@ -361,32 +362,14 @@ kms_rc kms_props_parse(const char *text, size_t len, const char *name, struct km
 kms_rc kms_props_load(const char *path, struct kms_props **out)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return kms_fail(KMS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    /* why: read one byte past the limit to tell "exactly 1 MiB" from "more" */
-    size_t cap = PROPS_MAX_INPUT + 1, len = 0;
-    char *text = malloc(cap);
-    if (text == NULL) {
-        close(fd);
-        return kms_fail(KMS_ERR_NO_MEMORY, "%s: out of memory", path);
-    }
-    kms_rc rc = KMS_OK;
-    while (len < cap) {
-        ssize_t n = read(fd, text + len, cap - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = kms_fail(KMS_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
-            break;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
-    if (rc == KMS_OK)
-        rc = kms_props_parse(text, len, path, out);
+    uint8_t *text = NULL;
+    size_t len = 0;
+    kms_rc rc = kms_file_read(path, PROPS_MAX_INPUT, "the properties file", &text, &len, NULL);
+    if (rc == KMS_ERR_TOO_LARGE)
+        rc = KMS_ERR_MALFORMED; /* why: as the parser says of text over PROPS_MAX_INPUT */
+    if (rc != KMS_OK)
+        return rc;
+    rc = kms_props_parse((const char *)text, len, path, out);
     kms_wipe(text, len);
     free(text);
     return rc;

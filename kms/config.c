@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "common/file.h"
 #include "common/properties.h"
 #include "common/secret.h"
 #include "common/token.h"
@@ -551,60 +552,33 @@ static kms_rc set_secret_file(struct kms_config *c, enum kms_config_key k, const
     struct slot *s = &c->v[k];
     if (path[0] == '\0')
         return kms_fail(KMS_ERR_CONFIG, "cannot read %s from a file (from %s): the path is empty", names[k], where);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): %s", names[k], path, where,
-                        strerror(errno));
-    struct kms_secret *buf;
-    kms_rc rc = kms_secret_new(SECRET_FILE_MAX, &buf);
-    if (rc != KMS_OK) {
-        close(fd);
+    struct kms_secret *buf = NULL;
+    kms_rc rc = kms_file_read_secret(path, SECRET_FILE_MAX, "the secret file", &buf);
+    if (rc == KMS_ERR_NO_MEMORY)
         return rc;
+    if (rc == KMS_ERR_TOO_LARGE)
+        return kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): larger than %d bytes", names[k],
+                        path, where, SECRET_FILE_MAX);
+    if (rc != KMS_OK) {
+        char why[320];
+        (void)snprintf(why, sizeof(why), "%s", kms_error_detail());
+        return kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): %s", names[k], path, where, why);
     }
-    uint8_t *d = kms_secret_data(buf);
-    size_t len = 0;
-    int err = 0;
-    for (;;) {
-        /* why: one extra byte in a probe, so "exactly 64 KiB" differs from "more" */
-        uint8_t probe = 0;
-        ssize_t n = len < SECRET_FILE_MAX ? read(fd, d + len, SECRET_FILE_MAX - len) : read(fd, &probe, 1);
-        kms_wipe(&probe, sizeof(probe));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            err = errno;
-            break;
-        }
-        if (n == 0)
-            break;
-        if (len == SECRET_FILE_MAX) {
-            err = EFBIG;
-            break;
-        }
-        len += (size_t)n;
-    }
-    close(fd);
-    if (err == EFBIG) {
-        rc = kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): larger than %d bytes", names[k],
-                      path, where, SECRET_FILE_MAX);
-    } else if (err != 0) {
-        rc = kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): %s", names[k], path, where,
-                      strerror(err));
-    } else {
-        if (len > 0 && d[len - 1] == '\n') {
+    const uint8_t *d = kms_secret_cdata(buf);
+    size_t len = kms_secret_len(buf);
+    if (len > 0 && d[len - 1] == '\n') {
+        len--;
+        if (len > 0 && d[len - 1] == '\r')
             len--;
-            if (len > 0 && d[len - 1] == '\r')
-                len--;
-        }
-        if (memchr(d, '\0', len) != NULL)
-            rc = kms_fail(KMS_ERR_CONFIG, "invalid value <redacted> for %s (from file '%s'): contains a NUL byte",
-                          names[k], path);
-        else if (len > SECRET_MAX_LEN)
-            rc = kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): longer than %d bytes", names[k],
-                          path, where, SECRET_MAX_LEN);
-        else
-            rc = store_secret(s, d, len);
     }
+    if (memchr(d, '\0', len) != NULL)
+        rc = kms_fail(KMS_ERR_CONFIG, "invalid value <redacted> for %s (from file '%s'): contains a NUL byte",
+                      names[k], path);
+    else if (len > SECRET_MAX_LEN)
+        rc = kms_fail(KMS_ERR_CONFIG, "cannot read %s from file '%s' (from %s): longer than %d bytes", names[k],
+                      path, where, SECRET_MAX_LEN);
+    else
+        rc = store_secret(s, d, len);
     kms_secret_free(&buf);
     KMS_GUARD(rc);
     return set_source(s, dupf("file %s", path));

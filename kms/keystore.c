@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/file.h"
 #include "common/secret.h"
 #include "common/utf8.h"
 #include "kms/keystore_int.h"
@@ -653,58 +654,16 @@ kms_rc kms_keystore_load(const char *path, const char *password, struct kms_keys
     *out = NULL;
     if (path == NULL || path[0] == '\0')
         return kms_fail(KMS_ERR_IO, "no keystore file given");
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return kms_fail(KMS_ERR_IO, "%s: cannot open the keystore: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return kms_fail(KMS_ERR_IO, "%s: cannot stat the keystore: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return kms_fail(KMS_ERR_IO, "%s: the keystore is not a regular file", path);
-    }
-    if (st.st_size > (off_t)KMS_KS_MAX_FILE) {
-        close(fd);
-        return kms_fail(KMS_ERR_IO,
-                        "%s: keystore is %lld bytes, larger than the %u MiB limit; is it the right file?", path,
-                        (long long)st.st_size, KMS_KS_MAX_FILE >> 20);
-    }
-    /* why: one byte more than fstat said, so that a file growing under us is
-     * noticed rather than silently cut (and no realloc leaves key bytes behind). */
-    size_t cap = (size_t)st.st_size + 1, len = 0;
-    uint8_t *buf = malloc(cap);
-    if (buf == NULL) {
-        close(fd);
-        return kms_fail(KMS_ERR_NO_MEMORY, "%s: out of memory", path);
-    }
-    while (len < cap) {
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = errno;
-            kms_wipe(buf, cap);
-            free(buf);
-            close(fd);
-            return kms_fail(KMS_ERR_IO, "%s: cannot read the keystore: %s", path, strerror(e));
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    if (len == cap) {
-        kms_wipe(buf, cap);
-        free(buf);
-        close(fd);
-        return kms_fail(KMS_ERR_IO, "%s: the keystore changed while it was read; try again", path);
-    }
-    close(fd);
-    kms_rc rc = kms_keystore_load_mem(buf, len, path, password, out);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    kms_rc rc = kms_file_read(path, KMS_KS_MAX_FILE, "the keystore", &buf, &len, NULL);
+    if (rc == KMS_ERR_TOO_LARGE)
+        rc = KMS_ERR_IO; /* why: callers and tests know a keystore that cannot be used as an I/O error */
+    if (rc != KMS_OK)
+        return rc;
+    rc = kms_keystore_load_mem(buf, len, path, password, out);
     /* why: a PEM bundle may hold an unencrypted private key */
-    kms_wipe(buf, cap);
+    kms_wipe(buf, len);
     free(buf);
     return rc;
 }

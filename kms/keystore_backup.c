@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/file.h"
 #include "common/hex.h"
 #include "common/secret.h"
 #include "kms/keystore_write.h"
@@ -121,7 +122,7 @@ static kms_rc copy_file(const char *from, const char *to, const struct stat *st)
 {
     uint8_t *d = NULL;
     size_t n = 0;
-    KMS_GUARD(kms_file_read(from, &d, &n));
+    KMS_GUARD(kms_file_read(from, KMS_FILE_MAX, "the keystore", &d, &n, NULL));
     int fd = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e = errno;
@@ -159,7 +160,7 @@ static kms_rc file_sha256(const char *path, char hex[65])
 {
     uint8_t *d = NULL;
     size_t n = 0;
-    KMS_GUARD(kms_file_read(path, &d, &n));
+    KMS_GUARD(kms_file_read(path, KMS_FILE_MAX, "the keystore", &d, &n, NULL));
     kms_hex_sha256(d, n, hex);
     kms_wipe(d, n);
     free(d);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/file.h"
 #include "common/secret.h"
 #include "kms/keystore_int.h"
 
@@ -573,123 +574,14 @@ kms_rc kms_keystore_serialize(const struct kms_keystore *ks, const char *passwor
 
 /* ---- files --------------------------------------------------------------- */
 
-static int write_all(int fd, const uint8_t *d, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, d, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        d += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-kms_rc kms_file_write_atomic(const char *path, const uint8_t *data, size_t len, mode_t new_mode)
-{
-    char tmp[4096], dir[4096];
-    int n = snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path);
-    if (n < 0 || (size_t)n >= sizeof(tmp) || strlen(path) >= sizeof(dir))
-        return kms_fail(KMS_ERR_IO, "%s: path too long", path);
-    memcpy(dir, path, strlen(path) + 1);
-    const char *d = dirname(dir);
-    struct stat st;
-    int have = stat(path, &st) == 0;
-    if (have && !S_ISREG(st.st_mode))
-        return kms_fail(KMS_ERR_IO, "%s: not a regular file", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return kms_fail(KMS_ERR_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-    const char *step = "write";
-    if (fchmod(fd, have ? (st.st_mode & 07777) : new_mode) != 0) {
-        step = "chmod";
-        goto fail;
-    }
-    if (have && geteuid() == 0 && fchown(fd, st.st_uid, st.st_gid) != 0) {
-        step = "chown";
-        goto fail;
-    }
-    if (write_all(fd, data, len) != 0)
-        goto fail;
-    step = "fsync";
-    if (fsync(fd) != 0)
-        goto fail;
-    step = "close";
-    if (close(fd) != 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    step = "rename";
-    if (rename(tmp, path) != 0)
-        goto fail;
-    int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd); /* why: best effort; some filesystems refuse fsync on directories */
-        close(dfd);
-    }
-    return KMS_OK;
-fail:;
-    int e = errno;
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    return kms_fail(KMS_ERR_IO, "%s: cannot replace the file (%s failed: %s); it is unchanged", path, step,
-                    strerror(e));
-}
-
 kms_rc kms_keystore_save(const struct kms_keystore *ks, const char *path, const char *password)
 {
     uint8_t *d = NULL;
     size_t n = 0;
     KMS_GUARD(kms_keystore_serialize(ks, password, &d, &n));
-    kms_rc rc = kms_file_write_atomic(path, d, n, 0600);
+    kms_rc rc = kms_file_write_atomic(path, d, n, 0600, NULL);
     kms_wipe(d, n);
     free(d);
     return rc;
 }
 
-kms_rc kms_file_read(const char *path, uint8_t **out, size_t *len)
-{
-    *out = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return kms_fail(KMS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)KMS_KS_MAX_FILE) {
-        close(fd);
-        return kms_fail(KMS_ERR_IO, "%s: not a regular file of at most %u MiB", path, KMS_KS_MAX_FILE >> 20);
-    }
-    size_t cap = (size_t)st.st_size + 1, n = 0;
-    uint8_t *buf = malloc(cap);
-    if (buf == NULL) {
-        close(fd);
-        return kms_fail(KMS_ERR_NO_MEMORY, "out of memory");
-    }
-    for (;;) {
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return kms_fail(KMS_ERR_IO, "%s: cannot read: %s", path, strerror(e));
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n == cap) {
-            free(buf);
-            close(fd);
-            return kms_fail(KMS_ERR_IO, "%s: the file changed while it was read", path);
-        }
-    }
-    close(fd);
-    *out = buf;
-    *len = n;
-    return KMS_OK;
-}

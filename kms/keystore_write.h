@@ -54,14 +54,7 @@ kms_rc kms_keystore_serialize(const struct kms_keystore *ks, const char *passwor
  * Errors of both. */
 kms_rc kms_keystore_save(const struct kms_keystore *ks, const char *path, const char *password) KMS_MUST_CHECK;
 
-/* Replaces path with data[0..len) atomically: a temporary file beside it,
- * written, fsync'd, renamed over path, then the directory fsync'd. When path
- * exists its mode is kept, and its owner too when running as root; a new
- * file gets mode new_mode. KMS_ERR_IO with a detail naming path. */
-kms_rc kms_file_write_atomic(const char *path, const uint8_t *data, size_t len, mode_t new_mode) KMS_MUST_CHECK;
-
-/* Reads a whole regular file (at most 16 MiB) into *out (malloc'd).
- * KMS_ERR_IO. */
-kms_rc kms_file_read(const char *path, uint8_t **out, size_t *len) KMS_MUST_CHECK;
+/* kms_file_read and kms_file_write_atomic: common/file.h. */
+#include "common/file.h"
 
 #endif

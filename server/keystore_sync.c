@@ -10,6 +10,7 @@
 
 #include "cluster/keystore_dist.h"
 #include "common/clock.h"
+#include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "kms/keystore_backup.h"
@@ -59,16 +60,18 @@ static void set_error(struct kms_ksync *s, const char *e)
 /* "generation=N\nsha256=HEX\n"; a missing file is generation 0. */
 static kms_rc read_state(struct kms_ksync *s)
 {
-    FILE *f = fopen(s->state_path, "r");
-    if (f == NULL) {
-        if (errno == ENOENT)
-            return KMS_OK;
-        return kms_fail(KMS_ERR_IO, "%s: %s", s->state_path, strerror(errno));
-    }
+    uint8_t *d = NULL;
+    size_t n = 0;
+    int absent = 0;
+    kms_rc rc = kms_file_read(s->state_path, STATE_MAX, "the keystore generation state file", &d, &n, &absent);
+    if (rc != KMS_OK || absent)
+        return rc == KMS_ERR_TOO_LARGE ? kms_fail(KMS_ERR_IO, "%s: not a keystore generation state file (too long)",
+                                                  s->state_path)
+                                       : rc;
     char buf[STATE_MAX + 1];
-    size_t n = fread(buf, 1, STATE_MAX, f);
-    (void)fclose(f);
+    memcpy(buf, d, n);
     buf[n] = '\0';
+    free(d);
     unsigned long long g = 0;
     const char *p = strncmp(buf, "generation=", 11) == 0 ? buf + 11 : NULL;
     int digits = 0;
@@ -85,7 +88,7 @@ static kms_rc write_state(struct kms_ksync *s, uint64_t gen, const char *sha)
 {
     char buf[STATE_MAX];
     int n = snprintf(buf, sizeof(buf), "generation=%llu\nsha256=%s\n", (unsigned long long)gen, sha);
-    return kms_file_write_atomic(s->state_path, (const uint8_t *)buf, (size_t)n, 0600);
+    return kms_file_write_atomic(s->state_path, (const uint8_t *)buf, (size_t)n, 0600, NULL);
 }
 
 void kms_ksync_note_file(struct kms_ksync *s)
@@ -93,7 +96,7 @@ void kms_ksync_note_file(struct kms_ksync *s)
     uint8_t *d = NULL;
     size_t n = 0;
     char sha[65] = "";
-    if (kms_file_read(s->path, &d, &n) == KMS_OK)
+    if (kms_file_read(s->path, KMS_FILE_MAX, "the keystore", &d, &n, NULL) == KMS_OK)
         kms_hex_sha256(d, n, sha);
     kms_wipe(d, n);
     free(d);
@@ -198,7 +201,7 @@ static kms_rc write_generation(struct kms_ksync *s, const struct kms_ksgen_meta 
     free(s->prev);
     s->prev = NULL;
     s->prev_len = 0;
-    s->had_prev = kms_file_read(s->path, &s->prev, &s->prev_len) == KMS_OK;
+    s->had_prev = kms_file_read(s->path, KMS_FILE_MAX, "the keystore", &s->prev, &s->prev_len, NULL) == KMS_OK;
     kms_error_clear();
     s->prev_gen = s->generation;
     if (s->had_prev) {
@@ -208,11 +211,11 @@ static kms_rc write_generation(struct kms_ksync *s, const struct kms_ksgen_meta 
         free(dir);
         KMS_GUARD(rc);
     }
-    KMS_GUARD(kms_file_write_atomic(s->path, ks, len, 0600));
+    KMS_GUARD(kms_file_write_atomic(s->path, ks, len, 0600, NULL));
     kms_rc rc = write_state(s, m->generation, m->sha256);
     if (rc != KMS_OK) {
         /* why: a file without its state would be taken as the older generation */
-        if (s->had_prev && kms_file_write_atomic(s->path, s->prev, s->prev_len, 0600) != KMS_OK)
+        if (s->had_prev && kms_file_write_atomic(s->path, s->prev, s->prev_len, 0600, NULL) != KMS_OK)
             kms_log(KMS_LOG_ERROR, "keystore.restore_failed", NULL, "keystore", s->path, NULL);
         return rc;
     }
@@ -295,7 +298,7 @@ void kms_ksync_reloaded(struct kms_ksync *s, kms_rc rc, const char *detail)
         char e[256];
         (void)snprintf(e, sizeof(e), "generation %llu written but refused by the reload, previous file put back: %s",
                        (unsigned long long)s->generation, detail);
-        if (s->had_prev && kms_file_write_atomic(s->path, s->prev, s->prev_len, 0600) != KMS_OK)
+        if (s->had_prev && kms_file_write_atomic(s->path, s->prev, s->prev_len, 0600, NULL) != KMS_OK)
             kms_log(KMS_LOG_ERROR, "keystore.restore_failed", NULL, "keystore", s->path, NULL);
         pthread_mutex_lock(&s->mu);
         s->generation = s->prev_gen;

@@ -17,6 +17,7 @@
 
 #include "common/buf.h"
 #include "common/cursor.h"
+#include "common/file.h"
 #include "common/secret.h"
 
 #define MAGIC "KMSSOFT1"
@@ -206,76 +207,15 @@ static kms_rc keys_parse(struct soft *s, const uint8_t *data, size_t len)
 
 /* ---- the file ---------------------------------------------------------- */
 
-static kms_rc write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return KMS_ERR_IO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return KMS_OK;
-}
-
-static void fsync_dir(const char *path)
-{
-    char *copy = strdup(path);
-    if (copy == NULL)
-        return;
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(copy);
-}
-
-/* Writes data to path atomically, mode 0600: temp file in the same
- * directory, fsync, then rename over path, or with create_only link it to
- * path, setting *exists (and writing nothing) when path appeared meanwhile. */
+/* Writes data to path atomically (common/file.h), mode 0600; with create_only, sets *exists (and writes nothing) when path
+ * appeared meanwhile. */
 static kms_rc atomic_write(const char *path, const uint8_t *data, size_t len, int create_only, int *exists)
 {
-    struct kms_buf tmp;
-    kms_buf_init(&tmp, 4096 + 32);
-    if (kms_buf_append_str(&tmp, path) != KMS_OK || kms_buf_append_str(&tmp, ".tmp.XXXXXX") != KMS_OK ||
-        kms_buf_append_u8(&tmp, 0) != KMS_OK) {
-        kms_buf_free(&tmp);
-        return kms_fail(KMS_ERR_IO, "soft key file %s: path too long", path);
-    }
-    char *tmp_path = (char *)tmp.data;
-    kms_rc rc = KMS_OK;
-    int fd = mkstemp(tmp_path);
-    if (fd < 0) {
-        rc = kms_fail(KMS_ERR_IO, "soft key file %s: cannot create a temporary file: %s", path, strerror(errno));
-        kms_buf_free(&tmp);
-        return rc;
-    }
-    if (fchmod(fd, 0600) != 0 || write_all(fd, data, len) != KMS_OK || fsync(fd) != 0)
-        rc = kms_fail(KMS_ERR_IO, "soft key file %s: cannot write %s: %s", path, tmp_path, strerror(errno));
-    if (close(fd) != 0 && rc == KMS_OK)
-        rc = kms_fail(KMS_ERR_IO, "soft key file %s: cannot close %s: %s", path, tmp_path, strerror(errno));
-    if (rc == KMS_OK && create_only) {
-        /* why: link fails with EEXIST, so two first runs cannot both create it */
-        if (link(tmp_path, path) != 0) {
-            if (errno == EEXIST)
-                *exists = 1;
-            else
-                rc = kms_fail(KMS_ERR_IO, "soft key file %s: cannot create: %s", path, strerror(errno));
-        }
-        (void)unlink(tmp_path);
-    } else if (rc == KMS_OK) {
-        if (rename(tmp_path, path) != 0)
-            rc = kms_fail(KMS_ERR_IO, "soft key file %s: cannot replace: %s", path, strerror(errno));
-    }
-    if (rc != KMS_OK)
-        (void)unlink(tmp_path);
-    else
-        fsync_dir(path);
-    kms_buf_free(&tmp);
-    return rc;
+    /* why: a key file is 0600 whatever mode it was given meanwhile; the
+     * writer keeps the mode of the file it replaces */
+    if (!create_only)
+        (void)chmod(path, 0600);
+    return kms_file_write_atomic(path, data, len, 0600, create_only ? exists : NULL);
 }
 
 /* Seals keys[0..n) + extra and writes the file (the caller holds the write
@@ -313,36 +253,16 @@ static kms_rc persist(struct soft *s, const struct soft_key *extra, int create_o
 /* Reads the whole file (bounded). *absent is set on ENOENT. */
 static kms_rc read_file(const char *path, struct kms_buf *out, int *absent)
 {
-    *absent = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) {
-            *absent = 1;
-            return KMS_OK;
-        }
-        return kms_fail(KMS_ERR_IO, "soft key file %s: cannot open: %s", path, strerror(errno));
-    }
-    struct stat st;
-    kms_rc rc = KMS_OK;
-    if (fstat(fd, &st) != 0)
-        rc = kms_fail(KMS_ERR_IO, "soft key file %s: cannot stat: %s", path, strerror(errno));
-    else if (!S_ISREG(st.st_mode))
-        rc = kms_fail(KMS_ERR_IO, "soft key file %s: not a regular file", path);
-    else if (st.st_size > (off_t)FILE_MAX)
+    uint8_t *d = NULL;
+    size_t n = 0;
+    kms_rc rc = kms_file_read(path, FILE_MAX, "the soft key file", &d, &n, absent);
+    if (rc == KMS_ERR_TOO_LARGE)
         rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: larger than %d bytes", path, FILE_MAX);
-    uint8_t chunk[4096];
-    while (rc == KMS_OK) {
-        ssize_t n = read(fd, chunk, sizeof(chunk));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            rc = kms_fail(KMS_ERR_IO, "soft key file %s: cannot read: %s", path, strerror(errno));
-        else if (n == 0)
-            break;
-        else if (kms_buf_append(out, chunk, (size_t)n) != KMS_OK)
-            rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: larger than %d bytes", path, FILE_MAX);
-    }
-    close(fd);
+    if (rc == KMS_OK && d != NULL && kms_buf_append(out, d, n) != KMS_OK)
+        rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "soft key file %s: larger than %d bytes", path, FILE_MAX);
+    if (d != NULL)
+        kms_wipe(d, n);
+    free(d);
     return rc;
 }
 

@@ -23,6 +23,7 @@
 #include "kms/keystore_write.h"
 
 #include "tests/unit/keystore_fixtures.h"
+#include "common/file.h"
 
 #define PASSWORD "S3cret-pw!"
 
@@ -192,46 +193,7 @@ static void rmtree(const char *d)
     (void)run_plain(argv);
 }
 
-static int dir_entries(const char *d)
-{
-    DIR *dir = opendir(d);
-    cr_assert_not_null(dir);
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(dir)) != NULL)
-        n += de->d_name[0] != '.';
-    closedir(dir);
-    return n;
-}
-
-Test(keystore_write, atomic_write_keeps_mode_and_owner)
-{
-    char d[64], p[128];
-    struct stat st;
-    tmpdir(d, sizeof(d));
-    snprintf(p, sizeof(p), "%s/ks", d);
-    cr_assert_eq(kms_file_write_atomic(p, (const uint8_t *)"one", 3, 0600), KMS_OK);
-    cr_assert_eq(stat(p, &st), 0);
-    cr_assert_eq(st.st_mode & 07777, 0600);
-    cr_assert_eq(chmod(p, 0640), 0);
-    if (geteuid() == 0)
-        cr_assert_eq(chown(p, 4321, 5432), 0);
-    cr_assert_eq(kms_file_write_atomic(p, (const uint8_t *)"second", 6, 0600), KMS_OK);
-    cr_assert_eq(stat(p, &st), 0);
-    cr_assert_eq(st.st_mode & 07777, 0640);
-    cr_assert_eq(st.st_size, 6);
-    if (geteuid() == 0) {
-        cr_assert_eq(st.st_uid, 4321);
-        cr_assert_eq(st.st_gid, 5432);
-    }
-    cr_assert_eq(dir_entries(d), 1, "a temporary file was left behind");
-    /* not a regular file; a missing directory */
-    cr_assert_eq(kms_file_write_atomic(d, (const uint8_t *)"x", 1, 0600), KMS_ERR_IO);
-    snprintf(p, sizeof(p), "%s/nodir/ks", d);
-    cr_assert_eq(kms_file_write_atomic(p, (const uint8_t *)"x", 1, 0600), KMS_ERR_IO);
-    cr_assert_eq(dir_entries(d), 1);
-    rmtree(d);
-}
+/* atomic replacement itself: tests/unit/common/test_file.c */
 
 /* ---- backups -------------------------------------------------------------- */
 

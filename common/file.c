@@ -11,7 +11,8 @@
 
 #include "common/secret.h"
 
-kms_rc kms_file_read(const char *path, size_t max, const char *what, uint8_t **out, size_t *len, int *absent)
+static kms_rc read_file(const char *path, size_t max, const char *what, uint8_t **out, size_t *len, int *absent,
+                        int any_kind)
 {
     *out = NULL;
     *len = 0;
@@ -31,11 +32,12 @@ kms_rc kms_file_read(const char *path, size_t max, const char *what, uint8_t **o
         close(fd);
         return kms_fail(KMS_ERR_IO, "%s: cannot stat %s: %s", path, what, strerror(e));
     }
-    if (!S_ISREG(st.st_mode)) {
+    int regular = S_ISREG(st.st_mode);
+    if (!regular && !any_kind) {
         close(fd);
         return kms_fail(KMS_ERR_IO, "%s: %s is not a regular file", path, what);
     }
-    if ((unsigned long long)st.st_size > max) {
+    if (regular && (unsigned long long)st.st_size > max) {
         close(fd);
         char limit[48];
         if (max >= (1u << 20) && max % (1u << 20) == 0)
@@ -46,8 +48,9 @@ kms_rc kms_file_read(const char *path, size_t max, const char *what, uint8_t **o
                         path, what, (long long)st.st_size, limit);
     }
     /* why: one byte more than fstat said, so that a file growing under us is
-     * noticed rather than silently cut (and no realloc leaves bytes behind) */
-    size_t cap = (size_t)st.st_size + 1, n = 0;
+     * noticed rather than silently cut (and no realloc leaves bytes behind);
+     * a pipe or device gets the whole bound at once, for the same reason */
+    size_t cap = regular ? (size_t)st.st_size + 1 : max + 1, n = 0;
     uint8_t *buf = malloc(cap);
     if (buf == NULL) {
         close(fd);
@@ -67,7 +70,8 @@ kms_rc kms_file_read(const char *path, size_t max, const char *what, uint8_t **o
     }
     close(fd);
     if (rc == KMS_OK && n == cap)
-        rc = kms_fail(KMS_ERR_IO, "%s: %s changed while it was read", path, what);
+        rc = regular ? kms_fail(KMS_ERR_IO, "%s: %s changed while it was read", path, what)
+                     : kms_fail(KMS_ERR_TOO_LARGE, "%s: %s is larger than %zu bytes", path, what, max);
     if (rc != KMS_OK) {
         kms_wipe(buf, cap);
         free(buf);
@@ -117,6 +121,16 @@ kms_rc kms_file_read_secret(const char *path, size_t max, const char *what, stru
     kms_secret_truncate(buf, len);
     *out = buf;
     return KMS_OK;
+}
+
+kms_rc kms_file_read(const char *path, size_t max, const char *what, uint8_t **out, size_t *len, int *absent)
+{
+    return read_file(path, max, what, out, len, absent, 0);
+}
+
+kms_rc kms_file_read_any(const char *path, size_t max, const char *what, uint8_t **out, size_t *len)
+{
+    return read_file(path, max, what, out, len, NULL, 1);
 }
 
 static int write_all(int fd, const uint8_t *d, size_t n)

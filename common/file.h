@@ -23,6 +23,11 @@
 kms_rc kms_file_read(const char *path, size_t max, const char *what, uint8_t **out, size_t *len,
                      int *absent) KMS_MUST_CHECK;
 
+/* kms_file_read for a file of any kind: a pipe (--config <(...)), /dev/null,
+ * a device; max + 1 bytes are set aside at once for one that is not a
+ * regular file. For configuration files, never for keystores. */
+kms_rc kms_file_read_any(const char *path, size_t max, const char *what, uint8_t **out, size_t *len) KMS_MUST_CHECK;
+
 struct kms_secret;
 /* Reads the file at path (a regular file, a pipe, /dev/stdin...) straight
  * into a new secret of at most max bytes (secure memory: it never passes

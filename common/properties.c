@@ -364,7 +364,7 @@ kms_rc kms_props_load(const char *path, struct kms_props **out)
     *out = NULL;
     uint8_t *text = NULL;
     size_t len = 0;
-    kms_rc rc = kms_file_read(path, PROPS_MAX_INPUT, "the properties file", &text, &len, NULL);
+    kms_rc rc = kms_file_read_any(path, PROPS_MAX_INPUT, "the properties file", &text, &len);
     if (rc == KMS_ERR_TOO_LARGE)
         rc = KMS_ERR_MALFORMED; /* why: as the parser says of text over PROPS_MAX_INPUT */
     if (rc != KMS_OK)

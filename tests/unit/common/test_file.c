@@ -67,6 +67,13 @@ Test(file, read_is_bounded_and_names_the_file)
     int absent = 0;
     cr_assert_eq(kms_file_read(p, 100, "the thing", &out, &len, &absent), KMS_OK);
     cr_assert(absent && out == NULL && len == 0);
+    /* a configuration may come from a pipe or /dev/null; a keystore may not */
+    cr_assert_eq(kms_file_read("/dev/null", 100, "the thing", &out, &len, NULL), KMS_ERR_IO);
+    cr_assert_eq(kms_file_read_any("/dev/null", 100, "the thing", &out, &len), KMS_OK);
+    cr_assert(out != NULL && len == 0);
+    free(out);
+    cr_assert_eq(kms_file_read_any("/dev/zero", 100, "the thing", &out, &len), KMS_ERR_TOO_LARGE);
+    cr_assert_null(out);
     rmtree(d);
 }
 

@@ -1396,7 +1396,7 @@ Test(redis_cache, golden_write)
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
     fprintf(f, "# A distributed-cache value as kmsd 0.2.0 wrote it to Redis: cluster key 0xA5 then\n"
-               "# 31 bytes 0x11, prefix " GOLDEN_PREFIX " (tests/unit/cluster/test_redis_cache.c). Test data only.\n");
+               "# 31 bytes 0x11, prefix " GOLDEN_PREFIX " (tests/integration/test_redis_cache.c). Test data only.\n");
     fprintf(f, "entry_name = %s\n", keys->element[0]->str);
     kms_hex_encode((const uint8_t *)val->str, val->len, hex, sizeof(hex));
     fprintf(f, "value_hex = %s\n", hex);

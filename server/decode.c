@@ -124,18 +124,9 @@ static int decode_batch(struct dec *d, const struct kms_field *f, struct kms_bat
             if (kms_jsonlex_skip(&d->lx) != 0)
                 return -1;
         }
-        kms_jsonlex_ws(&d->lx);
-        if (d->lx.p < d->lx.end && *d->lx.p == ',') {
-            d->lx.p++;
-            kms_jsonlex_ws(&d->lx);
-            continue;
-        }
-        if (d->lx.p < d->lx.end && *d->lx.p == ']') {
-            d->lx.p++;
-            d->lx.depth--;
-            return 0;
-        }
-        return kms_jsonlex_fail(&d->lx, d->lx.p, kms_jsonlex_missing(&d->lx, "expected ',' or ']'"));
+        int more = kms_jsonlex_next(&d->lx, ']');
+        if (more <= 0)
+            return more;
     }
 }
 
@@ -191,8 +182,13 @@ static int decode_object(struct dec *d, const struct kms_schema *schema, void *o
         return -1;
     d->lx.p++;
     kms_jsonlex_ws(&d->lx);
-    int empty = d->lx.p < d->lx.end && *d->lx.p == '}';
-    while (!empty) {
+    int more = 1;
+    if (d->lx.p < d->lx.end && *d->lx.p == '}') {
+        d->lx.p++;
+        d->lx.depth--;
+        more = 0;
+    }
+    while (more) {
         if (d->lx.p == d->lx.end || *d->lx.p != '"')
             return kms_jsonlex_fail(&d->lx, d->lx.p, kms_jsonlex_missing(&d->lx, "expected a string key or '}'"));
         const uint8_t *key_at = d->lx.p, *raw;
@@ -241,18 +237,10 @@ static int decode_object(struct dec *d, const struct kms_schema *schema, void *o
             if (kms_jsonlex_skip(&d->lx) != 0)
                 return -1;
         }
-        kms_jsonlex_ws(&d->lx);
-        if (d->lx.p < d->lx.end && *d->lx.p == ',') {
-            d->lx.p++;
-            kms_jsonlex_ws(&d->lx);
-            continue;
-        }
-        if (d->lx.p < d->lx.end && *d->lx.p == '}')
-            break;
-        return kms_jsonlex_fail(&d->lx, d->lx.p, kms_jsonlex_missing(&d->lx, "expected ',' or '}'"));
+        more = kms_jsonlex_next(&d->lx, '}');
+        if (more < 0)
+            return -1;
     }
-    d->lx.p++;
-    d->lx.depth--;
     if (batch != NULL && (seen & ~(1u << (size_t)(batch - schema->fields))) != 0) {
         field_error(d, KMS_ERR_INVALID_FIELD, prefix, batch->name, "%s must be the only field when it is given",
                     batch->name);

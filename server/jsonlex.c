@@ -351,6 +351,22 @@ int kms_jsonlex_enter(struct kms_jsonlex *d)
 }
 
 /* Any value at d->p (whitespace skipped), checked and skipped. */
+int kms_jsonlex_next(struct kms_jsonlex *d, uint8_t close)
+{
+    kms_jsonlex_ws(d);
+    if (d->p < d->end && *d->p == ',') {
+        d->p++;
+        kms_jsonlex_ws(d);
+        return 1;
+    }
+    if (d->p < d->end && *d->p == close) {
+        d->p++;
+        d->depth--;
+        return 0;
+    }
+    return kms_jsonlex_fail(d, d->p, kms_jsonlex_missing(d, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'"));
+}
+
 int kms_jsonlex_skip(struct kms_jsonlex *d)
 {
     const uint8_t *s;
@@ -387,18 +403,9 @@ int kms_jsonlex_skip(struct kms_jsonlex *d)
             }
             if (kms_jsonlex_skip(d) != 0)
                 return -1;
-            kms_jsonlex_ws(d);
-            if (d->p < d->end && *d->p == ',') {
-                d->p++;
-                kms_jsonlex_ws(d);
-                continue;
-            }
-            if (d->p < d->end && *d->p == close) {
-                d->p++;
-                d->depth--;
-                return 0;
-            }
-            return kms_jsonlex_fail(d, d->p, kms_jsonlex_missing(d, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'"));
+            int more = kms_jsonlex_next(d, close);
+            if (more <= 0)
+                return more;
         }
     }
     case '"':

@@ -36,6 +36,10 @@ size_t kms_jsonlex_unescape(const uint8_t *src, size_t n, uint8_t *dst, size_t c
 int kms_jsonlex_number(struct kms_jsonlex *d, int *is_int, long long *value);
 /* One more container level, or -1 past KMS_JSONLEX_MAX_DEPTH. */
 int kms_jsonlex_enter(struct kms_jsonlex *d);
+/* After a member of a container closed by close ('}' or ']'): 1 when a
+ * comma says another follows (consumed), 0 when close ends the container
+ * (consumed, one level left), -1 (a syntax error) otherwise. */
+int kms_jsonlex_next(struct kms_jsonlex *d, uint8_t close);
 /* Any value at d->p, checked and skipped. */
 int kms_jsonlex_skip(struct kms_jsonlex *d);
 /* Line and column (characters, from 1) of the first error. */

@@ -268,7 +268,7 @@ kms_rc kms_wrapped_peek_key_id(const char *text, char hex[2 * KMS_KEY_ID_LEN + 1
     uint8_t head[CHARS / 4 * 3];
     size_t n = 0;
     hex[0] = '\0';
-    if (strncmp(text, KMS_WRAPPED_PREFIX, PREFIX_LEN) != 0 || strnlen(text + PREFIX_LEN, CHARS) < CHARS ||
+    if (text == NULL || strncmp(text, KMS_WRAPPED_PREFIX, PREFIX_LEN) != 0 || strnlen(text + PREFIX_LEN, CHARS) < CHARS ||
         kms_b64_decode(text + PREFIX_LEN, CHARS, head, sizeof(head), &n) != KMS_OK || n < HEAD ||
         head[0] != KMS_WRAPPED_VERSION)
         return kms_fail(KMS_ERR_UNWRAP, "wrapped key: no kms:v1 header");

@@ -421,3 +421,50 @@ Test(soft, concurrent_first_runs_agree, .init = setup, .fini = teardown, .timeou
     kms_backend_free(&b[0]);
     kms_backend_free(&b[1]);
 }
+
+/* The file's structure without the password, and the key set inside it: the
+ * layers the fuzzer (tests/fuzz/fuzz_soft_file.c) reaches. */
+Test(soft, file_structure_and_key_set_are_checked_without_the_password)
+{
+    const char *src = getenv("KMS_SOURCE_DIR");
+    cr_assert_not_null(src, "KMS_SOURCE_DIR is not set");
+    char p[512];
+    snprintf(p, sizeof(p), "%s/tests/golden/soft-keys.bin", src);
+    FILE *f = fopen(p, "rb");
+    cr_assert_not_null(f, "cannot open %s", p);
+    uint8_t file[4096];
+    size_t n = fread(file, 1, sizeof(file), f);
+    fclose(f);
+    uint32_t iterations = 0;
+    size_t keyset = 0;
+    cr_assert_eq(kms_soft_file_inspect(file, n, &iterations, &keyset), KMS_OK, "%s", kms_error_detail());
+    cr_assert_geq(iterations, KMS_SOFT_MIN_ITERATIONS);
+    cr_assert(keyset >= 2 && keyset < n);
+    cr_assert_eq(kms_soft_file_inspect(file, n - 1, &iterations, &keyset), KMS_ERR_KEYSTORE_CORRUPT, "truncated");
+    file[0] ^= 1;
+    cr_assert_eq(kms_soft_file_inspect(file, n, &iterations, &keyset), KMS_ERR_KEYSTORE_CORRUPT, "no magic");
+
+    /* count 2: kms-master v1 and v2 */
+    uint8_t set[2 + 2 * (1 + 10 + 4 + 8 + 32)];
+    size_t o = 0;
+    set[o++] = 0;
+    set[o++] = 2;
+    for (uint32_t v = 1; v <= 2; v++) {
+        set[o++] = 10;
+        memcpy(set + o, "kms-master", 10);
+        o += 10;
+        set[o++] = 0, set[o++] = 0, set[o++] = 0, set[o++] = (uint8_t)v;
+        memset(set + o, 0, 8);
+        o += 8;
+        memset(set + o, 0x42, 32);
+        o += 32;
+    }
+    size_t keys = 0;
+    cr_assert_eq(kms_soft_keyset_check(set, o, &keys), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(keys, 2);
+    cr_assert_eq(kms_soft_keyset_check(set, o - 1, &keys), KMS_ERR_KEYSTORE_CORRUPT);
+    cr_assert_eq(keys, 0);
+    set[2 + 1 + 10 + 4 + 8 + 32 + 1 + 10 + 3] = 1; /* the second entry says version 1 again */
+    cr_assert_eq(kms_soft_keyset_check(set, o, &keys), KMS_ERR_KEYSTORE_CORRUPT);
+    cr_assert(strstr(kms_error_detail(), "duplicate") != NULL, "%s", kms_error_detail());
+}

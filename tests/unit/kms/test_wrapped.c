@@ -459,6 +459,29 @@ Test(wrapped, describe_known_blob, .timeout = 60)
     kms_wrapped_free(&w);
 }
 
+/* The audit's key id without a full parse: the same id describe gives, from
+ * the first base64 group only; anything without a kms:v1 header is refused. */
+Test(wrapped, peek_key_id_agrees_with_describe, .timeout = 60)
+{
+    char id[2 * KMS_KEY_ID_LEN + 1];
+    cr_assert_eq(kms_wrapped_peek_key_id(doc_customer, id), KMS_OK);
+    cr_assert_str_eq(id, "b6fa6754d9b05bf3ce48ae56db50bff2");
+    cr_assert_eq(kms_wrapped_peek_key_id(doc_user, id), KMS_OK);
+    cr_assert_str_eq(id, "34fc51a7a0ff72a8fcc9f06e5b49483e");
+    /* only the head is read: a damaged tail still names the key (the unwrap refuses it) */
+    char cut[64];
+    snprintf(cut, sizeof(cut), "%.35s", doc_user);
+    cr_assert_eq(kms_wrapped_peek_key_id(cut, id), KMS_OK);
+    cr_assert_str_eq(id, "34fc51a7a0ff72a8fcc9f06e5b49483e");
+    static const char *const bad[] = {"kms:v1:AAAA", "kms:v2:AQKANPxRp6D/cqj8yfBuW0lIPrb6Z1TZ", "not a key", "",
+                                      "kms:v1:!QKANPxRp6D/cqj8yfBuW0lIPrb6Z1TZ", "kms:v1:AgKANPxRp6D/cqj8yfBuW0lIPrb6Z1TZ"};
+    for (size_t i = 0; i < KMS_ARRAY_LEN(bad); i++) {
+        cr_assert_eq(kms_wrapped_peek_key_id(bad[i], id), KMS_ERR_UNWRAP, "case %zu", i);
+        cr_assert_str_eq(id, "", "case %zu", i);
+    }
+    cr_assert_eq(kms_wrapped_peek_key_id(NULL, id), KMS_ERR_UNWRAP);
+}
+
 Test(wrapped, describe_refuses_garbage, .timeout = 60)
 {
     struct kms_wrapped_info info;

@@ -85,7 +85,20 @@ struct bench {
     atomic_long measured;
 };
 
-enum cstate { S_DEAD, S_HANDSHAKE, S_WRITE, S_READ };
+/* The exchange every connection runs, the load's and --idle's alike: the
+ * TLS handshake, one request written, one response read whole (xchg_run). */
+enum xstep { X_HANDSHAKE, X_WRITE, X_READ };
+enum xresult { X_AGAIN, X_HANDSHAKEN, X_ANSWERED, X_BROKEN };
+
+struct xchg {
+    enum xstep st;
+    const char *req;
+    size_t req_len;
+    size_t rlen;
+    int status, close_conn; /* of the response just read (X_ANSWERED) */
+};
+
+enum cstate { S_DEAD, S_LIVE };
 
 struct conn {
     struct worker *w;
@@ -93,8 +106,8 @@ struct conn {
     SSL *ssl;
     SSL_SESSION *sess; /* the latest ticket the server gave this slot */
     enum cstate st;
+    struct xchg x;
     uint64_t t_start;
-    size_t rlen;
     char rbuf[RBUF_CAP];
 };
 
@@ -115,7 +128,7 @@ struct worker {
 /* --idle: connections that make one request, then stay open and quiet but
  * for a ping. One thread of their own, so the load's latencies do not wait
  * on them. */
-enum istate { I_WAIT, I_HANDSHAKE, I_WRITE, I_READ, I_IDLE, I_CLOSED, I_FAILED };
+enum istate { I_WAIT, I_EXCHANGE, I_IDLE, I_CLOSED, I_FAILED };
 
 struct idle_conn {
     int fd;
@@ -123,10 +136,8 @@ struct idle_conn {
     enum istate st;
     int attempts;
     int established; /* its first request was answered 2xx */
-    const char *req;
-    size_t req_len;
+    struct xchg x;
     uint64_t t_open, next_ping;
-    size_t rlen;
     char rbuf[IDLE_RBUF];
 };
 
@@ -477,6 +488,47 @@ static int parse_response(const char *buf, size_t len, int *status, size_t *tota
 
 /* One request on a fresh blocking connection; the JSON reply in *out
  * (caller decrefs). Returns the HTTP status, or -1. */
+/* Runs x on ssl until OpenSSL wants the socket (X_AGAIN), the handshake has
+ * just completed (X_HANDSHAKEN: call again to go on), a whole response is in
+ * rbuf (X_ANSWERED: x->status, x->close_conn), or the connection broke. */
+static enum xresult xchg_run(SSL *ssl, struct xchg *x, char *rbuf, size_t cap)
+{
+    for (;;) {
+        int r;
+        switch (x->st) {
+        case X_HANDSHAKE:
+            r = SSL_connect(ssl);
+            if (r != 1)
+                break;
+            x->st = X_WRITE;
+            return X_HANDSHAKEN;
+        case X_WRITE:
+            r = SSL_write(ssl, x->req, (int)x->req_len);
+            if (r <= 0)
+                break;
+            x->st = X_READ;
+            x->rlen = 0;
+            continue;
+        default: {
+            r = SSL_read(ssl, rbuf + x->rlen, (int)(cap - x->rlen));
+            if (r <= 0)
+                break;
+            x->rlen += (size_t)r;
+            size_t total;
+            int p = parse_response(rbuf, x->rlen, &x->status, &total, &x->close_conn);
+            if (p == 0 && x->rlen < cap)
+                continue;
+            if (p != 1 || total != x->rlen)
+                return X_BROKEN;
+            x->st = X_WRITE; /* why: ready for the next request on this connection */
+            return X_ANSWERED;
+        }
+        }
+        int err = SSL_get_error(ssl, r);
+        return err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE ? X_AGAIN : X_BROKEN;
+    }
+}
+
 static int setup_request(const struct bench *b, SSL_CTX *ctx, const char *method, const char *path, json_t *body,
                          json_t **out)
 {
@@ -718,8 +770,8 @@ static int conn_open(struct conn *c)
         conn_close(c, 0);
         return -1;
     }
-    c->st = S_HANDSHAKE;
-    c->rlen = 0;
+    c->st = S_LIVE;
+    c->x = (struct xchg){.st = X_HANDSHAKE, .req = b->req, .req_len = b->req_len};
     c->t_start = kms_now_ns();
     return 0;
 }
@@ -755,62 +807,32 @@ static void drive(struct conn *c)
 {
     struct worker *w = c->w;
     const struct bench *b = w->b;
-    for (;;) {
-        int r = 0, err;
-        switch (c->st) {
-        case S_DEAD:
+    while (c->st == S_LIVE) {
+        enum xresult r = xchg_run(c->ssl, &c->x, c->rbuf, sizeof(c->rbuf));
+        if (r == X_AGAIN)
             return;
-        case S_HANDSHAKE:
-            r = SSL_connect(c->ssl);
-            if (r != 1)
-                goto ssl_wait;
+        if (r == X_HANDSHAKEN) {
             if (measuring(w)) {
                 w->handshakes++;
                 w->resumed += SSL_session_reused(c->ssl) ? 1 : 0;
             }
-            c->st = S_WRITE;
             if (!b->o->new_conn)
                 c->t_start = kms_now_ns();
             continue;
-        case S_WRITE:
-            r = SSL_write(c->ssl, b->req, (int)b->req_len);
-            if (r <= 0)
-                goto ssl_wait;
-            c->st = S_READ;
-            c->rlen = 0;
-            continue;
-        case S_READ: {
-            r = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(sizeof(c->rbuf) - c->rlen));
-            if (r <= 0)
-                goto ssl_wait;
-            c->rlen += (size_t)r;
-            int status, cl;
-            size_t total;
-            int p = parse_response(c->rbuf, c->rlen, &status, &total, &cl);
-            if (p == 0)
-                continue;
-            if (p < 0 || total != c->rlen)
-                goto broken;
+        }
+        if (r == X_ANSWERED) {
             uint64_t t = kms_now_ns();
-            record(w, t - c->t_start, status);
+            record(w, t - c->t_start, c->x.status);
             if (atomic_load_explicit(&b->phase, memory_order_relaxed) == 2)
                 return;
-            if (b->o->new_conn || cl) {
-                conn_close(c, 1);
-                if (conn_open(c) != 0)
-                    goto broken;
+            if (!b->o->new_conn && !c->x.close_conn) {
+                c->t_start = t;
                 continue;
             }
-            c->st = S_WRITE;
-            c->t_start = t;
-            continue;
+            conn_close(c, 1);
+            if (conn_open(c) == 0)
+                continue;
         }
-        }
-    ssl_wait:
-        err = SSL_get_error(c->ssl, r);
-        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
-            return;
-    broken:
         if (measuring(w))
             w->transport++;
         conn_close(c, 0);
@@ -842,7 +864,7 @@ static void *worker_main(void *arg)
     }
     for (int i = 0; i < w->nconns; i++) {
         struct conn *c = &w->conns[i];
-        conn_close(c, c->st == S_WRITE || c->st == S_READ);
+        conn_close(c, c->st == S_LIVE && c->x.st != X_HANDSHAKE);
         SSL_SESSION_free(c->sess);
         c->sess = NULL;
     }
@@ -882,10 +904,8 @@ static int idle_open(struct idle *g, struct idle_conn *c)
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
     if (epoll_ctl(g->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
         goto fail;
-    c->st = I_HANDSHAKE;
-    c->req = g->first;
-    c->req_len = g->first_len;
-    c->rlen = 0;
+    c->st = I_EXCHANGE;
+    c->x = (struct xchg){.st = X_HANDSHAKE, .req = g->first, .req_len = g->first_len};
     c->t_open = kms_now_ns();
     return 0;
 fail:
@@ -918,82 +938,59 @@ static uint64_t ping_ns(const struct idle *g)
 static void idle_drive(struct idle *g, struct idle_conn *c)
 {
     for (;;) {
-        int r = 0, err;
-        switch (c->st) {
-        case I_HANDSHAKE:
-            r = SSL_connect(c->ssl);
-            if (r != 1)
-                goto ssl_wait;
-            c->st = I_WRITE;
-            continue;
-        case I_WRITE:
-            r = SSL_write(c->ssl, c->req, (int)c->req_len);
-            if (r <= 0)
-                goto ssl_wait;
-            c->st = I_READ;
-            c->rlen = 0;
-            continue;
-        case I_READ: {
-            r = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(sizeof(c->rbuf) - c->rlen));
-            if (r <= 0)
-                goto ssl_wait;
-            c->rlen += (size_t)r;
-            int status, cl;
-            size_t total;
-            int p = parse_response(c->rbuf, c->rlen, &status, &total, &cl);
-            if (p == 0 && c->rlen < sizeof(c->rbuf))
-                continue;
-            if (p != 1 || total != c->rlen)
-                goto broken;
-            int ok = status >= 200 && status <= 299;
-            if (!c->established) {
-                g->inflight--;
-                if (!ok) { /* why: a refused identity is not worth retrying */
-                    g->refused++;
-                    g->failed++;
-                    idle_close(c, 1);
-                    c->st = I_FAILED;
-                    return;
-                }
-                c->established = 1;
-                g->opened++;
-                /* why: the set opens within a second or two; spread its pings
-                 * over the first period instead of sending them all at once */
-                uint64_t jitter = 0, per = ping_ns(g);
-                if (per > 0 && RAND_bytes((unsigned char *)&jitter, sizeof(jitter)) == 1)
-                    jitter %= per / 2 + 1;
-                c->next_ping = kms_now_ns() + per / 2 + jitter;
-            } else {
-                g->pings++;
-                g->ping_errors += ok ? 0 : 1;
-                c->next_ping = kms_now_ns() + ping_ns(g);
-            }
-            if (cl)
-                goto broken;
-            c->st = I_IDLE;
-            c->req = g->ping;
-            c->req_len = g->ping_len;
-            continue;
-        }
-        case I_IDLE:
+        if (c->st == I_IDLE) {
             /* why: edge-triggered; reading to WANT_READ also sees a close
              * (or a late session ticket, which OpenSSL takes in) */
-            r = SSL_read(c->ssl, c->rbuf, (int)sizeof(c->rbuf));
+            int r = SSL_read(c->ssl, c->rbuf, (int)sizeof(c->rbuf));
             if (r > 0)
                 continue;
-            goto ssl_wait;
-        case I_WAIT:
-        case I_CLOSED:
-        case I_FAILED:
+            int err = SSL_get_error(c->ssl, r);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+                return;
+            idle_lost(g, c);
             return;
         }
-    ssl_wait:
-        err = SSL_get_error(c->ssl, r);
-        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+        if (c->st != I_EXCHANGE)
             return;
-    broken:
-        idle_lost(g, c);
-        return;
+        enum xresult r = xchg_run(c->ssl, &c->x, c->rbuf, sizeof(c->rbuf));
+        if (r == X_AGAIN)
+            return;
+        if (r == X_HANDSHAKEN)
+            continue;
+        if (r == X_BROKEN) {
+            idle_lost(g, c);
+            return;
+        }
+        int ok = c->x.status >= 200 && c->x.status <= 299;
+        if (!c->established) {
+            g->inflight--;
+            if (!ok) { /* why: a refused identity is not worth retrying */
+                g->refused++;
+                g->failed++;
+                idle_close(c, 1);
+                c->st = I_FAILED;
+                return;
+            }
+            c->established = 1;
+            g->opened++;
+            /* why: the set opens within a second or two; spread its pings
+             * over the first period instead of sending them all at once */
+            uint64_t jitter = 0, per = ping_ns(g);
+            if (per > 0 && RAND_bytes((unsigned char *)&jitter, sizeof(jitter)) == 1)
+                jitter %= per / 2 + 1;
+            c->next_ping = kms_now_ns() + per / 2 + jitter;
+        } else {
+            g->pings++;
+            g->ping_errors += ok ? 0 : 1;
+            c->next_ping = kms_now_ns() + ping_ns(g);
+        }
+        if (c->x.close_conn) {
+            idle_lost(g, c);
+            return;
+        }
+        c->st = I_IDLE;
+        c->x.req = g->ping;
+        c->x.req_len = g->ping_len;
     }
 }
 
@@ -1031,20 +1028,21 @@ static void *idle_main(void *arg)
         uint64_t t = kms_now_ns();
         for (int i = 0; i < g->n; i++) {
             struct idle_conn *c = &g->c[i];
-            int live = c->st == I_HANDSHAKE || c->st == I_WRITE || c->st == I_READ || c->st == I_IDLE;
+            int live = c->st == I_EXCHANGE || c->st == I_IDLE;
             /* why: a server at its connection limit may leave a connection
              * in its listen backlog, unanswered, for ever */
             if (live && !c->established && t - c->t_open > (uint64_t)IDLE_ATTEMPT_S * 1000000000u)
                 idle_lost(g, c);
             else if (per > 0 && c->st == I_IDLE && t >= c->next_ping) {
-                c->st = I_WRITE;
+                c->st = I_EXCHANGE;
+                c->x.st = X_WRITE;
                 idle_drive(g, c);
             }
         }
     }
     for (int i = 0; i < g->n; i++) {
         struct idle_conn *c = &g->c[i];
-        int live = c->st == I_HANDSHAKE || c->st == I_WRITE || c->st == I_READ || c->st == I_IDLE;
+        int live = c->st == I_EXCHANGE || c->st == I_IDLE;
         g->open_at_end += live && c->established;
         g->pending_at_end += (live && !c->established) || c->st == I_WAIT;
         idle_close(c, live && c->established);

@@ -473,16 +473,6 @@ int kms_redis_value_open(const struct kms_secret *k_value, const char *name, con
     return 0;
 }
 
-static int seal(struct rcache *c, const char *name, const struct kms_secret *v, uint8_t *out, size_t *out_len)
-{
-    return kms_redis_value_seal(c->k_value, name, v, out, out_len);
-}
-
-static int open_value(struct rcache *c, const char *name, const uint8_t *in, size_t in_len, struct kms_secret **out)
-{
-    return kms_redis_value_open(c->k_value, name, in, in_len, out);
-}
-
 static void bad_value(struct rcache *c, const char *why)
 {
     uint64_t n = __atomic_add_fetch(&c->bad_values, 1, __ATOMIC_RELAXED);
@@ -528,7 +518,7 @@ static kms_rc redis_get(struct kms_cache *base, const uint8_t key[KMS_CACHE_KEY_
     pthread_mutex_unlock(&c->mu);
     struct kms_secret *v = NULL;
     if (r != NULL && r->type == REDIS_REPLY_STRING) {
-        if (open_value(c, name, (const uint8_t *)r->str, r->len, &v) != 0)
+        if (kms_redis_value_open(c->k_value, name, (const uint8_t *)r->str, r->len, &v) != 0)
             bad_value(c, "undecryptable");
     } else if (r != NULL && r->type != REDIS_REPLY_NIL) {
         bad_value(c, "wrong type");
@@ -554,7 +544,7 @@ static kms_rc redis_put(struct kms_cache *base, const uint8_t key[KMS_CACHE_KEY_
     char name[NAME_MAX_LEN], ttl[16];
     pthread_mutex_lock(&c->mu);
     snprintf(ttl, sizeof(ttl), "%u", c->ttl_s); /* why: under the lock, kms_cache_set_limits changes it */
-    if (link_get(c) != NULL && entry_name(c, key, name) == 0 && seal(c, name, value, sealed, &sealed_len) == 0) {
+    if (link_get(c) != NULL && entry_name(c, key, name) == 0 && kms_redis_value_seal(c->k_value, name, value, sealed, &sealed_len) == 0) {
         const char *argv[] = {"SET", name, (const char *)sealed, "EX", ttl};
         size_t lens[] = {3, strlen(name), sealed_len, 2, strlen(ttl)};
         redisReply *r = command(c, 5, argv, lens);

@@ -79,6 +79,12 @@ static void field_list(const struct kms_schema *schema, char *buf, size_t cap)
 
 static int decode_object(struct dec *d, const struct kms_schema *schema, void *out, const char *prefix);
 
+/* "batch[3]." under prefix: where item i of batch field name is, in errors. */
+static void item_prefix(char out[64], const char *prefix, const char *name, size_t i)
+{
+    (void)snprintf(out, 64, "%s%s[%zu].", prefix, name, i);
+}
+
 /* A batch field's array at d->lx.p: each item an object of f->items. */
 static int decode_batch(struct dec *d, const struct kms_field *f, struct kms_batch *b, const char *prefix)
 {
@@ -95,8 +101,8 @@ static int decode_batch(struct dec *d, const struct kms_field *f, struct kms_bat
         return 0;
     }
     for (size_t i = 0;; i++) {
-        char item_prefix[64];
-        (void)snprintf(item_prefix, sizeof(item_prefix), "%s%s[%zu].", prefix, f->name, i);
+        char at[64];
+        item_prefix(at, prefix, f->name, i);
         if (i == f->max_items)
             field_error(d, KMS_ERR_INVALID_FIELD, prefix, f->name, "%s %s", f->name, f->rule);
         if (d->lx.p < d->lx.end && *d->lx.p == '{' && i < f->max_items && d->field_rc == KMS_OK) {
@@ -115,11 +121,11 @@ static int decode_batch(struct dec *d, const struct kms_field *f, struct kms_bat
             void *item = (uint8_t *)b->items + b->n * is->size;
             apply_defaults(is, item);
             b->n++;
-            if (decode_object(d, is, item, item_prefix) != 0)
+            if (decode_object(d, is, item, at) != 0)
                 return -1;
         } else {
             if (d->lx.p < d->lx.end && *d->lx.p != '{' && d->lx.reason == NULL)
-                field_error(d, KMS_ERR_INVALID_FIELD, item_prefix, "", "%s%s[%zu] must be an object, not %s",
+                field_error(d, KMS_ERR_INVALID_FIELD, at, "", "%s%s[%zu] must be an object, not %s",
                             prefix, f->name, i, type_of(*d->lx.p));
             if (kms_jsonlex_skip(&d->lx) != 0)
                 return -1;
@@ -266,9 +272,9 @@ static void finish_object(struct dec *d, const struct kms_schema *schema, void *
         if (f->kind == KMS_FIELD_BATCH) {
             struct kms_batch *b = (struct kms_batch *)(void *)at;
             for (size_t k = 0; k < b->n && d->field_rc == KMS_OK; k++) {
-                char item_prefix[64];
-                (void)snprintf(item_prefix, sizeof(item_prefix), "%s%s[%zu].", prefix, f->name, k);
-                finish_object(d, f->items, (uint8_t *)b->items + k * f->items->size, item_prefix);
+                char where[64];
+                item_prefix(where, prefix, f->name, k);
+                finish_object(d, f->items, (uint8_t *)b->items + k * f->items->size, where);
             }
             continue;
         }
@@ -290,7 +296,6 @@ static void finish_object(struct dec *d, const struct kms_schema *schema, void *
             field_error(d, KMS_ERR_INVALID_FIELD, prefix, f->name, "%s%s %s", prefix, f->name, f->rule);
     }
 }
-
 
 kms_rc kms_decode(uint8_t *body, size_t len, const struct kms_schema *schema, void *out,
                   struct kms_decode_error *err)

@@ -68,16 +68,16 @@ static kms_rc read_state(struct kms_ksync *s)
         return rc == KMS_ERR_TOO_LARGE ? kms_fail(KMS_ERR_IO, "%s: not a keystore generation state file (too long)",
                                                   s->state_path)
                                        : rc;
-    char buf[STATE_MAX + 1];
-    memcpy(buf, d, n);
-    buf[n] = '\0';
-    free(d);
+    /* why: kms_file_read leaves a NUL after the bytes it read */
+    const char *text = (const char *)d;
     unsigned long long g = 0;
-    const char *p = strncmp(buf, "generation=", 11) == 0 ? buf + 11 : NULL;
+    const char *p = strncmp(text, "generation=", 11) == 0 ? text + 11 : NULL;
     int digits = 0;
     for (; p != NULL && *p >= '0' && *p <= '9' && digits < 19; p++, digits++)
         g = g * 10 + (unsigned long long)(*p - '0');
-    if (p == NULL || digits == 0 || *p != '\n')
+    int ok = p != NULL && digits > 0 && *p == '\n';
+    free(d);
+    if (!ok)
         return kms_fail(KMS_ERR_IO, "%s: line 1 must be generation=N (a keystore generation state file)",
                         s->state_path);
     s->generation = g;

@@ -1,34 +1,25 @@
 #include "hsm/kmip/kmip_client.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/netconn.h"
 
 #define ENDPOINT_MAX 300
 #define PROBE_DEFAULT_MS 2000
 
 struct conn {
-    int fd;
-    SSL *ssl;
+    struct kms_netconn *net;
     uint64_t gen;      /* the identity generation it was made under */
     struct conn *next; /* in the idle list */
 };
@@ -36,7 +27,6 @@ struct conn {
 struct kms_kmip_client {
     char *host;
     uint16_t port;
-    int host_is_ip;
     char endpoint[ENDPOINT_MAX];
     unsigned pool_size, connect_ms, io_ms, pool_wait_ms, backoff_min_ms, backoff_max_ms;
 
@@ -58,58 +48,6 @@ struct kms_kmip_client {
 
 static const struct kms_kmip_version v14 = {1, 4};
 
-/* ---- time, signals ----------------------------------------------------- */
-
-/* why: OpenSSL writes to the socket with write(2), and a peer that closed
- * the connection makes that raise SIGPIPE; block it in this thread around
- * our I/O and swallow one we caused, as libcurl does (lib/sigpipe.h). */
-struct sigpipe_guard {
-    sigset_t old;
-    int was_pending;
-};
-
-static void sigpipe_block(struct sigpipe_guard *g)
-{
-    sigset_t set, pending;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, &g->old);
-    sigemptyset(&pending);
-    g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
-}
-
-static void sigpipe_restore(struct sigpipe_guard *g)
-{
-    sigset_t set, pending;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    sigemptyset(&pending);
-    if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-        struct timespec zero = {0, 0};
-        (void)sigtimedwait(&set, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-}
-
-/* 1 ready, 0 deadline passed, -1 poll failed. */
-static int wait_fd(int fd, short events, uint64_t deadline)
-{
-    for (;;) {
-        uint64_t now = kms_now_ms();
-        if (now >= deadline)
-            return 0;
-        uint64_t left = deadline - now;
-        struct pollfd p = {.fd = fd, .events = events, .revents = 0};
-        int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
-        if (r > 0)
-            return 1;
-        if (r == 0)
-            return 0;
-        if (errno != EINTR)
-            return -1;
-    }
-}
-
 /* ---- error details ----------------------------------------------------- */
 
 /* Re-records the current detail with the endpoint in front. */
@@ -122,143 +60,12 @@ static kms_rc at_endpoint(const struct kms_kmip_client *c, kms_rc rc)
 
 /* ---- connections ------------------------------------------------------- */
 
-static void conn_close(struct conn *k, int graceful)
+static void conn_close(struct conn *k)
 {
     if (k == NULL)
         return;
-    if (k->ssl != NULL) {
-        if (graceful) {
-            struct sigpipe_guard g;
-            sigpipe_block(&g);
-            (void)SSL_shutdown(k->ssl); /* why: one non-blocking close_notify, no wait for the peer's */
-            sigpipe_restore(&g);
-        }
-        SSL_free(k->ssl);
-    }
-    if (k->fd >= 0)
-        close(k->fd);
-    ERR_clear_error();
+    kms_netconn_free(&k->net);
     free(k);
-}
-
-static kms_rc tcp_connect(struct kms_kmip_client *c, uint64_t deadline, int *out)
-{
-    struct addrinfo hints, *res = NULL;
-    char port[8];
-    *out = -1;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%u", (unsigned)c->port);
-    /* why: getaddrinfo blocks without a timeout; an IP literal or /etc/hosts name does not */
-    int gai = getaddrinfo(c->host, port, &hints, &res);
-    if (gai != 0)
-        return kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "cannot resolve %s: %s", c->host, gai_strerror(gai));
-    char why[160] = "no address";
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            snprintf(why, sizeof(why), "socket: %s", strerror(errno));
-            continue;
-        }
-        int err = 0;
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-            err = errno;
-            if (err == EINPROGRESS) {
-                int w = wait_fd(fd, POLLOUT, deadline);
-                socklen_t len = sizeof(err);
-                if (w == 0)
-                    err = ETIMEDOUT;
-                else if (w < 0)
-                    err = errno;
-                else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-                    err = errno;
-            }
-        }
-        if (err != 0) {
-            snprintf(why, sizeof(why), "connect: %s", err == ETIMEDOUT ? "timed out" : strerror(err));
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        return kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "%s", why);
-    int one = 1;
-    /* why: one small request, one small answer: Nagle + delayed ACK would add 40 ms */
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    *out = fd;
-    return KMS_OK;
-}
-
-/* A handshake failure in words an operator can act on. */
-static kms_rc handshake_failed(SSL *ssl, int err, int timed_out)
-{
-    if (timed_out)
-        return kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "TLS handshake timed out");
-    long vr = SSL_get_verify_result(ssl);
-    if (vr != X509_V_OK) {
-        kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "TLS handshake failed: server certificate not accepted: %s",
-                 X509_verify_cert_error_string(vr));
-        ERR_clear_error();
-        return KMS_ERR_BACKEND_UNAVAILABLE;
-    }
-    unsigned long e = ERR_peek_last_error();
-    int reason = ERR_GET_REASON(e);
-    const char *hint = "";
-    if (reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA || reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE ||
-        reason == SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE || reason == SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN ||
-        reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED)
-        hint = " (the server refused our client certificate: is its CA trusted by the server, and does it carry "
-               "extendedKeyUsage clientAuth?)";
-    else if (reason == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE || reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION)
-        hint = " (no common TLS version or cipher suite, or no client certificate accepted)";
-    if (e == 0 && err == SSL_ERROR_SYSCALL)
-        return kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "TLS handshake failed: connection closed by the server");
-    kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "TLS handshake failed%s", hint);
-    kms_error_add_openssl();
-    return KMS_ERR_BACKEND_UNAVAILABLE;
-}
-
-static kms_rc tls_connect(struct kms_kmip_client *c, SSL_CTX *ctx, int fd, uint64_t deadline, SSL **out)
-{
-    *out = NULL;
-    SSL *ssl = SSL_new(ctx);
-    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
-        SSL_free(ssl);
-        kms_fail(KMS_ERR_NO_MEMORY, "TLS: cannot create a connection");
-        kms_error_add_openssl();
-        return KMS_ERR_NO_MEMORY;
-    }
-    int ok = c->host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->host) == 1
-                           : SSL_set1_host(ssl, c->host) == 1 && SSL_set_tlsext_host_name(ssl, c->host) == 1;
-    if (!ok) {
-        SSL_free(ssl);
-        kms_fail(KMS_ERR_CONFIG, "TLS: cannot verify against host %s", c->host);
-        kms_error_add_openssl();
-        return KMS_ERR_CONFIG;
-    }
-    ERR_clear_error();
-    for (;;) {
-        int r = SSL_connect(ssl);
-        if (r == 1)
-            break;
-        int err = SSL_get_error(ssl, r);
-        int w = -1;
-        if (err == SSL_ERROR_WANT_READ)
-            w = wait_fd(fd, POLLIN, deadline);
-        else if (err == SSL_ERROR_WANT_WRITE)
-            w = wait_fd(fd, POLLOUT, deadline);
-        if (w != 1) {
-            kms_rc rc = handshake_failed(ssl, err, w == 0);
-            SSL_free(ssl);
-            return rc;
-        }
-    }
-    *out = ssl;
-    return KMS_OK;
 }
 
 static kms_rc conn_open(struct kms_kmip_client *c, uint64_t deadline, struct conn **out)
@@ -267,7 +74,6 @@ static kms_rc conn_open(struct kms_kmip_client *c, uint64_t deadline, struct con
     struct conn *k = calloc(1, sizeof(*k));
     if (k == NULL)
         return kms_fail(KMS_ERR_NO_MEMORY, "KMIP connection");
-    k->fd = -1;
     /* why: kms_kmip_client_set_identity may swap c->ctx meanwhile; the
      * reference keeps this one alive through SSL_new */
     pthread_mutex_lock(&c->mu);
@@ -279,89 +85,14 @@ static kms_rc conn_open(struct kms_kmip_client *c, uint64_t deadline, struct con
         free(k);
         return kms_fail(KMS_ERR_CRYPTO, "KMIP client TLS context reference");
     }
-    struct sigpipe_guard g;
-    sigpipe_block(&g);
-    kms_rc rc = tcp_connect(c, deadline, &k->fd);
-    if (rc == KMS_OK)
-        rc = tls_connect(c, ctx, k->fd, deadline, &k->ssl);
-    sigpipe_restore(&g);
+    kms_rc rc = kms_netconn_open(c->host, c->port, ctx, deadline, &k->net);
     SSL_CTX_free(ctx); /* the SSL holds its own reference */
     if (rc != KMS_OK) {
-        conn_close(k, 0);
+        conn_close(k);
         return rc;
     }
     *out = k;
     return KMS_OK;
-}
-
-/* An idle connection is usable when nothing is waiting to be read on it:
- * readable means the server closed it (EOF, reset) or sent something we did
- * not ask for. TLS 1.3 session tickets are consumed and do not count. */
-static int conn_alive(struct conn *k)
-{
-    struct pollfd p = {.fd = k->fd, .events = POLLIN, .revents = 0};
-    int r = poll(&p, 1, 0);
-    if (r == 0)
-        return 1;
-    if (r < 0 || (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0)
-        return 0;
-    uint8_t b;
-    size_t got = 0;
-    ERR_clear_error();
-    if (SSL_read_ex(k->ssl, &b, 1, &got) == 1)
-        return 0;
-    int err = SSL_get_error(k->ssl, 0);
-    ERR_clear_error();
-    return err == SSL_ERROR_WANT_READ;
-}
-
-enum io_result { IO_OK, IO_TIMEOUT, IO_BROKEN };
-
-static enum io_result io_wait(struct conn *k, int err, uint64_t deadline)
-{
-    int w;
-    if (err == SSL_ERROR_WANT_READ)
-        w = wait_fd(k->fd, POLLIN, deadline);
-    else if (err == SSL_ERROR_WANT_WRITE)
-        w = wait_fd(k->fd, POLLOUT, deadline);
-    else
-        return IO_BROKEN;
-    return w == 1 ? IO_OK : w == 0 ? IO_TIMEOUT : IO_BROKEN;
-}
-
-static enum io_result write_all(struct conn *k, const uint8_t *p, size_t len, uint64_t deadline)
-{
-    size_t off = 0;
-    while (off < len) {
-        size_t n = 0;
-        ERR_clear_error();
-        if (SSL_write_ex(k->ssl, p + off, len - off, &n) == 1) {
-            off += n;
-            continue;
-        }
-        enum io_result r = io_wait(k, SSL_get_error(k->ssl, 0), deadline);
-        if (r != IO_OK)
-            return r;
-    }
-    return IO_OK;
-}
-
-static enum io_result read_full(struct conn *k, uint8_t *p, size_t len, uint64_t deadline, int *got_any)
-{
-    size_t off = 0;
-    while (off < len) {
-        size_t n = 0;
-        ERR_clear_error();
-        if (SSL_read_ex(k->ssl, p + off, len - off, &n) == 1) {
-            off += n;
-            *got_any = 1;
-            continue;
-        }
-        enum io_result r = io_wait(k, SSL_get_error(k->ssl, 0), deadline);
-        if (r != IO_OK)
-            return r;
-    }
-    return IO_OK;
 }
 
 /* ---- the pool ---------------------------------------------------------- */
@@ -386,16 +117,16 @@ static kms_rc acquire(struct kms_kmip_client *c, uint64_t deadline, int force_ne
                 c->live--;
                 c->stats.retired++;
                 pthread_mutex_unlock(&c->mu);
-                conn_close(k, 1);
+                conn_close(k);
                 pthread_mutex_lock(&c->mu);
                 continue;
             }
             pthread_mutex_unlock(&c->mu);
-            if (!force_new && conn_alive(k)) {
+            if (!force_new && kms_netconn_idle_usable(k->net)) {
                 *out = k;
                 return KMS_OK;
             }
-            conn_close(k, 0);
+            conn_close(k);
             pthread_mutex_lock(&c->mu);
             c->live--;
             if (!force_new)
@@ -458,7 +189,7 @@ static kms_rc acquire(struct kms_kmip_client *c, uint64_t deadline, int force_ne
 static void release(struct kms_kmip_client *c, struct conn *k, int healthy)
 {
     if (!healthy)
-        conn_close(k, 0);
+        conn_close(k);
     pthread_mutex_lock(&c->mu);
     int stale = healthy && k->gen != c->gen;
     if (healthy && !stale) {
@@ -474,7 +205,7 @@ static void release(struct kms_kmip_client *c, struct conn *k, int healthy)
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
     if (stale)
-        conn_close(k, 1); /* why: finished its request under the old identity; not back to the pool */
+        conn_close(k); /* why: finished its request under the old identity; not back to the pool */
 }
 
 /* Sends req and reads one whole message into resp (reset first). */
@@ -485,10 +216,10 @@ static kms_rc exchange(struct kms_kmip_client *c, struct conn *k, const struct k
     size_t total = 0;
     *got_any = 0;
     kms_buf_reset(resp);
-    enum io_result r = write_all(k, req->data, req->len, deadline);
-    if (r == IO_OK)
-        r = read_full(k, hdr, sizeof(hdr), deadline, got_any);
-    if (r == IO_OK) {
+    kms_rc rc = kms_netconn_write(k->net, req->data, req->len, deadline);
+    if (rc == KMS_OK)
+        rc = kms_netconn_read_full(k->net, hdr, sizeof(hdr), deadline, got_any);
+    if (rc == KMS_OK) {
         if (kms_ttlv_frame_len(hdr, resp->max, &total) != KMS_OK) {
             char why[300];
             snprintf(why, sizeof(why), "%s", kms_error_detail());
@@ -497,15 +228,14 @@ static kms_rc exchange(struct kms_kmip_client *c, struct conn *k, const struct k
         if (kms_buf_append(resp, hdr, sizeof(hdr)) != KMS_OK ||
             kms_buf_extend(resp, total - sizeof(hdr), &rest) != KMS_OK)
             return kms_fail(KMS_ERR_NO_MEMORY, "KMIP server %s: answer of %zu bytes", c->endpoint, total);
-        r = read_full(k, rest, total - sizeof(hdr), deadline, got_any);
+        rc = kms_netconn_read_full(k->net, rest, total - sizeof(hdr), deadline, got_any);
     }
-    if (r == IO_TIMEOUT)
-        return kms_fail(KMS_ERR_BACKEND_TIMEOUT, "KMIP server %s: no answer within %u ms", c->endpoint, c->io_ms);
-    if (r == IO_BROKEN) {
-        kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "KMIP server %s: connection broken%s", c->endpoint,
-                 ERR_peek_error() != 0 ? "" : " (closed or reset by the server)");
-        kms_error_add_openssl();
-        return KMS_ERR_BACKEND_UNAVAILABLE;
+    if (rc == KMS_ERR_BACKEND_TIMEOUT)
+        return kms_fail(rc, "KMIP server %s: no answer within %u ms", c->endpoint, c->io_ms);
+    if (rc != KMS_OK) {
+        char why[300];
+        snprintf(why, sizeof(why), "%s", kms_error_detail());
+        return kms_fail(rc, "KMIP server %s: connection broken: %s", c->endpoint, why);
     }
     return KMS_OK;
 }
@@ -516,7 +246,6 @@ static kms_rc roundtrip(struct kms_kmip_client *c, const struct kms_buf *req, st
                         unsigned timeout_ms)
 {
     uint64_t deadline = kms_now_ms() + timeout_ms;
-    struct sigpipe_guard g;
     for (int attempt = 0;; attempt++) {
         struct conn *k = NULL;
         int fresh = 0, got_any = 0;
@@ -524,9 +253,7 @@ static kms_rc roundtrip(struct kms_kmip_client *c, const struct kms_buf *req, st
         pthread_mutex_lock(&c->mu);
         c->stats.requests++;
         pthread_mutex_unlock(&c->mu);
-        sigpipe_block(&g);
         kms_rc rc = exchange(c, k, req, resp, deadline, &got_any);
-        sigpipe_restore(&g);
         release(c, k, rc == KMS_OK);
         if (rc == KMS_OK)
             return KMS_OK;
@@ -670,13 +397,6 @@ static kms_rc ensure_version(struct kms_kmip_client *c, struct kms_kmip_version 
 
 /* ---- public ------------------------------------------------------------ */
 
-static int is_ip_literal(const char *host)
-{
-    struct in6_addr a6;
-    struct in_addr a4;
-    return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
-}
-
 /* A TLS client context presenting cert/key (+ chain) and trusting trust for
  * the server; *out is the caller's (SSL_CTX_free). Shared by open and
  * set_identity so both identities are configured exactly alike. */
@@ -691,13 +411,9 @@ static kms_rc make_ctx(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain, X509_ST
         ERR_clear_error();
         return kms_fail(KMS_ERR_CONFIG, "KMIP client key does not match its certificate");
     }
+    SSL_CTX *ctx = NULL;
+    KMS_GUARD(kms_netconn_tls_ctx(&ctx));
     kms_rc rc = KMS_ERR_CRYPTO;
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL)
-        goto fail;
-    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
-        goto fail;
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set1_cert_store(ctx, trust);
     /* why: the operator put this CA in the keystore to sign the HSM's
      * certificate; an intermediate trusted there is an anchor too */
@@ -709,7 +425,6 @@ static kms_rc make_ctx(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain, X509_ST
     }
     if (chain != NULL && SSL_CTX_set1_chain(ctx, chain) != 1)
         goto fail;
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     *out = ctx;
     return KMS_OK;
 fail:
@@ -757,7 +472,6 @@ kms_rc kms_kmip_client_open(const struct kms_kmip_client_options *o, struct kms_
         free(c);
         return kms_fail(KMS_ERR_NO_MEMORY, "KMIP client");
     }
-    c->host_is_ip = is_ip_literal(c->host);
     snprintf(c->endpoint, sizeof(c->endpoint), strchr(c->host, ':') ? "[%s]:%u" : "%s:%u", c->host,
              (unsigned)c->port);
     kms_rc rc = make_ctx(o->cert, o->key, o->chain, o->trust, &c->ctx);
@@ -779,7 +493,7 @@ void kms_kmip_client_free(struct kms_kmip_client **pc)
     while (c->idle != NULL) {
         struct conn *k = c->idle;
         c->idle = k->next;
-        conn_close(k, 1);
+        conn_close(k);
     }
     SSL_CTX_free(c->ctx);
     pthread_cond_destroy(&c->cv);
@@ -814,7 +528,7 @@ kms_rc kms_kmip_client_set_identity(struct kms_kmip_client *c, X509 *cert, EVP_P
     while (idle != NULL) {
         struct conn *k = idle;
         idle = k->next;
-        conn_close(k, 1);
+        conn_close(k);
     }
     SSL_CTX_free(old); /* connections made under it hold their own references */
     return KMS_OK;

@@ -1,4 +1,5 @@
 #include "common/log.h"
+#include "common/utf8.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -29,21 +30,37 @@ void kms_json_escape(const char *in, char *out, size_t cap)
     size_t o = 0;
     if (cap == 0)
         return;
-    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+    size_t avail = strlen(in);
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++, avail--) {
         char tmp[7];
         size_t n = 0;
-        switch (*p) {
-        case '"': tmp[n++] = '\\'; tmp[n++] = '"'; break;
-        case '\\': tmp[n++] = '\\'; tmp[n++] = '\\'; break;
-        case '\n': tmp[n++] = '\\'; tmp[n++] = 'n'; break;
-        case '\r': tmp[n++] = '\\'; tmp[n++] = 'r'; break;
-        case '\t': tmp[n++] = '\\'; tmp[n++] = 't'; break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) {
-                tmp[n++] = '\\'; tmp[n++] = 'u'; tmp[n++] = '0'; tmp[n++] = '0';
-                tmp[n++] = hex[*p >> 4]; tmp[n++] = hex[*p & 15];
+        if (*p >= 0x80) {
+            /* why: a log line must stay JSON whatever a certificate or a
+             * client put in a value: a byte that is not UTF-8 becomes U+FFFD */
+            size_t seq = kms_utf8_seq(p, avail);
+            if (seq == 0) {
+                memcpy(tmp, "\\ufffd", 6);
+                n = 6;
             } else {
-                tmp[n++] = (char)*p;
+                memcpy(tmp, p, seq);
+                n = seq;
+                p += seq - 1;
+                avail -= seq - 1;
+            }
+        } else {
+            switch (*p) {
+            case '"': tmp[n++] = '\\'; tmp[n++] = '"'; break;
+            case '\\': tmp[n++] = '\\'; tmp[n++] = '\\'; break;
+            case '\n': tmp[n++] = '\\'; tmp[n++] = 'n'; break;
+            case '\r': tmp[n++] = '\\'; tmp[n++] = 'r'; break;
+            case '\t': tmp[n++] = '\\'; tmp[n++] = 't'; break;
+            default:
+                if (*p < 0x20 || *p == 0x7f) {
+                    tmp[n++] = '\\'; tmp[n++] = 'u'; tmp[n++] = '0'; tmp[n++] = '0';
+                    tmp[n++] = hex[*p >> 4]; tmp[n++] = hex[*p & 15];
+                } else {
+                    tmp[n++] = (char)*p;
+                }
             }
         }
         if (o + n >= cap)

@@ -10,7 +10,7 @@
 
 static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
-static const int statuses[] = {200, 201, 400, 401, 403, 404, 405, 413, 415, 429, 500, 502, 503, 504};
+static const int statuses[] = {200, 201, 400, 401, 403, 404, 405, 409, 413, 414, 415, 429, 431, 500, 502, 503, 504};
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
 
 struct histogram {

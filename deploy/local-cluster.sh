@@ -45,7 +45,11 @@ scrub="env -u KMS_BUILD_DIR -u KMS_CLUSTER_CACHE -u KMS_CLUSTER_LOOPBACK -u KMS_
 
 log() { echo "local-cluster: $*"; }
 die() { echo "local-cluster: $*" >&2; exit 1; }
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+alive() { # alive PID: running; why not kill -0 alone: a daemon that exited stays a
+  # zombie until PID 1 reaps it, a second or more in some containers
+  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
+  case $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) in Z*) return 1 ;; esac
+}
 
 wait_gone() { # wait_gone PID TENTHS -> 0 when gone
   local pid=$1 n=$2

@@ -121,13 +121,32 @@ static int standin_spawn(const char *dir, int tls)
     return run(argv);
 }
 
+/* why not kill(pid, 0) alone: the stand-in is not our child, and once it
+ * exits it stays a zombie until PID 1 reaps it (a second or more in some
+ * containers) */
+static int running(long pid)
+{
+    char path[64], stat[512];
+    if (kill((pid_t)pid, 0) != 0)
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *state = strrchr(stat, ')');
+    return state == NULL || state[1] == '\0' || state[2] != 'Z';
+}
+
 static void stop_pid(long pid)
 {
     if (pid <= 0 || kill((pid_t)pid, SIGTERM) != 0)
         return;
-    for (int i = 0; i < 100 && kill((pid_t)pid, 0) == 0; i++)
+    for (int i = 0; i < 100 && running(pid); i++)
         usleep(50000);
-    if (kill((pid_t)pid, 0) == 0)
+    if (running(pid))
         kill((pid_t)pid, SIGKILL);
 }
 

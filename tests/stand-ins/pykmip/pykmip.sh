@@ -36,7 +36,11 @@ dir=$(cd "$dir" && pwd)
 env_file=$dir/pykmip.env
 py=/usr/bin/python3
 
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+alive() { # alive PID: running; why not kill -0 alone: a daemon that exited stays a
+  # zombie until PID 1 reaps it, a second or more in some containers
+  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
+  case $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) in Z*) return 1 ;; esac
+}
 
 read_env() {
   PYKMIP_PID=""
@@ -168,10 +172,13 @@ stop() {
     echo "pykmip: not running"
     return 0
   fi
-  kill -TERM "$PYKMIP_PID" 2>/dev/null || true
-  # why: PyKMIP notices SIGTERM only at its 10 s accept timeout, then joins its threads
+  # why SIGINT: PyKMIP's handler raises KeyboardInterrupt for it, which breaks
+  # accept() at once; for SIGTERM it only sets a flag that accept() sees at its
+  # 10 s timeout (kmip/services/server/server.py, KmipServer.serve). Both then
+  # shut down the same way.
+  kill -INT "$PYKMIP_PID" 2>/dev/null || true
   if ! wait_gone "$PYKMIP_PID" 150; then
-    echo "pykmip: no exit 15 s after SIGTERM; SIGKILL to process group $PYKMIP_PID" >&2
+    echo "pykmip: no exit 15 s after SIGINT; SIGKILL to process group $PYKMIP_PID" >&2
   fi
   kill_group "$PYKMIP_PID"
   echo "pykmip: stopped"

@@ -47,7 +47,11 @@ env_file=$dir/redis.env
 conf=$dir/redis.conf
 umask 077
 
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+alive() { # alive PID: running; why not kill -0 alone: a daemon that exited stays a
+  # zombie until PID 1 reaps it, a second or more in some containers
+  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
+  case $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) in Z*) return 1 ;; esac
+}
 
 read_env() {
   REDIS_PID=""

@@ -50,10 +50,11 @@ do_stop() { # do_stop DIR
   if is_ours "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
     local i=0
-    while kill -0 "$pid" 2>/dev/null && [ $i -lt $((STOP_TIMEOUT_S * 10)) ]; do
+    # why is_ours, not kill -0: an exited stand-in is a zombie until PID 1 reaps it
+    while is_ours "$pid" && [ $i -lt $((STOP_TIMEOUT_S * 10)) ]; do
       sleep 0.1; i=$((i + 1))
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if is_ours "$pid"; then
       echo "standin.sh: PID $pid ignored SIGTERM for ${STOP_TIMEOUT_S}s, sending SIGKILL" >&2
       kill -KILL "$pid" 2>/dev/null || true
     fi

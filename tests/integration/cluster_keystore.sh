@@ -119,8 +119,8 @@ bench() { # bench OUT ARGS...
     -w 0 -d 120 --json "${@:2}" > "$1" 2>&1 &
   load_pids+=($!)
 }
-bench "$op/load-keepalive.json" -c 4
-bench "$op/load-newconn.json" -c 2 --new-conn
+bench "$op/load-keepalive.json" -c 2
+bench "$op/load-newconn.json" -c 1 --new-conn
 sleep 1
 
 # --- (a) a new device certificate, and a backend certificate to delete in (b)

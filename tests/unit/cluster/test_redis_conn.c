@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "tests/unit/loopback.h"
 
 #define T 30
 
@@ -93,13 +94,7 @@ static void peer_start(enum script s)
     script = s;
     got_len = 0;
     atomic_store(&stop, 0);
-    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(lfd, 4), 0);
-    socklen_t len = sizeof(a);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
+    lfd = loopback_listen(&port);
     cr_assert_eq(pthread_create(&thr, NULL, peer_main, NULL), 0);
 }
 
@@ -222,14 +217,9 @@ Test(redis_conn, waiting_for_a_push_tells_nothing_yet_from_a_message)
 
 Test(redis_conn, nothing_listening_is_a_clear_unavailable)
 {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    close(s);
+    uint16_t closed = loopback_closed_port();
     struct kms_redis_conn *c = NULL;
-    cr_assert_eq(kms_redis_conn_open("127.0.0.1", ntohs(a.sin_port), NULL, 1000, 1000, &fns, &c),
+    cr_assert_eq(kms_redis_conn_open("127.0.0.1", closed, NULL, 1000, 1000, &fns, &c),
                  KMS_ERR_BACKEND_UNAVAILABLE);
     cr_assert_null(c);
     cr_assert(strstr(kms_error_detail(), "redis 127.0.0.1:") != NULL &&

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "tests/unit/loopback.h"
 
 #define T 30
 
@@ -143,13 +144,7 @@ static void peer_start(enum mode m, int tls)
     mode = m;
     peer_tls = tls;
     atomic_store(&stop, 0);
-    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(lfd, 8), 0);
-    socklen_t len = sizeof(a);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
+    lfd = loopback_listen(&port);
     cr_assert_eq(pthread_create(&thr, NULL, peer_main, NULL), 0);
 }
 
@@ -204,14 +199,9 @@ Test(netconn, plain_tcp_round_trips_and_an_idle_connection_is_usable)
 
 Test(netconn, a_refused_connection_says_so)
 {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    close(s); /* bound, never listened: nothing is there */
+    uint16_t closed = loopback_closed_port();
     struct kms_netconn *c = NULL;
-    cr_assert_eq(kms_netconn_open("127.0.0.1", ntohs(a.sin_port), NULL, in_ms(2000), &c),
+    cr_assert_eq(kms_netconn_open("127.0.0.1", closed, NULL, in_ms(2000), &c),
                  KMS_ERR_BACKEND_UNAVAILABLE);
     cr_assert_null(c);
     cr_assert(strstr(kms_error_detail(), "connect: Connection refused") != NULL, "%s", kms_error_detail());

@@ -27,7 +27,7 @@
 enum mode {
     PEER_ECHO,   /* echoes what it reads until EOF */
     PEER_SILENT, /* accepts (and for TLS handshakes), then says nothing */
-    PEER_RESET,  /* accepts (and handshakes), then closes with a reset */
+    PEER_RESET,  /* accepts, reads one byte, then closes with a reset */
     PEER_CLOSE,  /* accepts (and handshakes), then closes (FIN) */
     PEER_JUNK,   /* accepts (and handshakes), then sends bytes nobody asked for */
     PEER_MUTE,   /* accepts TCP, never speaks TLS */
@@ -112,6 +112,11 @@ static void *peer_main(void *arg)
             }
         }
         if (mode == PEER_RESET) {
+            /* why wait for a byte: a reset before the client saw its connect
+             * complete would fail the connect instead (SO_ERROR) */
+            char b;
+            if (peer_wait(fd))
+                (void)!read(fd, &b, 1);
             struct linger lg = {.l_onoff = 1, .l_linger = 0};
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         } else if (mode == PEER_JUNK) {
@@ -235,7 +240,8 @@ Test(netconn, a_peer_that_closed_is_seen_when_idle_and_when_reading)
 {
     peer_start(PEER_RESET, 0);
     struct kms_netconn *c = NULL;
-    cr_assert_eq(kms_netconn_open("127.0.0.1", port, NULL, in_ms(2000), &c), KMS_OK);
+    cr_assert_eq(kms_netconn_open("127.0.0.1", port, NULL, in_ms(2000), &c), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(kms_netconn_write(c, "x", 1, in_ms(2000)), KMS_OK);
     cr_assert_eq(kms_netconn_wait_readable(c, in_ms(2000)), 1, "the close is readable");
     cr_assert_eq(kms_netconn_idle_usable(c), 0);
     char b[4];

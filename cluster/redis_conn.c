@@ -22,7 +22,8 @@ kms_rc kms_redis_conn_tls_new(const char *ca_file, const char *cert_file, const 
 {
     *out = NULL;
     if ((cert_file == NULL) != (key_file == NULL))
-        return kms_fail(KMS_ERR_CONFIG, "redis tls: a client certificate needs its key file, and a key its certificate");
+        return kms_fail(KMS_ERR_CONFIG,
+                        "redis tls: a client certificate needs its key file, and a key its certificate");
     SSL_CTX *ctx = NULL;
     KMS_GUARD(kms_netconn_tls_ctx(&ctx));
     kms_rc rc = KMS_OK;

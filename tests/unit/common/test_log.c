@@ -59,7 +59,8 @@ Test(log, hostile_values_stay_inside_their_field_of_one_json_line)
     cr_assert_eq(lines(o, 4), 1, "one event, one line: %s", out);
     cr_assert_str_eq(json_string_value(json_object_get(o[0], "cn")), cn);
     cr_assert_str_eq(json_string_value(json_object_get(o[0], "name")),
-                     "caf\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd ok \xc3\xa9",
+                     "caf\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+                     "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd ok \xc3\xa9",
                      "each byte that is not UTF-8 is U+FFFD; valid characters pass");
     cr_assert(json_is_null(json_object_get(o[0], "none")));
     cr_assert_str_eq(json_string_value(json_object_get(o[0], "level")), "warn");

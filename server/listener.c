@@ -56,8 +56,13 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
 
     struct MHD_OptionItem ops[12];
     size_t n = 0;
+    /* why: TLS 1.2 at least, and for 1.2 only forward-secret ECDHE with AEAD
+     * suites (SPEC §5, issue 15): NORMAL alone still offers CBC with HMAC
+     * (Lucky 13's family) and static-RSA key exchange */
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
-                                       (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"};
+                                       (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:"
+                                               "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:"
+                                               "+ECDHE-ECDSA:+ECDHE-RSA"};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)kms_conn_notify, s};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)kms_request_on_completed, s};

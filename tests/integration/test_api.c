@@ -288,6 +288,35 @@ Test(api, health_without_certificate)
 /* kmsd sends a reply's header and body in one TCP write (http.c, push_vec);
  * replies without a body (HEAD) must still arrive at once, and the next reply
  * on the same keep-alive connection must follow them intact. */
+/* openssl s_client against kmsd without a client certificate: 0 when the
+ * handshake completes. */
+static int handshake(const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "openssl s_client -connect 127.0.0.1:%s -CAfile %s/rootCA.crt %s </dev/null >/dev/null 2>&1", port, pki,
+             args);
+    return system(cmd);
+}
+
+Test(api, only_tls_1_2_and_later_with_forward_secret_aead_suites)
+{
+    cr_assert_eq(handshake("-tls1_3"), 0, "TLS 1.3");
+    cr_assert_eq(handshake("-tls1_2 -cipher ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"), 0,
+                 "TLS 1.2 with an AES-GCM suite");
+    cr_assert_eq(handshake("-tls1_2 -cipher ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"), 0,
+                 "TLS 1.2 with ChaCha20-Poly1305");
+    /* @SECLEVEL=0: this client would not even offer these otherwise, and the
+     * refusal must be the server's */
+    cr_assert_neq(handshake("-tls1_2 -cipher 'ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:"
+                            "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:@SECLEVEL=0'"),
+                  0, "a CBC suite is refused");
+    cr_assert_neq(handshake("-tls1_2 -cipher 'AES128-GCM-SHA256:AES256-GCM-SHA384:@SECLEVEL=0'"), 0,
+                  "static RSA key exchange (no forward secrecy) is refused");
+    cr_assert_neq(handshake("-tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'"), 0, "TLS 1.1 is refused");
+    cr_assert_neq(handshake("-tls1 -cipher 'DEFAULT:@SECLEVEL=0'"), 0, "TLS 1.0 is refused");
+}
+
 Test(api, head_then_get_on_one_connection)
 {
     char cmd[2048], out[600];

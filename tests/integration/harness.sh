@@ -162,7 +162,9 @@ launch() { # launch KMSD_BINARY PORT: kmsd on DIR's kms.properties, waited for
   local bin=$1 port=$2
   rm -f "$dir/kmsd.rc"
   # The wrapper records kmsd's exit status for `stop`; kmsd's own PID is what we signal.
-  ( "$bin" --config "$dir/kms.properties" 2>"$dir/kmsd.log" & echo $! > "$dir/kmsd.pid"; wait $!; echo $? > "$dir/kmsd.rc" ) </dev/null >/dev/null 2>&1 &
+  # why ulimit -c: kmsd must turn core dumps off itself (process_hardening.sh checks it),
+  # whatever limit it inherits
+  ( ulimit -c unlimited 2>/dev/null; "$bin" --config "$dir/kms.properties" 2>"$dir/kmsd.log" & echo $! > "$dir/kmsd.pid"; wait $!; echo $? > "$dir/kmsd.rc" ) </dev/null >/dev/null 2>&1 &
   local deadline=$((SECONDS + 30))
   until curl -fsS --max-time 2 --cacert "$dir/pki/rootCA.crt" "https://127.0.0.1:$port/health/live" >/dev/null 2>&1; do
     if [ -f "$dir/kmsd.rc" ] || [ $SECONDS -ge $deadline ]; then

@@ -24,28 +24,28 @@ int kms_log_level_parse(const char *s)
 void kms_log_set_level(enum kms_log_level lvl) { min_level = lvl; }
 void kms_log_set_stream(FILE *f) { stream = f; }
 
-void kms_json_escape(const char *in, char *out, size_t cap)
+size_t kms_json_escape_n(const char *in, size_t len, char *out, size_t cap)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)in, *end = p + len;
     size_t o = 0;
     if (cap == 0)
-        return;
-    size_t avail = strlen(in);
-    for (const unsigned char *p = (const unsigned char *)in; *p; p++, avail--) {
+        return 0;
+    while (p < end) {
         char tmp[7];
-        size_t n = 0;
+        size_t n = 0, used = 1;
         if (*p >= 0x80) {
-            /* why: a log line must stay JSON whatever a certificate or a
-             * client put in a value: a byte that is not UTF-8 becomes U+FFFD */
-            size_t seq = kms_utf8_seq(p, avail);
-            if (seq == 0) {
+            /* why: a log line or a response must stay JSON whatever a
+             * certificate or a client put in a value: a byte that is not
+             * UTF-8 becomes U+FFFD */
+            used = kms_utf8_seq(p, (size_t)(end - p));
+            if (used == 0) {
                 memcpy(tmp, "\\ufffd", 6);
                 n = 6;
+                used = 1;
             } else {
-                memcpy(tmp, p, seq);
-                n = seq;
-                p += seq - 1;
-                avail -= seq - 1;
+                memcpy(tmp, p, used);
+                n = used;
             }
         } else {
             switch (*p) {
@@ -67,9 +67,13 @@ void kms_json_escape(const char *in, char *out, size_t cap)
             break;
         memcpy(out + o, tmp, n);
         o += n;
+        p += used;
     }
     out[o] = '\0';
+    return (size_t)(p - (const unsigned char *)in);
 }
+
+void kms_json_escape(const char *in, char *out, size_t cap) { (void)kms_json_escape_n(in, strlen(in), out, cap); }
 
 void kms_log_timestamp(char *out, size_t cap)
 {

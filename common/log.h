@@ -26,6 +26,11 @@ void kms_logf(enum kms_log_level lvl, const char *event, const char *req_id, con
 
 /* JSON string escaping into out (always NUL-terminated, truncated to cap). */
 void kms_json_escape(const char *in, char *out, size_t cap);
+/* The same for in[0..len): stops before a character whose escape does not
+ * fit, never inside one, and returns how many bytes of in it consumed (at
+ * least one when cap >= 7 and len > 0), so a long value can be escaped in
+ * pieces. */
+size_t kms_json_escape_n(const char *in, size_t len, char *out, size_t cap);
 /* RFC 3339 UTC time with milliseconds into out (cap >= 32). */
 void kms_log_timestamp(char *out, size_t cap);
 

@@ -61,18 +61,15 @@ static void quoted(struct kms_jsonw *w, const char *s)
     char esc[1024];
     size_t len = strlen(s);
     put(w, "\"", 1);
-    /* why: escape in bounded chunks so long values are never truncated */
+    /* why: escape in bounded pieces so long values are never truncated; a
+     * piece ends between characters, never inside one */
     while (len > 0 && w->rc == KMS_OK) {
-        char chunk[160];
-        size_t n = len < sizeof(chunk) - 1 ? len : sizeof(chunk) - 1;
-        memcpy(chunk, s, n);
-        chunk[n] = '\0';
-        kms_json_escape(chunk, esc, sizeof(esc));
+        size_t used = kms_json_escape_n(s, len, esc, sizeof(esc));
         put(w, esc, strlen(esc));
-        kms_wipe(chunk, n);
-        s += n;
-        len -= n;
+        s += used;
+        len -= used;
     }
+    kms_wipe(esc, sizeof(esc)); /* why: values may be key material */
     put(w, "\"", 1);
 }
 

@@ -59,6 +59,27 @@ Test(jsonw, long_strings_are_not_truncated)
     kms_jsonw_free(&w);
 }
 
+Test(jsonw, characters_survive_at_every_offset_of_a_long_string)
+{
+    /* a 4-byte character at each offset across the first 400 bytes: however
+     * the writer splits a long value, it must never split a character */
+    for (size_t at = 0; at < 400; at++) {
+        char s[512];
+        memset(s, 'k', sizeof(s) - 1);
+        memcpy(s + at, "\xf0\x9f\x94\x91", 4);
+        s[sizeof(s) - 1] = '\0';
+        struct kms_jsonw w;
+        kms_jsonw_init(&w, 4096);
+        kms_jsonw_obj_begin(&w);
+        kms_jsonw_kv(&w, "v", s);
+        kms_jsonw_obj_end(&w);
+        json_t *j = parse(&w);
+        cr_assert_str_eq(json_string_value(json_object_get(j, "v")), s, "the character at offset %zu", at);
+        json_decref(j);
+        kms_jsonw_free(&w);
+    }
+}
+
 Test(jsonw, overflow_and_unbalanced_are_errors)
 {
     struct kms_jsonw w;

@@ -50,12 +50,13 @@ static const struct kms_kmip_version v14 = {1, 4};
 
 /* ---- error details ----------------------------------------------------- */
 
-/* Re-records the current detail with the endpoint in front. */
-static kms_rc at_endpoint(const struct kms_kmip_client *c, kms_rc rc)
+/* Re-records the current detail with the endpoint (and what failed, when
+ * not NULL) in front. */
+static kms_rc at_endpoint(const struct kms_kmip_client *c, kms_rc rc, const char *what)
 {
     char why[400];
     snprintf(why, sizeof(why), "%s", kms_error_detail());
-    return kms_fail(rc, "KMIP server %s: %s", c->endpoint, why);
+    return kms_fail(rc, "KMIP server %s: %s%s%s", c->endpoint, what ? what : "", what ? ": " : "", why);
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -161,7 +162,7 @@ static kms_rc acquire(struct kms_kmip_client *c, uint64_t deadline, int force_ne
                 if (was == 0)
                     kms_log(KMS_LOG_WARN, "kmip_unreachable", NULL, "endpoint", c->endpoint, "detail",
                             kms_error_detail(), NULL);
-                return at_endpoint(c, rc);
+                return at_endpoint(c, rc, NULL);
             }
             int recovered = c->backoff_ms != 0;
             c->backoff_ms = 0;
@@ -220,11 +221,8 @@ static kms_rc exchange(struct kms_kmip_client *c, struct conn *k, const struct k
     if (rc == KMS_OK)
         rc = kms_netconn_read_full(k->net, hdr, sizeof(hdr), deadline, got_any);
     if (rc == KMS_OK) {
-        if (kms_ttlv_frame_len(hdr, resp->max, &total) != KMS_OK) {
-            char why[300];
-            snprintf(why, sizeof(why), "%s", kms_error_detail());
-            return kms_fail(KMS_ERR_BACKEND, "KMIP server %s: unusable answer: %s", c->endpoint, why);
-        }
+        if (kms_ttlv_frame_len(hdr, resp->max, &total) != KMS_OK)
+            return at_endpoint(c, KMS_ERR_BACKEND, "unusable answer");
         if (kms_buf_append(resp, hdr, sizeof(hdr)) != KMS_OK ||
             kms_buf_extend(resp, total - sizeof(hdr), &rest) != KMS_OK)
             return kms_fail(KMS_ERR_NO_MEMORY, "KMIP server %s: answer of %zu bytes", c->endpoint, total);
@@ -232,12 +230,7 @@ static kms_rc exchange(struct kms_kmip_client *c, struct conn *k, const struct k
     }
     if (rc == KMS_ERR_BACKEND_TIMEOUT)
         return kms_fail(rc, "KMIP server %s: no answer within %u ms", c->endpoint, c->io_ms);
-    if (rc != KMS_OK) {
-        char why[300];
-        snprintf(why, sizeof(why), "%s", kms_error_detail());
-        return kms_fail(rc, "KMIP server %s: connection broken: %s", c->endpoint, why);
-    }
-    return KMS_OK;
+    return rc == KMS_OK ? KMS_OK : at_endpoint(c, rc, "connection broken");
 }
 
 /* One request/answer. idempotent: may be sent twice (once more after a
@@ -302,7 +295,7 @@ static kms_rc call_run(struct kms_kmip_client *c, struct call *k, uint32_t op, i
     kms_rc rc = kms_kmip_response_parse(k->resp.data, k->resp.len, &k->r);
     if (rc == KMS_OK)
         rc = kms_kmip_response_expect(&k->r, op, &k->payload);
-    return rc == KMS_OK ? KMS_OK : at_endpoint(c, rc);
+    return rc == KMS_OK ? KMS_OK : at_endpoint(c, rc, NULL);
 }
 
 /* The version list with header version hv (empty offer: all). */
@@ -315,7 +308,7 @@ static kms_rc discover(struct kms_kmip_client *c, struct kms_kmip_version hv, co
     if (rc == KMS_OK)
         rc = call_run(c, &k, KMS_KMIP_OP_DISCOVER_VERSIONS, 1, timeout_ms);
     if (rc == KMS_OK && kms_kmip_parse_versions(k.payload, out, cap, n) != KMS_OK)
-        rc = at_endpoint(c, KMS_ERR_BACKEND);
+        rc = at_endpoint(c, KMS_ERR_BACKEND, NULL);
     call_done(&k);
     return rc;
 }
@@ -345,7 +338,7 @@ static kms_rc negotiate(struct kms_kmip_client *c, unsigned timeout_ms)
         if (rc == KMS_OK)
             rc = call_run(c, &k, KMS_KMIP_OP_DISCOVER_VERSIONS, 1, timeout_ms);
         if (rc == KMS_OK && kms_kmip_parse_versions(k.payload, got, KMS_ARRAY_LEN(got), &n) != KMS_OK)
-            rc = at_endpoint(c, KMS_ERR_BACKEND);
+            rc = at_endpoint(c, KMS_ERR_BACKEND, NULL);
         int retry_lower = rc == KMS_ERR_BACKEND && (item_reason(&k, KMS_KMIP_REASON_INVALID_MESSAGE) ||
                                                      item_reason(&k, KMS_KMIP_REASON_UNSUPPORTED_PROTOCOL_VERSION) ||
                                                      item_reason(&k, KMS_KMIP_REASON_OPERATION_NOT_SUPPORTED));
@@ -595,7 +588,7 @@ kms_rc kms_kmip_query(struct kms_kmip_client *c, struct kms_kmip_server_info *ou
     if (rc == KMS_OK)
         rc = call_run(c, &k, KMS_KMIP_OP_QUERY, 1, 0);
     if (rc == KMS_OK && kms_kmip_parse_query(k.payload, out) != KMS_OK)
-        rc = at_endpoint(c, KMS_ERR_BACKEND);
+        rc = at_endpoint(c, KMS_ERR_BACKEND, NULL);
     call_done(&k);
     return rc;
 }
@@ -606,7 +599,7 @@ static kms_rc uid_call(struct kms_kmip_client *c, struct call *k, uint32_t op, i
 {
     KMS_GUARD(call_run(c, k, op, idempotent, 0));
     if (kms_kmip_parse_uid(k->payload, uid) != KMS_OK)
-        return at_endpoint(c, KMS_ERR_BACKEND);
+        return at_endpoint(c, KMS_ERR_BACKEND, NULL);
     return KMS_OK;
 }
 
@@ -662,7 +655,7 @@ kms_rc kms_kmip_locate(struct kms_kmip_client *c, const char *name, char (*uids)
     if (rc == KMS_OK)
         rc = call_run(c, &k, KMS_KMIP_OP_LOCATE, 1, 0);
     if (rc == KMS_OK && kms_kmip_parse_locate(k.payload, uids, cap, found) != KMS_OK)
-        rc = at_endpoint(c, KMS_ERR_BACKEND);
+        rc = at_endpoint(c, KMS_ERR_BACKEND, NULL);
     call_done(&k);
     return rc;
 }
@@ -679,7 +672,7 @@ static kms_rc get_attributes(struct kms_kmip_client *c, const char *uid, const c
     if (rc == KMS_OK)
         rc = call_run(c, &k, KMS_KMIP_OP_GET_ATTRIBUTES, 1, 0);
     if (rc == KMS_OK && kms_kmip_parse_attributes(k.payload, out) != KMS_OK)
-        rc = at_endpoint(c, KMS_ERR_BACKEND);
+        rc = at_endpoint(c, KMS_ERR_BACKEND, NULL);
     if (rc == KMS_OK && out->uid[0] != '\0' && strcmp(out->uid, uid) != 0)
         rc = kms_fail(KMS_ERR_BACKEND, "KMIP server %s: Get Attributes of %s answered for %s", c->endpoint, uid,
                       out->uid);
@@ -714,7 +707,7 @@ kms_rc kms_kmip_encrypt_gcm(struct kms_kmip_client *c, const char *uid, const ui
     if (rc == KMS_OK)
         rc = call_run(c, &k, KMS_KMIP_OP_ENCRYPT, 1, 0);
     if (rc == KMS_OK && kms_kmip_parse_encrypt(k.payload, &data, &data_len, &t, &t_len) != KMS_OK)
-        rc = at_endpoint(c, KMS_ERR_BACKEND);
+        rc = at_endpoint(c, KMS_ERR_BACKEND, NULL);
     if (rc == KMS_OK && (data_len != pt_len || t_len != KMS_KMIP_GCM_TAG_LEN))
         rc = kms_fail(KMS_ERR_BACKEND,
                       "KMIP server %s: Encrypt of %zu bytes answered %zu bytes and a %zu-byte tag (expected %zu "
@@ -745,7 +738,7 @@ kms_rc kms_kmip_decrypt_gcm(struct kms_kmip_client *c, const char *uid, const ui
     if (rc == KMS_OK)
         rc = call_run(c, &k, KMS_KMIP_OP_DECRYPT, 1, 0);
     if (rc == KMS_OK && kms_kmip_parse_decrypt(k.payload, &data, &data_len) != KMS_OK)
-        rc = at_endpoint(c, KMS_ERR_BACKEND);
+        rc = at_endpoint(c, KMS_ERR_BACKEND, NULL);
     if (rc == KMS_OK && data_len != ct_len)
         rc = kms_fail(KMS_ERR_BACKEND, "KMIP server %s: Decrypt of %zu bytes answered %zu bytes", c->endpoint, ct_len,
                       data_len);

@@ -1,5 +1,7 @@
-/* The admin listener: plain HTTP GET /metrics on kms.admin.address, with the
- * gauges read from the server's state at scrape time. */
+/* The admin listener: plain HTTP on kms.admin.address (loopback or a
+ * management network): GET /metrics, with the gauges read from the server's
+ * state at scrape time, and GET /health/live and /health/ready with every
+ * detail (the TLS listener shows those only to an admin certificate). */
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -57,16 +59,32 @@ static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char 
     kms_buf_init(&out, 1 << 20);
     unsigned status = MHD_HTTP_OK;
     kms_rc rc = KMS_OK;
-    if (strcmp(url, "/metrics") != 0) {
+    const char *type = "application/json";
+    int known = strcmp(url, "/metrics") == 0 || strcmp(url, "/health/live") == 0 || strcmp(url, "/health/ready") == 0;
+    if (!known) {
         status = MHD_HTTP_NOT_FOUND;
-        rc = kms_buf_append_str(&out, "not found: the admin listener serves GET /metrics\n");
+        type = "text/plain";
+        rc = kms_buf_append_str(&out, "not found: the admin listener serves GET /metrics, /health/live and "
+                                      "/health/ready\n");
     } else if (strcmp(method, "GET") != 0) {
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
+        type = "text/plain";
         rc = kms_buf_append_str(&out, "method not allowed\n");
-    } else {
+    } else if (strcmp(url, "/metrics") == 0) {
         struct kms_metrics_gauges g;
         gauges(s, &g);
+        type = "text/plain; version=0.0.4";
         rc = kms_metrics_render(&g, &out);
+    } else if (strcmp(url, "/health/live") == 0) {
+        rc = kms_buf_append_str(&out, "{\"status\":\"live\"}");
+    } else {
+        struct kms_jsonw w;
+        kms_jsonw_init(&w, 64 * 1024);
+        status = (unsigned)kms_health_ready_write(s, &w, 1);
+        rc = kms_jsonw_finish(&w);
+        if (rc == KMS_OK)
+            rc = kms_buf_append(&out, w.buf.data, w.buf.len);
+        kms_jsonw_free(&w);
     }
     if (rc != KMS_OK) {
         kms_buf_free(&out);
@@ -76,7 +94,7 @@ static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char 
     kms_buf_free(&out);
     if (resp == NULL)
         return MHD_NO;
-    (void)MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4");
+    (void)MHD_add_response_header(resp, "Content-Type", type);
     enum MHD_Result ret = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return ret;

@@ -164,6 +164,14 @@ void kms_conn_flush_held(struct kms_conn *conn)
     }
 }
 
+int kms_conn_has_certificate(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    unsigned n = 0;
+    return ci != NULL && ci->tls_session != NULL && gnutls_certificate_get_peers(ci->tls_session, &n) != NULL &&
+           n > 0;
+}
+
 void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, struct kms_conn *conn,
                             const char *req_id)
 {

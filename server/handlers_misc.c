@@ -45,32 +45,32 @@ kms_rc kms_server_backend_probe(struct kms_server *s, time_t *checked)
     return rc;
 }
 
-kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
+/* The parts that are not fully well, for anyone who asks: "backend" (its
+ * probe failed: not ready), "cache" (Redis away: served from the local tier
+ * and the backend), "keystore" (the last reload failed: the previous
+ * generation still serves). */
+static void write_degraded(struct kms_jsonw *w, kms_rc backend, int cache_down, int reload_failed)
 {
-    time_t checked;
-    kms_rc prc = kms_server_backend_probe(s, &checked);
-    char at[32];
-    struct tm tm;
-    gmtime_r(&checked, &tm);
-    strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    kms_jsonw_key(w, "degraded");
+    kms_jsonw_arr_begin(w);
+    if (backend != KMS_OK)
+        kms_jsonw_str(w, "backend");
+    if (cache_down)
+        kms_jsonw_str(w, "cache");
+    if (reload_failed)
+        kms_jsonw_str(w, "keystore");
+    kms_jsonw_arr_end(w);
+}
 
-    struct kms_jsonw *w = &r->reply;
-    r->status = prc == KMS_OK ? 200 : 503;
-    kms_jsonw_obj_begin(w);
-    kms_jsonw_kv(w, "status", prc == KMS_OK ? "ready" : "not_ready");
-    kms_jsonw_kv(w, "node", s->d.node);
-    struct kms_trust *t = kms_server_trust(s);
-    char loaded[32], expiry[32], reload_at[32];
+static void write_keystore(struct kms_jsonw *w, const struct kms_trust *t, time_t reload_at, kms_rc reload_rc,
+                           const char *reload_detail)
+{
+    char loaded[32], expiry[32], at[32];
+    struct tm tm;
     gmtime_r(&t->loaded_at, &tm);
     strftime(loaded, sizeof(loaded), "%Y-%m-%dT%H:%M:%SZ", &tm);
     gmtime_r(&t->earliest_not_after, &tm);
     strftime(expiry, sizeof(expiry), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    pthread_mutex_lock(&s->trust_lock);
-    time_t rat = s->reload_at;
-    kms_rc rrc = s->reload_rc;
-    char rdetail[sizeof(s->reload_detail)];
-    memcpy(rdetail, s->reload_detail, sizeof(rdetail));
-    pthread_mutex_unlock(&s->trust_lock);
     kms_jsonw_key(w, "keystore");
     kms_jsonw_obj_begin(w);
     kms_jsonw_kv(w, "file", kms_keystore_path(t->ks));
@@ -85,19 +85,56 @@ kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
     kms_jsonw_kv(w, "earliest_not_after", expiry);
     kms_jsonw_kv(w, "earliest_not_after_alias", t->earliest_alias);
     kms_jsonw_key(w, "last_reload");
-    if (rat == 0) {
+    if (reload_at == 0) {
         kms_jsonw_null(w);
     } else {
-        gmtime_r(&rat, &tm);
-        strftime(reload_at, sizeof(reload_at), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        gmtime_r(&reload_at, &tm);
+        strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%SZ", &tm);
         kms_jsonw_obj_begin(w);
-        kms_jsonw_kv(w, "at", reload_at);
-        kms_jsonw_kv(w, "result", rrc == KMS_OK ? "ok" : kms_error_code(rrc));
-        if (rrc != KMS_OK)
-            kms_jsonw_kv(w, "detail", rdetail);
+        kms_jsonw_kv(w, "at", at);
+        kms_jsonw_kv(w, "result", reload_rc == KMS_OK ? "ok" : kms_error_code(reload_rc));
+        if (reload_rc != KMS_OK)
+            kms_jsonw_kv(w, "detail", reload_detail);
         kms_jsonw_obj_end(w);
     }
     kms_jsonw_obj_end(w);
+}
+
+int kms_health_ready_write(struct kms_server *s, struct kms_jsonw *w, int detail)
+{
+    time_t checked;
+    kms_rc prc = kms_server_backend_probe(s, &checked);
+    pthread_mutex_lock(&s->trust_lock);
+    time_t rat = s->reload_at;
+    kms_rc rrc = s->reload_rc;
+    char rdetail[sizeof(s->reload_detail)];
+    memcpy(rdetail, s->reload_detail, sizeof(rdetail));
+    pthread_mutex_unlock(&s->trust_lock);
+    struct kms_redis_state st;
+    memset(&st, 0, sizeof(st));
+    int cache_down = 0;
+    if (is_distributed(s)) {
+        /* SPEC §9: without Redis the node keeps serving (local tier + backend): degraded, still ready */
+        kms_cache_redis_state(s->d.cache, &st);
+        cache_down = st.link != KMS_REDIS_CONNECTED;
+    }
+
+    kms_jsonw_obj_begin(w);
+    kms_jsonw_kv(w, "status", prc == KMS_OK ? "ready" : "not_ready");
+    write_degraded(w, prc, cache_down, rat != 0 && rrc != KMS_OK);
+    if (!detail) {
+        /* why: a caller without an admin certificate learns no path, alias,
+         * node name or date (issue 15): those help an attacker, not a load balancer */
+        kms_jsonw_obj_end(w);
+        return prc == KMS_OK ? 200 : 503;
+    }
+    char at[32];
+    struct tm tm;
+    gmtime_r(&checked, &tm);
+    strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    kms_jsonw_kv(w, "node", s->d.node);
+    struct kms_trust *t = kms_server_trust(s);
+    write_keystore(w, t, rat, rrc, rdetail);
     kms_trust_unref(&t);
     kms_jsonw_key(w, "backend");
     kms_jsonw_obj_begin(w);
@@ -109,10 +146,7 @@ kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
     kms_jsonw_obj_begin(w);
     kms_jsonw_kv(w, "type", s->d.cache_type);
     if (is_distributed(s)) {
-        /* SPEC §9: without Redis the node keeps serving (local tier + backend): degraded, still ready */
-        struct kms_redis_state st;
-        kms_cache_redis_state(s->d.cache, &st);
-        kms_jsonw_kv(w, "status", st.link == KMS_REDIS_CONNECTED ? "ok" : "degraded");
+        kms_jsonw_kv(w, "status", cache_down ? "degraded" : "ok");
         kms_jsonw_key(w, "hits_local");
         kms_jsonw_int(w, (long long)st.hits_local);
         kms_jsonw_key(w, "hits_redis");
@@ -124,6 +158,15 @@ kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
     }
     kms_jsonw_obj_end(w);
     kms_jsonw_obj_end(w);
+    return prc == KMS_OK ? 200 : 503;
+}
+
+/* Details for an admin certificate; the admin listener always shows them. */
+kms_rc kms_handle_health_ready(struct kms_server *s, struct kms_request *r)
+{
+    const struct kms_identity *id = kms_request_identity(r);
+    int admin = r->conn->decided && id->status == KMS_AUTH_OK && id->role == KMS_ROLE_ADMIN;
+    r->status = kms_health_ready_write(s, &r->reply, admin);
     return KMS_OK;
 }
 

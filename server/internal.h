@@ -83,6 +83,7 @@ struct kms_route {
     unsigned roles;        /* bit (1 << kms_role); 0 = no certificate needed */
     int body;
     const char *op;        /* audit operation name; NULL: not audited */
+    int identify;          /* roles 0: still decide the identity of a certificate presented */
 };
 
 struct kms_request {
@@ -128,6 +129,7 @@ void kms_conn_install_io(struct MHD_Connection *c, struct kms_conn *conn);
 void kms_conn_flush_held(struct kms_conn *conn);
 void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, struct kms_conn *conn,
                               const char *req_id);
+int kms_conn_has_certificate(struct MHD_Connection *c); /* the client presented one */
 
 /* request.c: MHD's request callbacks */
 enum MHD_Result kms_request_on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -185,5 +187,10 @@ kms_rc kms_handle_cache_invalidate(struct kms_server *s, struct kms_request *r);
 /* The backend's probe, run at most once per few seconds whatever the rate of
  * callers (readiness checks, metric scrapes); *checked: when it last ran. */
 kms_rc kms_server_backend_probe(struct kms_server *s, time_t *checked) KMS_MUST_CHECK;
+
+/* Writes the readiness answer (SPEC §4) into w and returns its status (200,
+ * or 503 when the backend does not answer): with detail the node, keystore,
+ * backend and cache; without, only the status and the degraded parts. */
+int kms_health_ready_write(struct kms_server *s, struct kms_jsonw *w, int detail);
 
 #endif

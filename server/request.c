@@ -107,11 +107,13 @@ static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_r
     r->route = kms_router_match(method, url, r->param, sizeof(r->param), &wrong_method);
     if (r->route == NULL)
         return wrong_method ? kms_fail(KMS_ERR_METHOD, "%s %s", method, url) : kms_fail(KMS_ERR_NOT_FOUND, "%s", url);
-    if (r->route->roles != 0) {
+    if (r->route->roles != 0 || (r->route->identify && kms_conn_has_certificate(c))) {
         /* why: once per connection, and again only after a keystore or CRL
          * reload, so a revoked or removed client is refused on its next request */
         if (!r->conn->decided || r->conn->id_generation != __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE))
             kms_conn_decide_identity(s, c, r->conn, r->id);
+    }
+    if (r->route->roles != 0) {
         if (r->conn->id.status != KMS_AUTH_OK)
             return kms_fail(KMS_ERR_UNAUTHENTICATED, "%s", kms_auth_status_name(r->conn->id.status));
         if ((r->route->roles & (1u << r->conn->id.role)) == 0)

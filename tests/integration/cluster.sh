@@ -54,7 +54,10 @@ api() { # api URL CERT METHOD PATH [JSON] -> body in $tmp/body, prints the statu
 }
 field() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$tmp/body" "$1" 2>/dev/null; }
 decrypts() { grep -c "Processing operation: Decrypt" "$CLUSTER_PYKMIP_LOG" || true; }
-ready_json() { curl -sS --max-time 5 --cacert "$CLUSTER_PKI/rootCA.crt" -o "$tmp/ready" -w '%{http_code}' "$1/health/ready" 2>/dev/null || echo 000; }
+ready_json() { # readiness with its details: those need the admin certificate (issue 15)
+  curl -sS --max-time 5 --cacert "$CLUSTER_PKI/rootCA.crt" --cert "$CLUSTER_PKI/cmxAdmin.p12:$pw" --cert-type P12 \
+    -o "$tmp/ready" -w '%{http_code}' "$1/health/ready" 2>/dev/null || echo 000
+}
 cache_status() { /usr/bin/python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["cache"]; print(c["type"]+"/"+c["status"])' "$tmp/ready" 2>/dev/null; }
 
 new_chain() { # new_chain URL SITE -> ck uk wk in globals; the customer key created on URL

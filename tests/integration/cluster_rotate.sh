@@ -90,8 +90,8 @@ api() { # api CERT METHOD PATH [JSON] -> body in $tmp/body, prints the status
   curl "${args[@]}" "$base$3" 2>/dev/null || echo 000
 }
 field() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$tmp/body" "$1" 2>/dev/null; }
-cache() { # cache FIELD -> the /health/ready cache field
-  curl -sS --max-time 5 --cacert "$KMS_IT_PKI/rootCA.crt" "$base/health/ready" 2>/dev/null |
+cache() { # cache FIELD -> the /health/ready cache field, as the admin listener shows it
+  curl -sS --max-time 5 "http://127.0.0.1:$KMS_IT_ADMIN_PORT/health/ready" 2>/dev/null |
     /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["cache"][sys.argv[1]])' "$1" 2>/dev/null
 }
 gen() { rcli GET kms:cache:v1:gen | tr -d '\r'; }

@@ -29,7 +29,7 @@ status() { # status CERT PATH -> HTTP status (new connection each time)
        --cert "$pki/$1.p12:$pw" --cert-type P12 "$url$2" || true
 }
 generation() {
-  curl -s --max-time 10 --cacert "$pki/rootCA.crt" "$url/health/ready" |
+  curl -s --max-time 10 "http://127.0.0.1:$KMS_IT_ADMIN_PORT/health/ready" |
     /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["keystore"]["generation"])' 2>/dev/null || echo 0
 }
 wait_generation() { # wait_generation N: bounded 15 s

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* strcasestr */
 /* Integration: the real kmsd (started by harness.sh) driven with curl and the
  * dev PKI's .p12 files, as a user would (issue: foundation). */
 #include <criterion/criterion.h>
@@ -14,7 +15,7 @@
 
 extern char **environ;
 
-static char port[16], pki[512], password[128], itdir[512], backend[32] = "soft";
+static char port[16], admin_port[16], pki[512], password[128], itdir[512], backend[32] = "soft";
 
 static void load_env(void)
 {
@@ -32,6 +33,8 @@ static void load_env(void)
         const char *v = eq + 1;
         if (strcmp(line, "KMS_IT_PORT") == 0)
             snprintf(port, sizeof(port), "%s", v);
+        else if (strcmp(line, "KMS_IT_ADMIN_PORT") == 0)
+            snprintf(admin_port, sizeof(admin_port), "%s", v);
         else if (strcmp(line, "KMS_IT_PKI") == 0)
             snprintf(pki, sizeof(pki), "%s", v);
         else if (strcmp(line, "KMS_IT_PASSWORD") == 0)
@@ -283,6 +286,57 @@ Test(api, health_without_certificate)
     cr_assert_eq(r.status, 200, "%s", r.body);
     cr_assert_str_eq(jstr(&r, "status"), "ready");
     resp_free(&r);
+}
+
+/* A stranger learns whether the node is ready and which part is degraded,
+ * nothing more: no keystore path, alias, node name or date (issue 15). Nor
+ * does a client certificate without the admin role. */
+static void assert_ready_summary(const struct resp *r)
+{
+    cr_assert_eq(r->status, 200, "%s", r->body);
+    cr_assert_str_eq(jstr(r, "status"), "ready");
+    json_t *deg = json_object_get(r->json, "degraded");
+    cr_assert(json_is_array(deg) && json_array_size(deg) == 0, "%s", r->body);
+    cr_assert_eq(json_object_size(r->json), 2, "only status and degraded: %s", r->body);
+    cr_assert(strstr(r->body, itdir) == NULL && strcasestr(r->body, "cmx") == NULL &&
+                  strstr(r->body, "20") == NULL,
+              "a path, an alias or a date: %s", r->body);
+}
+
+Test(api, readiness_shows_strangers_only_the_status)
+{
+    struct resp r;
+    http(NULL, "GET", "/health/ready", NULL, &r);
+    assert_ready_summary(&r);
+    resp_free(&r);
+    http("cmxDevice", "GET", "/health/ready", NULL, &r);
+    assert_ready_summary(&r);
+    resp_free(&r);
+}
+
+/* The admin listener (plain HTTP on loopback) shows every detail. */
+Test(api, admin_listener_shows_readiness_details)
+{
+    cr_assert(admin_port[0] != '\0');
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "curl -sS --max-time 10 http://127.0.0.1:%s/health/ready", admin_port);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p != NULL);
+    char body[8192];
+    size_t n = fread(body, 1, sizeof(body) - 1, p);
+    body[n] = '\0';
+    cr_assert_eq(pclose(p), 0, "%s", body);
+    json_error_t e;
+    json_t *j = json_loads(body, 0, &e);
+    cr_assert(j != NULL, "not JSON: %s", body);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "status")), "ready");
+    json_t *ks = json_object_get(j, "keystore");
+    const char *file = json_string_value(json_object_get(ks, "file"));
+    cr_assert(file != NULL && strstr(file, itdir) == file, "%s", body);
+    cr_assert(json_integer_value(json_object_get(ks, "entries")) > 0, "%s", body);
+    cr_assert(json_string_value(json_object_get(j, "node")) != NULL, "%s", body);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "backend"), "status")), "ok");
+    json_decref(j);
 }
 
 /* kmsd sends a reply's header and body in one TCP write (http.c, push_vec);

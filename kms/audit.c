@@ -279,6 +279,9 @@ void kms_audit_write(struct kms_audit *a, const struct kms_audit_record *r)
     put_uint(&l, us / 1000, 1);
     put(&l, ".", 1);
     put_uint(&l, us % 1000, 3);
+    /* why last and only when known: lines without it keep their 0.2.0 form */
+    if (r->peer != NULL && r->peer[0] != '\0')
+        field(&l, "peer", r->peer);
     put(&l, "}\n", 2);
     if (l.full)
         return; /* why: a truncated line is not valid JSON; the record is bounded well below this */

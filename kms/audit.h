@@ -1,6 +1,7 @@
 /* Audit trail (SPEC §10): one JSON line per request touching keys or
  * identity — time, request id, node, client alias and fingerprint, operation,
- * site id, key reference, outcome, latency. Never key material. Lines reach
+ * site id, key reference, outcome, latency, and the client's address (behind
+ * a trusted load balancer, the PROXY header's). Never key material. Lines reach
  * the descriptor (O_APPEND) in whole lines, so concurrent writers never split
  * one. A failed write never fails the request. */
 #ifndef KMS_KMS_AUDIT_H
@@ -22,6 +23,7 @@ struct kms_audit_record {
     const char *outcome;      /* "ok" or the error code */
     int status;               /* HTTP status */
     double latency_ms;
+    const char *peer;         /* the client's IP address; NULL: not known (the line has no "peer") */
 };
 
 /* path "" or NULL: audit lines go to the application log stream (stderr).

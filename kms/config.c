@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "common/addrlist.h"
 #include "common/file.h"
 #include "common/properties.h"
 #include "common/secret.h"
@@ -42,6 +43,7 @@ static int check_address(const char *v, char **canon, char *why, size_t cap);
 static int check_roles(const char *v, char **canon, char *why, size_t cap);
 static int check_sentinels(const char *v, char **canon, char *why, size_t cap);
 static int check_cluster_name(const char *v, char **canon, char *why, size_t cap);
+static int check_trusted(const char *v, char **canon, char *why, size_t cap);
 
 static const char *const protocols[] = {"kmip1", "VAULT", "soft", NULL};
 static const char *const vault_auths[] = {"token", "azure", NULL};
@@ -64,6 +66,13 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_SERVER_CONN_TIMEOUT] = INT("30", 1, 3600, "seconds before an idle or slow client connection is closed"),
     [KMS_CFG_SERVER_CONN_LIMIT] = INT("1024", 1, 100000, "most concurrent client connections"),
     [KMS_CFG_SERVER_CONN_MEMORY] = INT("16384", 8192, 1048576, "bytes of per-connection memory (request line, headers, read buffer)"),
+    [KMS_CFG_SERVER_CONN_PER_ADDRESS] = INT("256", 0, 100000, "most concurrent connections from one client address "
+                                              "(the PROXY header's, behind a trusted load balancer); 0: no cap"),
+    [KMS_CFG_SERVER_HEADER_TIMEOUT] = INT("10", 1, 3600, "seconds a client has to send a request's head: from "
+                                          "connecting (TLS handshake included), or from a request's first byte"),
+    [KMS_CFG_SERVER_PROXY_TRUSTED] = {T_STR, "", 0, 0, NULL, check_trusted,
+                                      "addresses or networks (a.b.c.d/n, x::/n; comma-separated) of load balancers "
+                                      "that must send a PROXY v1 or v2 header; nobody else may. Empty: PROXY off"},
     [KMS_CFG_TLS_TICKET_LIFETIME] = INT("3600", 1, 86400, "seconds a TLS session ticket resumes; its encryption key is re-derived as often"),
     [KMS_CFG_TLS_TICKET_ROTATION] = INT("43200", 0, 2592000, "seconds between new TLS session-ticket master keys; 0: one per process"),
     [KMS_CFG_ADMIN_ADDRESS] = STR("", "address of the admin listener (GET /metrics, plain HTTP); empty: "
@@ -289,6 +298,13 @@ static int is_host_char(char c)
 }
 
 /* An IPv4/IPv6 literal, or a host name (RFC 1123 labels). */
+static int check_trusted(const char *v, char **canon, char *why, size_t cap)
+{
+    (void)canon;
+    struct kms_addrlist l;
+    return kms_addrlist_parse(v, &l, why, cap) == KMS_OK ? 0 : -1;
+}
+
 static int check_address(const char *v, char **canon, char *why, size_t cap)
 {
     (void)canon;

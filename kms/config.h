@@ -30,6 +30,9 @@
     X(SERVER_CONN_TIMEOUT, "kms.server.connection.timeout")                                      \
     X(SERVER_CONN_LIMIT, "kms.server.connection.limit")                                          \
     X(SERVER_CONN_MEMORY, "kms.server.connection.memory")                                        \
+    X(SERVER_CONN_PER_ADDRESS, "kms.server.connection.per.address")                              \
+    X(SERVER_HEADER_TIMEOUT, "kms.server.header.timeout")                                        \
+    X(SERVER_PROXY_TRUSTED, "kms.server.proxy.trusted")                                          \
     X(TLS_TICKET_LIFETIME, "kms.tls.ticket.lifetime")                                            \
     X(TLS_TICKET_ROTATION, "kms.tls.ticket.rotation")                                            \
     X(ADMIN_ADDRESS, "kms.admin.address")                                                        \

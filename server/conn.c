@@ -27,6 +27,8 @@ void kms_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
             conn->fd = -1;
         }
         *socket_context = conn;
+        if (conn != NULL)
+            kms_front_conn_started(s, conn, c);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
         if (ci != NULL && ci->tls_session != NULL) {
             gnutls_session_t tls = ci->tls_session;
@@ -39,6 +41,7 @@ void kms_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         struct kms_conn *conn = *socket_context;
         if (conn != NULL) {
+            kms_front_conn_closed(s, conn);
             kms_buf_free(&conn->body);
             kms_trust_unref(&conn->tls);
             free(conn);
@@ -104,13 +107,21 @@ static ssize_t pull(gnutls_transport_ptr_t ptr, void *data, size_t n)
     struct kms_conn *conn = ptr;
     if (conn->rd_pos == conn->rd_len) {
         conn->rd_pos = conn->rd_len = 0;
-        if (n >= sizeof(conn->rd))
-            return recv(conn->fd, data, n, 0);
+        if (n >= sizeof(conn->rd)) {
+            ssize_t got = recv(conn->fd, data, n, 0);
+            if (got > 0 && conn->awaiting_head)
+                kms_front_head_begins(conn);
+            return got;
+        }
         ssize_t got = recv(conn->fd, conn->rd, sizeof(conn->rd), 0);
         if (got <= 0)
             return got;
         conn->rd_len = (size_t)got;
     }
+    /* why only with bytes in hand: MHD reads until EAGAIN after every reply,
+     * and an idle keep-alive connection is not a late head */
+    if (conn->awaiting_head)
+        kms_front_head_begins(conn);
     size_t take = conn->rd_len - conn->rd_pos < n ? conn->rd_len - conn->rd_pos : n;
     memcpy(data, conn->rd + conn->rd_pos, take);
     conn->rd_pos += take;
@@ -197,20 +208,10 @@ void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, st
                 "fingerprint", id->fingerprint, NULL);
     } else {
         kms_metrics_refused(id->status);
-        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        char peer[INET6_ADDRSTRLEN] = "";
-        if (ai != NULL && ai->client_addr != NULL) {
-            const struct sockaddr *sa = ai->client_addr;
-            if (sa->sa_family == AF_INET)
-                inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, peer, sizeof(peer));
-            else if (sa->sa_family == AF_INET6)
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, peer,
-                          sizeof(peer));
-        }
         kms_log(KMS_LOG_WARN, "auth.refused", req_id, "reason", kms_auth_status_name(id->status), "detail",
                 kms_auth_status_text(id->status), "alias", id->alias[0] ? id->alias : NULL, "subject",
                 id->subject[0] ? id->subject : NULL, "fingerprint", id->fingerprint[0] ? id->fingerprint : NULL,
-                "not_after", id->not_after[0] ? id->not_after : NULL, "peer", peer, NULL);
+                "not_after", id->not_after[0] ? id->not_after : NULL, "peer", conn->peer, NULL);
     }
 }
 

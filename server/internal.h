@@ -44,6 +44,7 @@ struct kms_server {
     gnutls_datum_t ticket_key;
     uint64_t ticket_epoch;             /* now / d.ticket_rotation_s when the key was made */
     struct kms_secret *ticket_secret; /* copy of d.ticket_secret, or NULL */
+    struct kms_front *front;          /* front.c: accepts connections and keeps the head deadline */
 };
 
 /* Per TLS connection: the identity is decided once, on the first request that
@@ -65,6 +66,13 @@ struct kms_conn {
     int hold;           /* the next record pushed is a reply's header: keep it */
     size_t held_len;
     uint8_t held[1024]; /* encrypted TLS record(s), never plaintext */
+    /* front.c: the registry of open connections and the request-head deadline */
+    struct kms_conn *prev, *next;
+    int sock;                  /* the socket from the start (fd above is set once push/pull are installed) */
+    uint64_t head_deadline_ns; /* atomic; 0: no head is awaited (a request is being served, or idle) */
+    int awaiting_head;         /* a reply completed: the next bytes read start a request head */
+    uint64_t head_ns;          /* kms.server.header.timeout */
+    char peer[48];             /* the client's address: the PROXY header's behind a trusted balancer */
 };
 
 struct kms_request;
@@ -130,6 +138,20 @@ void kms_conn_flush_held(struct kms_conn *conn);
 void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, struct kms_conn *conn,
                               const char *req_id);
 int kms_conn_has_certificate(struct MHD_Connection *c); /* the client presented one */
+
+/* front.c: the listening socket, PROXY headers, the request-head deadline.
+ * kms_front_start binds d->address:d->port (s->port: the port bound); MHD
+ * must run with MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC. */
+kms_rc kms_front_listen(struct kms_server *s) KMS_MUST_CHECK;
+kms_rc kms_front_start(struct kms_server *s) KMS_MUST_CHECK;
+void kms_front_stop(struct kms_server *s); /* stops accepting; before MHD_stop_daemon */
+void kms_front_free(struct kms_server *s);
+/* From the connection notifications: registry in, registry out. */
+void kms_front_conn_started(struct kms_server *s, struct kms_conn *conn, struct MHD_Connection *c);
+void kms_front_conn_closed(struct kms_server *s, struct kms_conn *conn);
+/* A request head begins (its first bytes were read) or is complete. */
+void kms_front_head_begins(struct kms_conn *conn);
+void kms_front_head_done(struct kms_conn *conn);
 
 /* request.c: MHD's request callbacks */
 enum MHD_Result kms_request_on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,

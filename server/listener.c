@@ -1,5 +1,6 @@
 /* The HTTPS listener: libmicrohttpd's daemon (epoll, a thread pool, TLS
- * through GnuTLS) wired to this directory's parts: tls.c (credentials),
+ * through GnuTLS) wired to this directory's parts: front.c (accepting,
+ * PROXY headers, the head deadline), tls.c (credentials),
  * conn.c (connections), request.c (requests), reply.c (responses), admin.c
  * (GET /metrics). See shared/reference/libmicrohttpd-mtls.md for the MHD and
  * GnuTLS behaviours relied on (cert request, keep-alive, socket context). */
@@ -14,29 +15,29 @@
 
 #include "server/internal.h"
 
+/* Frees what kms_server_start made before (or without) the daemon. */
+static void release(struct kms_server *s)
+{
+    kms_front_free(s);
+    kms_tls_set_server(NULL);
+    kms_trust_unref(&s->trust);
+    pthread_mutex_destroy(&s->probe_lock);
+    pthread_mutex_destroy(&s->trust_lock);
+    kms_tls_tickets_free(s);
+    free(s);
+}
+
 kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out)
 {
     *out = NULL;
     struct kms_trust *t = NULL;
     KMS_GUARD(kms_trust_new(d->keystore, d->crls, d->server_alias, 1, &t));
 
-    union {
-        struct sockaddr_in v4;
-        struct sockaddr_in6 v6;
-    } addr;
-    memset(&addr, 0, sizeof(addr));
-    unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-    if (inet_pton(AF_INET, d->address, &addr.v4.sin_addr) == 1) {
-        addr.v4.sin_family = AF_INET;
-        addr.v4.sin_port = htons(d->port);
-    } else if (inet_pton(AF_INET6, d->address, &addr.v6.sin6_addr) == 1) {
-        addr.v6.sin6_family = AF_INET6;
-        addr.v6.sin6_port = htons(d->port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        kms_trust_unref(&t);
-        return kms_fail(KMS_ERR_CONFIG, "kms.server.address '%s' is not an IPv4 or IPv6 address", d->address);
-    }
+    /* why no listen socket of MHD's: front.c accepts, reads PROXY headers and
+     * keeps the head deadline, then hands each connection over (ITC wakes the
+     * worker that takes it) */
+    unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
 
     struct kms_server *s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -53,6 +54,11 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
     kms_json_install_allocator();
 
     kms_tls_tickets_init(s, d);
+    kms_rc lrc = kms_front_listen(s);
+    if (lrc != KMS_OK) {
+        release(s);
+        return lrc;
+    }
 
     struct MHD_OptionItem ops[12];
     size_t n = 0;
@@ -63,12 +69,12 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
                                        (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:"
                                                "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:"
                                                "+ECDHE-ECDSA:+ECDHE-RSA"};
-    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)kms_conn_notify, s};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)kms_request_on_completed, s};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)d->conn_timeout_s, NULL};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)d->conn_limit, NULL};
-    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
+    if (d->conn_per_address > 0)
+        ops[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)d->conn_per_address, NULL};
     if (d->conn_memory > 0)
         ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)d->conn_memory, NULL};
     if (d->threads > 1)
@@ -76,21 +82,20 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     /* why: the certificate callback goes in the varargs, since an option
      * array item would cast a function pointer to void * */
-    s->daemon = MHD_start_daemon(flags, d->port, NULL, NULL, kms_request_on_request, s,
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, kms_request_on_request, s,
                                  MHD_OPTION_HTTPS_CERT_CALLBACK2, kms_tls_on_certificate, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
     int saved = errno;
     if (s->daemon == NULL) {
-        kms_tls_set_server(NULL);
-        kms_trust_unref(&s->trust);
-        pthread_mutex_destroy(&s->probe_lock);
-        pthread_mutex_destroy(&s->trust_lock);
-        kms_tls_tickets_free(s);
-        free(s);
-        return kms_fail(KMS_ERR_IO, "cannot listen on %s:%u: %s", d->address, (unsigned)d->port,
+        release(s);
+        return kms_fail(KMS_ERR_IO, "cannot start the HTTPS server on %s:%u: %s", d->address, (unsigned)d->port,
                         saved ? strerror(saved) : "libmicrohttpd refused the configuration");
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : d->port;
+    lrc = kms_front_start(s);
+    if (lrc != KMS_OK) {
+        MHD_stop_daemon(s->daemon);
+        release(s);
+        return lrc;
+    }
     *out = s;
     kms_rc arc = kms_admin_start(s);
     if (arc != KMS_OK)
@@ -108,12 +113,8 @@ void kms_server_stop(struct kms_server **sp)
     struct kms_server *s = *sp;
     if (s->admin != NULL)
         MHD_stop_daemon(s->admin);
+    kms_front_stop(s); /* why first: no connection may be handed to a stopping daemon */
     MHD_stop_daemon(s->daemon);
-    kms_tls_set_server(NULL);
-    kms_trust_unref(&s->trust);
-    pthread_mutex_destroy(&s->trust_lock);
-    pthread_mutex_destroy(&s->probe_lock);
-    kms_tls_tickets_free(s);
-    free(s);
+    release(s);
     *sp = NULL;
 }

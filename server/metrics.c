@@ -26,6 +26,7 @@ static struct {
     uint64_t handshakes[2]; /* full, resumed */
     uint64_t ticket_rotations;
     uint64_t refused[KMS_AUTH_REVOKED + 1];
+    uint64_t closed[KMS_CLOSE_COUNT];
     uint64_t ks_rejected[KMS_KSGEN_INVALID + 1];
     uint64_t ks_cluster_generation;
 } m;
@@ -80,6 +81,19 @@ void kms_metrics_keystore_rejected(enum kms_ksgen_reject why)
 void kms_metrics_keystore_cluster_generation(uint64_t gen)
 {
     __atomic_store_n(&m.ks_cluster_generation, gen, __ATOMIC_RELAXED);
+}
+
+const char *kms_conn_close_name(enum kms_conn_close why)
+{
+    static const char *const names[KMS_CLOSE_COUNT] = {"head_timeout",  "limit",         "proxy_untrusted",
+                                                       "proxy_invalid", "proxy_timeout", "busy"};
+    return (unsigned)why < KMS_CLOSE_COUNT ? names[why] : "unknown";
+}
+
+void kms_metrics_conn_closed(enum kms_conn_close why)
+{
+    if ((unsigned)why < KMS_CLOSE_COUNT)
+        add(&m.closed[why], 1);
 }
 
 void kms_metrics_refused(enum kms_auth_status why)
@@ -308,6 +322,11 @@ kms_rc kms_metrics_render(const struct kms_metrics_gauges *g, struct kms_buf *ou
     for (int i = KMS_AUTH_NO_CERT; i <= KMS_AUTH_REVOKED; i++)
         KMS_GUARD(line(out, "kms_client_certificates_refused_total{reason=\"%s\"} %llu\n",
                        kms_auth_status_name((enum kms_auth_status)i), (unsigned long long)get(&m.refused[i])));
+    KMS_GUARD(line(out, "# HELP kms_connections_closed_total Connections closed unserved, by reason.\n"
+                        "# TYPE kms_connections_closed_total counter\n"));
+    for (int i = 0; i < KMS_CLOSE_COUNT; i++)
+        KMS_GUARD(line(out, "kms_connections_closed_total{reason=\"%s\"} %llu\n",
+                       kms_conn_close_name((enum kms_conn_close)i), (unsigned long long)get(&m.closed[i])));
     KMS_GUARD(line(out, "# HELP kms_keystore_rejected_total Keystore generations from the cluster refused, by reason.\n"
                         "# TYPE kms_keystore_rejected_total counter\n"));
     for (int i = KMS_KSGEN_MALFORMED; i <= KMS_KSGEN_INVALID; i++)

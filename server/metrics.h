@@ -25,6 +25,19 @@ void kms_metrics_keystore_rejected(enum kms_ksgen_reject why);
 /* The cluster keystore generation now in force. */
 void kms_metrics_keystore_cluster_generation(uint64_t gen);
 
+/* Connections the front door closed before or instead of serving them. */
+enum kms_conn_close {
+    KMS_CLOSE_HEAD_TIMEOUT = 0, /* no complete request head within kms.server.header.timeout */
+    KMS_CLOSE_LIMIT,            /* kms.server.connection.limit or .per.address reached */
+    KMS_CLOSE_PROXY_UNTRUSTED,  /* a PROXY header from an address not in kms.server.proxy.trusted */
+    KMS_CLOSE_PROXY_INVALID,    /* a trusted peer's PROXY header missing or malformed */
+    KMS_CLOSE_PROXY_TIMEOUT,    /* a trusted peer's PROXY header incomplete at the head deadline */
+    KMS_CLOSE_BUSY,             /* too many connections waiting for their PROXY header */
+    KMS_CLOSE_COUNT
+};
+const char *kms_conn_close_name(enum kms_conn_close why);
+void kms_metrics_conn_closed(enum kms_conn_close why);
+
 /* Wraps b so every call is counted and timed by operation and result; the
  * wrapper owns b (kms_backend_free frees both). */
 kms_rc kms_metrics_wrap_backend(struct kms_backend *b, struct kms_backend **out) KMS_MUST_CHECK;

@@ -98,6 +98,7 @@ void kms_reply_audit(struct kms_server *s, struct kms_request *r, kms_rc rc)
         .outcome = rc == KMS_OK ? "ok" : kms_error_code(rc),
         .status = r->status,
         .latency_ms = elapsed_ms(r->start_ns),
+        .peer = r->conn != NULL ? r->conn->peer : NULL,
     };
     kms_audit_write(s->d.audit, &rec);
 }

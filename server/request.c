@@ -160,6 +160,7 @@ enum MHD_Result kms_request_on_request(void *cls, struct MHD_Connection *c, cons
             return MHD_NO; /* connection context could not be allocated: drop it */
         r->body = &r->conn->body;
         kms_buf_reset(r->body);
+        kms_front_head_done(r->conn);
         if (!r->conn->counted) {
             const union MHD_ConnectionInfo *ti = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
             kms_metrics_handshake(ti != NULL && ti->tls_session != NULL &&
@@ -241,6 +242,8 @@ void kms_request_on_completed(void *cls, struct MHD_Connection *c, void **req_cl
         return;
     if (r->conn != NULL && r->conn->fd >= 0 && (r->conn->hold || r->conn->held_len > 0))
         kms_conn_flush_held(r->conn);
+    if (r->conn != NULL)
+        r->conn->awaiting_head = 1; /* the next bytes read start the next head (conn.c, pull) */
     if (r->body != NULL) {
         kms_buf_reset(r->body);
         /* why: an idle keep-alive connection should not keep a large body's buffer */

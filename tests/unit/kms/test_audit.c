@@ -218,3 +218,28 @@ Test(audit, unopenable_file_is_an_io_error)
     cr_assert_eq(kms_audit_open(bad, "node-a", 100, &a), KMS_ERR_IO);
     cr_assert_null(a);
 }
+
+/* The client's address is the line's last field, and only when known, so
+ * lines without one keep the form of 0.2.0 (test_golden.c). */
+Test(audit, the_peer_address_is_written_when_known)
+{
+    struct kms_audit *a = NULL;
+    cr_assert_eq(kms_audit_open(path, "n1", 0, &a), KMS_OK);
+    struct kms_audit_record r = {.req_id = "r1", .operation = "key.wrap", .outcome = "ok", .status = 200,
+                                 .peer = "127.0.0.77"};
+    kms_audit_write(a, &r);
+    r.peer = NULL;
+    kms_audit_write(a, &r);
+    kms_audit_close(&a);
+    size_t n = 0;
+    char **lines = read_lines(&n);
+    cr_assert_eq(n, 2);
+    json_error_t e;
+    json_t *j = json_loads(lines[0], 0, &e);
+    cr_assert_not_null(j, "%s", lines[0]);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "peer")), "127.0.0.77");
+    json_decref(j);
+    cr_assert(strstr(lines[1], "\"peer\"") == NULL, "%s", lines[1]);
+    cr_assert(strstr(lines[0], "\"peer\":\"127.0.0.77\"}") != NULL, "last field: %s", lines[0]);
+    free_lines(lines, n);
+}

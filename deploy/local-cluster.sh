@@ -122,6 +122,7 @@ render_node() { # render_node N: its kms.properties and its own keystore file, s
   [ -f "$ndir/keystore/kms.jks" ] || install -m 0600 "$dir/pki/kms.jks" "$ndir/keystore/kms.jks"
   local addr_var=CLUSTER_NODE${n}_ADDR port_var=CLUSTER_NODE${n}_PORT
   NODE_NAME=node$n NODE_ADDRESS=${!addr_var} NODE_PORT=${!port_var} PKI_DIR=$dir/pki \
+  PROXY_TRUSTED=${CLUSTER_PROXY_SOURCE:-} \
   KEYSTORE_FILE=$ndir/keystore/kms.jks CLUSTER_NAME=${KMS_CLUSTER_NAME:-local} \
   HSM_HOST=127.0.0.1 HSM_PORT=$CLUSTER_PYKMIP_PORT CACHE_TYPE=${KMS_CLUSTER_CACHE:-distributed} \
   REDIS_URL=redis://kmsd@127.0.0.1:$CLUSTER_REDIS_PORT/0 REDIS_PASSWORD_FILE=$dir/redis-password \
@@ -184,9 +185,12 @@ up() {
   fi
   trap 'echo "local-cluster: up failed; stopping what started" >&2; down_all' ERR
   local base=${KMS_CLUSTER_LOOPBACK:-127.0.1}
-  local ha n1 n2 n3
+  local ha n1 n2 n3 proxy_source=''
   if [ "$base" != 127.0.0.1 ] && can_bind "$base.10" 0 && can_bind "$base.11" 0; then
     ha=$base.10 n1=$base.11 n2=$base.12 n3=$base.13
+    # why a source address of its own: kmsd trusts PROXY headers from it alone,
+    # while clients on other loopback addresses reach the nodes directly
+    proxy_source=$base.9
   else
     [ "$base" = 127.0.0.1 ] || log "cannot bind $base.x here: every server on 127.0.0.1, one port each"
     ha=127.0.0.1 n1=127.0.0.1 n2=127.0.0.1 n3=127.0.0.1
@@ -208,6 +212,7 @@ CLUSTER_PASSWORD=$(cat "$dir/pki/password.txt")
 CLUSTER_KMSD=$KMSD
 CLUSTER_KMSCTL=$KMSCTL
 CLUSTER_HAPROXY_ADDR=$ha
+CLUSTER_PROXY_SOURCE=$proxy_source
 CLUSTER_HAPROXY_PORT=$ha_port
 CLUSTER_STATS_PORT=$stats_port
 CLUSTER_NODE1_ADDR=$n1
@@ -238,7 +243,9 @@ ENV
   $scrub KMS_CONFIG="$dir/node1/kms.properties" "$KMSCTL" hsm create-key kms-master > "$dir/create-key.out" 2>&1 ||
     { cat "$dir/create-key.out" >&2; false; }
   for n in 1 2 3; do start_node "$n"; done
-  HAPROXY_BIND=$ha:$ha_port STATS_BIND=127.0.0.1:$stats_port \
+  local proxy_opts=''
+  [ -n "$CLUSTER_PROXY_SOURCE" ] && proxy_opts="send-proxy-v2 check-send-proxy source $CLUSTER_PROXY_SOURCE"
+  PROXY_OPTS=$proxy_opts HAPROXY_BIND=$ha:$ha_port STATS_BIND=127.0.0.1:$stats_port \
   NODE1_NAME=node1 NODE1_ADDR=$n1:$p1 NODE2_NAME=node2 NODE2_ADDR=$n2:$p2 NODE3_NAME=node3 NODE3_ADDR=$n3:$p3 \
     "$render" "$here/templates/haproxy.cfg.in" "$dir/haproxy.cfg"
   haproxy -q -c -f "$dir/haproxy.cfg"

@@ -126,6 +126,18 @@ out=$(api cmxDevice /v1/workspace-keys/unwrap "$req"); plain=$(echo "$out" | bod
 [ -n "$plain" ] || fail "unwrap through HAProxy: $out"
 ok "customer -> user -> workspace key created and unwrapped through HAProxy on 127.0.0.1:$KMS_HTTPS_PORT"
 out=$(api cmxDevice /v1/customer-keys '{"site_id":"acme"}'); [ "$(echo "$out" | code)" = 403 ] || fail "device may not create: $out"
+# HAProxy's PROXY v2 header names the client: the audit line shows the client's
+# address (docker's gateway, where the published port leads), not HAProxy's
+peers=$(for n in kmsd1 kmsd2 kmsd3; do compose exec -T "$n" cat /var/log/kmsd/audit.log 2>/dev/null; done |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    if r.get("op") == "customer-key.create" and r.get("site_id") == "acme":
+        print(r.get("peer"))')
+ha_ip=${KMS_COMPOSE_HAPROXY_IP:-172.31.254.10}
+[ -n "$peers" ] && ! echo "$peers" | grep -qx -e "$ha_ip" -e None || fail "audit peers '$peers' (HAProxy is $ha_ip)"
+ok "the audit lines carry the client's address from HAProxy's PROXY header ($(echo "$peers" | sort -u | tr '\n' ' '))"
 for n in kmsd1 kmsd2 kmsd3; do
   got=$(compose exec -T "$n" curl -sS --max-time 10 --cacert /cluster/pki/rootCA.crt \
         --cert "/cluster/pki/cmxDevice.p12:$pw" --cert-type P12 -H 'Content-Type: application/json' \

@@ -101,6 +101,31 @@ names=$(/usr/bin/python3 -c 'import json,sys; print(" ".join(sorted(n["name"] fo
 s=$(api "$ha" cmxBackend GET /v1/cluster)
 [ "$s" = 403 ] && ok "(e) GET /v1/cluster with a backend certificate: 403" || ko "(e) backend on /v1/cluster: $s"
 
+# --- (f) HAProxy's PROXY v2 header: the audit line names the client, not HAProxy
+if [ -n "${CLUSTER_PROXY_SOURCE:-}" ]; then
+  peers=''
+  for src in 127.0.0.41 127.0.0.42 127.0.0.43; do
+    s=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 --interface "$src" --cacert "$CLUSTER_PKI/rootCA.crt" \
+        --cert "$CLUSTER_PKI/cmxBackend.p12:$pw" --cert-type P12 -H 'Content-Type: application/json' \
+        --data "{\"site_id\":\"peer-$src\"}" "$ha/v1/customer-keys" 2>/dev/null || echo 000)
+    [ "$s" = 201 ] || peers="$peers $src:$s"
+  done
+  sleep 0.5 # the audit writer flushes within 100 ms
+  got=$(cat "$dir"/node*/audit.log | /usr/bin/python3 -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    if (r.get("site_id") or "").startswith("peer-127.0.0.4"):
+        print(r["site_id"][5:], r.get("peer"))' | sort | tr '\n' ' ')
+  want="127.0.0.41 127.0.0.41 127.0.0.42 127.0.0.42 127.0.0.43 127.0.0.43 "
+  [ -z "$peers" ] && [ "$got" = "$want" ] && ok "(f) through HAProxy's PROXY v2 header, each audit line names its client (127.0.0.41-43)" ||
+    ko "(f) audit peers [$got] want [$want] ${peers:+failed:$peers}"
+  s=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --haproxy-protocol --cacert "$CLUSTER_PKI/rootCA.crt" \
+      "$n1/health/live" 2>/dev/null || true)
+  [ "$s" != 200 ] && ok "(f) a PROXY header from an address other than HAProxy's is refused" ||
+    ko "(f) a PROXY header from 127.0.0.1 was served: $s"
+fi
+
 # --- (b) load through HAProxy; node 2 stopped, then started again
 load() { # one unwrap per connection through HAProxy until $tmp/stop exists (60 s at most)
   local end=$((SECONDS + 60)) s

@@ -16,6 +16,7 @@
 #include "common/secret.h"
 #include "common/token.h"
 #include "kms/ksgen.h"
+#include "kms/ratelimit.h"
 
 /* why: the secret type tops out at 64 KiB and we keep a NUL after the value */
 #define SECRET_MAX_LEN (64 * 1024 - 1)
@@ -44,6 +45,7 @@ static int check_roles(const char *v, char **canon, char *why, size_t cap);
 static int check_sentinels(const char *v, char **canon, char *why, size_t cap);
 static int check_cluster_name(const char *v, char **canon, char *why, size_t cap);
 static int check_trusted(const char *v, char **canon, char *why, size_t cap);
+static int check_rates(const char *v, char **canon, char *why, size_t cap);
 
 static const char *const protocols[] = {"kmip1", "VAULT", "soft", NULL};
 static const char *const vault_auths[] = {"token", "azure", NULL};
@@ -73,6 +75,16 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_SERVER_PROXY_TRUSTED] = {T_STR, "", 0, 0, NULL, check_trusted,
                                       "addresses or networks (a.b.c.d/n, x::/n; comma-separated) of load balancers "
                                       "that must send a PROXY v1 or v2 header; nobody else may. Empty: PROXY off"},
+    [KMS_CFG_RATELIMIT_ENABLED] = {T_BOOL, "false", 0, 0, NULL, NULL,
+                                   "rate limits per client certificate (kms.ratelimit.<role>), cluster-wide "
+                                   "through Redis with kms.cache.type=distributed, else per node"},
+    [KMS_CFG_RATELIMIT_BACKEND] = {T_STR, "create=100:200, unwrap=2000:4000, other=2000:4000", 0, 0, NULL,
+                                   check_rates, "each backend certificate's budgets: budget=rate[:burst], rate "
+                                   "per second; budgets create, unwrap and other; one not named is not limited"},
+    [KMS_CFG_RATELIMIT_DEVICE] = {T_STR, "unwrap=50:100, other=50:100", 0, 0, NULL, check_rates,
+                                  "each device certificate's budgets, as kms.ratelimit.backend"},
+    [KMS_CFG_RATELIMIT_ADMIN] = {T_STR, "other=20:40", 0, 0, NULL, check_rates,
+                                 "each admin certificate's budgets, as kms.ratelimit.backend"},
     [KMS_CFG_TLS_TICKET_LIFETIME] = INT("3600", 1, 86400, "seconds a TLS session ticket resumes; its encryption key is re-derived as often"),
     [KMS_CFG_TLS_TICKET_ROTATION] = INT("43200", 0, 2592000, "seconds between new TLS session-ticket master keys; 0: one per process"),
     [KMS_CFG_ADMIN_ADDRESS] = STR("", "address of the admin listener (GET /metrics, plain HTTP); empty: "
@@ -303,6 +315,13 @@ static int check_trusted(const char *v, char **canon, char *why, size_t cap)
     (void)canon;
     struct kms_addrlist l;
     return kms_addrlist_parse(v, &l, why, cap) == KMS_OK ? 0 : -1;
+}
+
+static int check_rates(const char *v, char **canon, char *why, size_t cap)
+{
+    (void)canon;
+    struct kms_rl_limit l[KMS_RL_BUDGETS];
+    return kms_rl_parse(v, l, why, cap) == KMS_OK ? 0 : -1;
 }
 
 static int check_address(const char *v, char **canon, char *why, size_t cap)

@@ -33,6 +33,10 @@
     X(SERVER_CONN_PER_ADDRESS, "kms.server.connection.per.address")                              \
     X(SERVER_HEADER_TIMEOUT, "kms.server.header.timeout")                                        \
     X(SERVER_PROXY_TRUSTED, "kms.server.proxy.trusted")                                          \
+    X(RATELIMIT_ENABLED, "kms.ratelimit.enabled")                                                \
+    X(RATELIMIT_BACKEND, "kms.ratelimit.backend")                                                \
+    X(RATELIMIT_DEVICE, "kms.ratelimit.device")                                                  \
+    X(RATELIMIT_ADMIN, "kms.ratelimit.admin")                                                    \
     X(TLS_TICKET_LIFETIME, "kms.tls.ticket.lifetime")                                            \
     X(TLS_TICKET_ROTATION, "kms.tls.ticket.rotation")                                            \
     X(ADMIN_ADDRESS, "kms.admin.address")                                                        \

@@ -92,6 +92,7 @@ struct kms_route {
     int body;
     const char *op;        /* audit operation name; NULL: not audited */
     int identify;          /* roles 0: still decide the identity of a certificate presented */
+    int budget;            /* enum kms_rl_budget the request spends (kms.ratelimit.<role>) */
 };
 
 struct kms_request {
@@ -111,6 +112,7 @@ struct kms_request {
     unsigned long long drained;   /* bytes of a refused body read and dropped */
     int responded;
     int method_head; /* HEAD: MHD sends no body */
+    unsigned retry_after_s; /* a 429's Retry-After */
     /* reply */
     int status;
     struct kms_jsonw reply;

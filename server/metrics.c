@@ -1,11 +1,13 @@
 #include "server/metrics.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "common/version.h"
 
 static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
@@ -94,6 +96,40 @@ void kms_metrics_conn_closed(enum kms_conn_close why)
 {
     if ((unsigned)why < KMS_CLOSE_COUNT)
         add(&m.closed[why], 1);
+}
+
+/* why a table: one series per client and budget, bounded (aliases come from
+ * the keystore, but a keystore may be large); past it, client="other" */
+#define RL_SERIES 64
+static struct {
+    pthread_mutex_t lock;
+    size_t n;
+    struct {
+        char alias[64];
+        const char *budget;
+        uint64_t count;
+    } s[RL_SERIES + 1];
+} rl = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+void kms_metrics_rate_limited(const char *alias, const char *budget)
+{
+    pthread_mutex_lock(&rl.lock);
+    size_t i = 0;
+    while (i < rl.n && !(rl.s[i].budget == budget && strcmp(rl.s[i].alias, alias) == 0))
+        i++;
+    if (i == rl.n) {
+        if (rl.n == RL_SERIES) {
+            i = RL_SERIES; /* the overflow series */
+            (void)snprintf(rl.s[i].alias, sizeof(rl.s[i].alias), "other");
+            rl.s[i].budget = "any";
+        } else {
+            (void)snprintf(rl.s[i].alias, sizeof(rl.s[i].alias), "%s", alias);
+            rl.s[i].budget = budget;
+            rl.n++;
+        }
+    }
+    rl.s[i].count++;
+    pthread_mutex_unlock(&rl.lock);
 }
 
 void kms_metrics_refused(enum kms_auth_status why)
@@ -322,6 +358,22 @@ kms_rc kms_metrics_render(const struct kms_metrics_gauges *g, struct kms_buf *ou
     for (int i = KMS_AUTH_NO_CERT; i <= KMS_AUTH_REVOKED; i++)
         KMS_GUARD(line(out, "kms_client_certificates_refused_total{reason=\"%s\"} %llu\n",
                        kms_auth_status_name((enum kms_auth_status)i), (unsigned long long)get(&m.refused[i])));
+    KMS_GUARD(line(out, "# HELP kms_rate_limited_total Requests refused with 429, by client certificate alias "
+                        "and budget.\n# TYPE kms_rate_limited_total counter\n"));
+    pthread_mutex_lock(&rl.lock);
+    kms_rc rrc = KMS_OK;
+    for (size_t i = 0; i <= RL_SERIES && rrc == KMS_OK; i++) {
+        if (i == rl.n && i < RL_SERIES)
+            i = RL_SERIES;
+        if (rl.s[i].count == 0)
+            continue;
+        char alias[140];
+        kms_json_escape(rl.s[i].alias, alias, sizeof(alias)); /* why: the label is quoted as JSON strings are */
+        rrc = line(out, "kms_rate_limited_total{client=\"%s\",budget=\"%s\"} %llu\n", alias, rl.s[i].budget,
+                   (unsigned long long)rl.s[i].count);
+    }
+    pthread_mutex_unlock(&rl.lock);
+    KMS_GUARD(rrc);
     KMS_GUARD(line(out, "# HELP kms_connections_closed_total Connections closed unserved, by reason.\n"
                         "# TYPE kms_connections_closed_total counter\n"));
     for (int i = 0; i < KMS_CLOSE_COUNT; i++)

@@ -37,6 +37,8 @@ enum kms_conn_close {
 };
 const char *kms_conn_close_name(enum kms_conn_close why);
 void kms_metrics_conn_closed(enum kms_conn_close why);
+/* A request refused with 429: by client (its certificate's alias) and budget. */
+void kms_metrics_rate_limited(const char *alias, const char *budget);
 
 /* Wraps b so every call is counted and timed by operation and result; the
  * wrapper owns b (kms_backend_free frees both). */

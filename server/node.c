@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cluster/redis_cache.h"
+#include "cluster/ratelimit_redis.h"
 #include "cluster/redis_config.h"
 #include "common/base64.h"
 #include "common/log.h"
@@ -22,6 +23,7 @@
 #include "kms/hierarchy.h"
 #include "kms/identity.h"
 #include "kms/keystore.h"
+#include "kms/ratelimit.h"
 #include "server/keystore_sync.h"
 #include "server/metrics.h"
 #include "server/node.h"
@@ -31,6 +33,8 @@ void kms_node_free(struct kms_node *n)
 {
     kms_ksync_free(&n->ksync);
     kms_server_stop(&n->server);
+    kms_ratelimit_free(&n->ratelimit);
+    kms_rl_redis_free(&n->rl_redis);
     for (size_t i = 0; i < n->n_retired; i++)
         kms_config_free(&n->retired[i]);
     kms_hierarchy_free(&n->hierarchy);
@@ -150,6 +154,35 @@ static const char *admin_address(struct kms_node *n)
     return strncmp(server, "127.", 4) == 0 ? server : "127.0.0.1";
 }
 
+/* kms.ratelimit.*: per node, or cluster-wide through the cache's Redis. */
+static kms_rc open_ratelimit(struct kms_node *n)
+{
+    if (!kms_config_bool(n->cfg, KMS_CFG_RATELIMIT_ENABLED))
+        return KMS_OK;
+    static const enum kms_config_key keys[KMS_RL_ROLES] = {
+        [KMS_ROLE_BACKEND] = KMS_CFG_RATELIMIT_BACKEND,
+        [KMS_ROLE_DEVICE] = KMS_CFG_RATELIMIT_DEVICE,
+        [KMS_ROLE_ADMIN] = KMS_CFG_RATELIMIT_ADMIN,
+    };
+    struct kms_rl_limit lim[KMS_RL_ROLES][KMS_RL_BUDGETS];
+    memset(lim, 0, sizeof(lim));
+    for (int role = KMS_ROLE_BACKEND; role < KMS_RL_ROLES; role++) {
+        char why[160];
+        if (kms_rl_parse(kms_config_str(n->cfg, keys[role]), lim[role], why, sizeof(why)) != KMS_OK)
+            return kms_fail(KMS_ERR_CONFIG, "%s: %s", kms_config_name(keys[role]), why);
+    }
+    struct kms_rl_remote remote;
+    int distributed = strcmp(kms_config_str(n->cfg, KMS_CFG_CACHE_TYPE), "distributed") == 0;
+    if (distributed)
+        KMS_GUARD(kms_rl_redis_new(n->cache, &n->rl_redis, &remote));
+    KMS_GUARD(kms_ratelimit_new(lim, distributed ? &remote : NULL, &n->ratelimit));
+    kms_log(KMS_LOG_INFO, "ratelimit.enabled", NULL, "scope", distributed ? "cluster (Redis)" : "this node",
+            "backend", kms_config_str(n->cfg, KMS_CFG_RATELIMIT_BACKEND), "device",
+            kms_config_str(n->cfg, KMS_CFG_RATELIMIT_DEVICE), "admin", kms_config_str(n->cfg, KMS_CFG_RATELIMIT_ADMIN),
+            NULL);
+    return KMS_OK;
+}
+
 kms_rc kms_node_start(struct kms_node *n)
 {
     const char *node = kms_config_str(n->cfg, KMS_CFG_NODE_NAME);
@@ -168,6 +201,7 @@ kms_rc kms_node_start(struct kms_node *n)
                              (unsigned)kms_config_int(n->cfg, KMS_CFG_AUDIT_FLUSH_MS), &n->audit));
     KMS_GUARD(open_backend(n));
     KMS_GUARD(kms_hierarchy_new(n->backend, n->cache, kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &n->hierarchy));
+    KMS_GUARD(open_ratelimit(n));
     struct kms_server_deps d = {
         .address = kms_config_str(n->cfg, KMS_CFG_SERVER_ADDRESS),
         .port = (uint16_t)kms_config_int(n->cfg, KMS_CFG_SERVER_PORT),
@@ -196,6 +230,7 @@ kms_rc kms_node_start(struct kms_node *n)
         .cache = n->cache,
         .hierarchy = n->hierarchy,
         .audit = n->audit,
+        .ratelimit = n->ratelimit,
     };
     n->ks = NULL;
     n->crls = NULL;

@@ -29,6 +29,8 @@ struct kms_node {
     struct kms_secret *cluster_key; /* distributed: TLS session tickets shared by the nodes */
     struct kms_server *server;
     struct kms_ksync *ksync; /* distributed: the cluster's keystore generations (SPEC §11) */
+    struct kms_ratelimit *ratelimit; /* kms.ratelimit.enabled */
+    struct kms_rl_redis *rl_redis;   /* its cluster-wide buckets (distributed cache) */
     const char *config_path; /* NULL: defaults and environment only */
     /* why: the server and the backend keep pointers into the configuration
      * they started with; a replaced one lives until exit */

@@ -1,6 +1,7 @@
 /* Response writing: the reply buffer handed to MHD (wiped when MHD is done
  * with it), the error body, the request metrics and the audit line. */
 #include <microhttpd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -49,6 +50,11 @@ enum MHD_Result kms_reply_send(struct MHD_Connection *c, struct kms_request *r)
     (void)MHD_add_response_header(resp, "Content-Type", "application/json");
     (void)MHD_add_response_header(resp, "X-Request-Id", r->id);
     (void)MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r->retry_after_s > 0) {
+        char ra[16];
+        (void)snprintf(ra, sizeof(ra), "%u", r->retry_after_s);
+        (void)MHD_add_response_header(resp, "Retry-After", ra);
+    }
     if (r->status == MHD_HTTP_METHOD_NOT_ALLOWED && r->route == NULL)
         (void)MHD_add_response_header(resp, "Allow", "GET, POST");
     /* why: MHD sends no body for HEAD, 1xx, 204 and 304; only then would a held header wait */

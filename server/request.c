@@ -119,6 +119,20 @@ static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_r
         if ((r->route->roles & (1u << r->conn->id.role)) == 0)
             return kms_fail(KMS_ERR_FORBIDDEN, "role %s may not %s %s", kms_role_name(r->conn->id.role), method,
                             r->route->pattern);
+        if (s->d.ratelimit != NULL) {
+            uint64_t retry_ms = 0;
+            const struct kms_identity *id = &r->conn->id;
+            if (!kms_ratelimit_take(s->d.ratelimit, id->fingerprint, id->role, (enum kms_rl_budget)r->route->budget,
+                                    kms_now_ns(), &retry_ms)) {
+                r->retry_after_s = (unsigned)((retry_ms + 999) / 1000);
+                kms_metrics_rate_limited(id->alias, kms_rl_budget_name((enum kms_rl_budget)r->route->budget));
+                return kms_request_reject(r, KMS_ERR_RATE_LIMITED, "",
+                                          "this client certificate is over its %s budget (kms.ratelimit.%s); "
+                                          "retry after %u s",
+                                          kms_rl_budget_name((enum kms_rl_budget)r->route->budget),
+                                          kms_role_name(id->role), r->retry_after_s);
+            }
+        }
     }
     if (r->route->body == KMS_BODY_JSON) {
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);

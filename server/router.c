@@ -10,22 +10,28 @@
 #define ADMIN (1u << KMS_ROLE_ADMIN)
 #define ANY_CERT (BACKEND | DEVICE | ADMIN)
 
+/* method, path, handler, roles, body, audit name, identify (decide a
+ * certificate's identity on a route open to anyone), rate-limit budget */
 static const struct kms_route routes[] = {
-    {"GET", "/health/live", kms_handle_health_live, ANYONE, KMS_BODY_NONE, NULL, 0},
-    {"GET", "/health/ready", kms_handle_health_ready, ANYONE, KMS_BODY_NONE, NULL, 1},
-    {"GET", "/v1/whoami", kms_handle_whoami, ANY_CERT, KMS_BODY_NONE, "whoami", 0},
-    {"POST", "/v1/customer-keys", kms_handle_customer_create, BACKEND, KMS_BODY_JSON, "customer-key.create", 0},
-    {"POST", "/v1/user-keys", kms_handle_user_create, BACKEND, KMS_BODY_JSON, "user-key.create", 0},
-    {"POST", "/v1/workspace-keys", kms_handle_workspace_create, BACKEND, KMS_BODY_JSON, "workspace-key.create", 0},
+    {"GET", "/health/live", kms_handle_health_live, ANYONE, KMS_BODY_NONE, NULL, 0, KMS_RL_OTHER},
+    {"GET", "/health/ready", kms_handle_health_ready, ANYONE, KMS_BODY_NONE, NULL, 1, KMS_RL_OTHER},
+    {"GET", "/v1/whoami", kms_handle_whoami, ANY_CERT, KMS_BODY_NONE, "whoami", 0, KMS_RL_OTHER},
+    {"POST", "/v1/customer-keys", kms_handle_customer_create, BACKEND, KMS_BODY_JSON, "customer-key.create", 0,
+     KMS_RL_CREATE},
+    {"POST", "/v1/user-keys", kms_handle_user_create, BACKEND, KMS_BODY_JSON, "user-key.create", 0, KMS_RL_CREATE},
+    {"POST", "/v1/workspace-keys", kms_handle_workspace_create, BACKEND, KMS_BODY_JSON, "workspace-key.create", 0,
+     KMS_RL_CREATE},
     {"POST", "/v1/workspace-keys/unwrap", kms_handle_workspace_unwrap, BACKEND | DEVICE, KMS_BODY_JSON,
-     "workspace-key.unwrap", 0},
-    {"POST", "/v1/keys/{}/wrap", kms_handle_key_wrap, BACKEND, KMS_BODY_JSON, "key.wrap", 0},
-    {"POST", "/v1/keys/{}/unwrap", kms_handle_key_unwrap, BACKEND | DEVICE, KMS_BODY_JSON, "key.unwrap", 0},
-    {"POST", "/v1/keys/{}/rewrap", kms_handle_key_rewrap, BACKEND, KMS_BODY_JSON, "key.rewrap", 0},
-    {"POST", "/v1/keys/{}/datakey", kms_handle_key_datakey, BACKEND, KMS_BODY_JSON, "key.datakey", 0},
-    {"GET", "/v1/keys/{}", kms_handle_key_info, BACKEND, KMS_BODY_NONE, "key.info", 0},
-    {"GET", "/v1/cluster", kms_handle_cluster, ADMIN, KMS_BODY_NONE, "cluster.nodes", 0},
-    {"POST", "/v1/cluster/cache/invalidate", kms_handle_cache_invalidate, ADMIN, KMS_BODY_NONE, "cache.invalidate", 0},
+     "workspace-key.unwrap", 0, KMS_RL_UNWRAP},
+    {"POST", "/v1/keys/{}/wrap", kms_handle_key_wrap, BACKEND, KMS_BODY_JSON, "key.wrap", 0, KMS_RL_OTHER},
+    {"POST", "/v1/keys/{}/unwrap", kms_handle_key_unwrap, BACKEND | DEVICE, KMS_BODY_JSON, "key.unwrap", 0,
+     KMS_RL_UNWRAP},
+    {"POST", "/v1/keys/{}/rewrap", kms_handle_key_rewrap, BACKEND, KMS_BODY_JSON, "key.rewrap", 0, KMS_RL_OTHER},
+    {"POST", "/v1/keys/{}/datakey", kms_handle_key_datakey, BACKEND, KMS_BODY_JSON, "key.datakey", 0, KMS_RL_CREATE},
+    {"GET", "/v1/keys/{}", kms_handle_key_info, BACKEND, KMS_BODY_NONE, "key.info", 0, KMS_RL_OTHER},
+    {"GET", "/v1/cluster", kms_handle_cluster, ADMIN, KMS_BODY_NONE, "cluster.nodes", 0, KMS_RL_OTHER},
+    {"POST", "/v1/cluster/cache/invalidate", kms_handle_cache_invalidate, ADMIN, KMS_BODY_NONE, "cache.invalidate",
+     0, KMS_RL_OTHER},
 };
 
 /* Matches url against pattern; copies the {} segment into param. */

@@ -14,6 +14,7 @@
 #include "kms/hierarchy.h"
 #include "kms/identity.h"
 #include "kms/keystore.h"
+#include "kms/ratelimit.h"
 
 /* What the server uses: borrowed (it must outlive the server), except the
  * keystore and CRLs, which become the first trust generation. */
@@ -48,6 +49,7 @@ struct kms_server_deps {
     struct kms_cache *cache;
     struct kms_hierarchy *hierarchy;
     struct kms_audit *audit;
+    struct kms_ratelimit *ratelimit; /* NULL: no rate limits */
 };
 
 struct kms_server;

@@ -186,7 +186,7 @@ start() {
           # why: the default user (same password) is the tests' and operators' full-access view;
           # kmsd logs in as the least-privilege user
           echo "user default on >$REDIS_PASSWORD ~* &* +@all"
-          echo "user $REDIS_USER on >$REDIS_PASSWORD ~kms:* ~t-* resetchannels -@all +get +set +incr +scan +select +ping +role +info +psync +replconf +multi +exec +slaveof +replicaof +config|rewrite +client +subscribe +publish +script|kill +eval +lpush +lrange +llen +rpop +del &__sentinel__:hello &kms:*"
+          echo "user $REDIS_USER on >$REDIS_PASSWORD ~kms:* ~t-* resetchannels -@all +get +set +incr +scan +select +ping +role +info +psync +replconf +multi +exec +slaveof +replicaof +config|rewrite +client +subscribe +publish +script|kill +eval +time +lpush +lrange +llen +rpop +del &__sentinel__:hello &kms:*"
           echo "masteruser $REDIS_USER"
           echo "masterauth $REDIS_PASSWORD"
         elif [ -n "$REDIS_PASSWORD" ]; then

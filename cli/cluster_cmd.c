@@ -384,17 +384,18 @@ static int cmd_status(struct kmsctl_cluster *c, int json)
 
 /* ---- key create ------------------------------------------------------------ */
 
-static int cmd_key_create(const char *config, const char *password, const char *out, const char *from_plain,
-                          int force)
+int kmsctl_sealed_key_create(const char *kind, const char *config, const char *password, const char *out,
+                             const char *from_plain, int force)
 {
+    int audit = strcmp(kind, "audit") == 0;
     if (out == NULL) {
-        fprintf(stderr, "kmsctl cluster key create: --out FILE is required\n");
+        fprintf(stderr, "kmsctl %s key create: --out FILE is required\n", kind);
         return KMSCTL_EXIT_USAGE;
     }
     if (!force && access(out, F_OK) == 0) {
-        fprintf(stderr, "kmsctl: %s exists; a new cluster key there would cut its nodes off the cluster (use --force "
-                        "to replace it)\n",
-                out);
+        fprintf(stderr, "kmsctl: %s exists; a new %s key there would %s (use --force to replace it)\n", out, kind,
+                audit ? "leave the audit trail's checkpoints so far unverifiable with it"
+                      : "cut its nodes off the cluster");
         return KMSCTL_EXIT_ERROR;
     }
     struct kms_config *cfg = NULL;
@@ -444,9 +445,9 @@ static int cmd_key_create(const char *config, const char *password, const char *
     free(line);
     if (rc != KMS_OK)
         return fail(out, rc);
-    printf("Wrote %s: a cluster key sealed under the keystore password (mode 0600). Give every node this file as "
-           "kms.cache.cluster.key.file.\n",
-           out);
+    printf("Wrote %s: a%s key sealed under the keystore password (mode 0600). Give every node this file as "
+           "%s.\n",
+           out, audit ? "n audit" : " cluster", audit ? "kms.audit.key.file" : "kms.cache.cluster.key.file");
     return KMSCTL_EXIT_OK;
 }
 
@@ -495,7 +496,7 @@ int kmsctl_cluster_main(int argc, char **argv)
             code = cmd_status(&c, json);
         kmsctl_cluster_close(&c);
     } else if (nwords == 2 && strcmp(words[0], "key") == 0 && strcmp(words[1], "create") == 0) {
-        code = cmd_key_create(config, pw, out, from_plain, force);
+        code = kmsctl_sealed_key_create("cluster", config, pw, out, from_plain, force);
     } else {
         fprintf(stderr, "kmsctl cluster: expected 'status' or 'key create'\n\n");
         kmsctl_cluster_usage(stderr);

@@ -19,6 +19,8 @@ static const struct group groups[] = {
      kmsctl_keystore_main, kmsctl_keystore_usage},
     {"hsm", "the master-key backend: status, create-key, show, locate, rotate", kmsctl_hsm_main, kmsctl_hsm_usage},
     {"cluster", "the cluster: status of every node, the cluster key", kmsctl_cluster_main, kmsctl_cluster_usage},
+    {"audit", "the audit trail: verify its chain and checkpoints, make its key", kmsctl_audit_main,
+     kmsctl_audit_usage},
     {"bench", "load-test a kmsd over mutual TLS: requests/s, latency percentiles", kmsctl_bench_main, kmsctl_bench_usage},
 };
 

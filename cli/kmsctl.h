@@ -25,6 +25,15 @@ int kmsctl_hsm_main(int argc, char **argv);
 void kmsctl_hsm_usage(FILE *f);
 int kmsctl_bench_main(int argc, char **argv);
 void kmsctl_bench_usage(FILE *f);
+int kmsctl_audit_main(int argc, char **argv);
+void kmsctl_audit_usage(FILE *f);
+
+/* A random key sealed under the keystore password (--password-file, else
+ * kms.keystore.password of the config) into out, mode 0600: kind "cluster"
+ * (kms.cache.cluster.key.file) or "audit" (kms.audit.key.file). from_plain:
+ * base64 of an existing key instead. An exit code. */
+int kmsctl_sealed_key_create(const char *kind, const char *config, const char *password, const char *out,
+                             const char *from_plain, int force);
 
 /* Where a keystore password comes from, in this order of precedence:
  * --password-file FILE (first line), the environment variable

@@ -44,6 +44,8 @@
     X(KMS_ERR_BACKEND_UNAVAILABLE, 503, "backend_unavailable",                          \
       "The key backend is unreachable.")                                                \
     X(KMS_ERR_NOT_READY, 503, "not_ready", "The server is not ready.")                  \
+    X(KMS_ERR_AUDIT_UNAVAILABLE, 503, "audit_unavailable",                              \
+      "The request cannot be audited now; nothing was done.")                           \
     X(KMS_ERR_BACKEND_TIMEOUT, 504, "backend_timeout", "The key backend timed out.")    \
     /* local: files, keystores, configuration (500 if they ever reach HTTP) */          \
     X(KMS_ERR_IO, 500, "io_error", "A file could not be read or written.")              \

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 #include "kms/audit.h"
 
 #include <errno.h>
@@ -13,17 +14,26 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "kms/audit_chain.h"
 
-#define LINE_MAX_LEN 4096
+#define LINE_MAX_LEN KMS_AUDIT_LINE_MAX
 #define BUFFER_CAP (256 * 1024) /* pending lines; writers wait when it is full */
 #define FILE_CHUNK (64 * 1024)
+#define OUT_CAP (1024 * 1024)   /* chained lines not yet written: a failing disk, refuse */
+#define RETRY_NS 100000000ull   /* kms_audit_ready tries a failing file again this often */
 
 struct kms_audit {
     int fd;
-    uint64_t failures; /* lines lost to a failed write(2): kms_audit_failures (atomic) */
+    char path[4096];
+    int regular;
+    unsigned long long size, max_size;
+    unsigned keep;
+    int refuse;
+    uint64_t failures; /* kms_audit_failures (atomic) */
     char node[128];
     unsigned flush_ms; /* 0: one write(2) per line, no thread */
     size_t chunk;      /* largest single write(2): PIPE_BUF unless fd is a regular file */
+    /* raw lines for the writer thread (flush_ms > 0) */
     pthread_mutex_t mu;
     pthread_cond_t wake;  /* the writer: lines pending past half the buffer, or stop */
     pthread_cond_t space; /* producers: the writer emptied the buffer */
@@ -31,11 +41,34 @@ struct kms_audit {
     size_t len;
     int stop, has_writer;
     pthread_t writer;
+    /* the chain, in file order, under cmu */
+    pthread_mutex_t cmu;
+    struct kms_audit_chain chain;
+    struct {
+        uint64_t seq;
+        char prev[65];
+        unsigned since_checkpoint;
+    } written; /* the chain as the file's end holds it */
+    char *out;                             /* chained lines not yet written */
+    size_t out_len;
+    unsigned long long lost; /* lines dropped and not yet reported by an audit.lost line */
+    unsigned long long lost_in_out; /* the count of the audit.lost line waiting in out */
+    int healthy;             /* atomic: nothing waits to be written */
+    uint64_t retry_ns;
+    int failing;             /* audit.write_failed logged, audit.recovered not yet */
 };
 
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
 /* Writes all of data in pieces of at most a->chunk bytes cut after a
- * newline, so a reader of a pipe never sees a line split by another writer. */
-static void write_lines(struct kms_audit *a, const char *data, size_t len)
+ * newline, so a reader of a pipe never sees a line split by another writer.
+ * 0, or -1 with errno. */
+static int write_all(struct kms_audit *a, const char *data, size_t len)
 {
     while (len > 0) {
         size_t n = len;
@@ -46,23 +79,164 @@ static void write_lines(struct kms_audit *a, const char *data, size_t len)
             if (n == 0)
                 n = a->chunk; /* why: lines are < LINE_MAX_LEN <= chunk; never reached */
         }
-        ssize_t w = write(a->fd, data, n);
+        ssize_t w = a->fd >= 0 ? write(a->fd, data, n) : -1;
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            /* a failed audit write never fails the request (STYLE.md); the
-             * operator sees it as kms_audit_write_failures_total */
-            uint64_t lost = 0; /* every line not yet written is lost */
-            for (size_t i = 0; i < len; i++)
-                lost += data[i] == '\n';
-            if (__atomic_fetch_add(&a->failures, lost, __ATOMIC_RELAXED) == 0)
-                kms_log(KMS_LOG_ERROR, "audit.write_failed", NULL, "detail", w < 0 ? strerror(errno) : "short write",
-                        NULL);
-            return;
+            if (w == 0 || a->fd < 0)
+                errno = w == 0 ? ENOSPC : EBADF;
+            return -1;
         }
         data += w;
         len -= (size_t)w;
     }
+    return 0;
+}
+
+/* Records among the chained lines at p (not checkpoints, not audit.lost). */
+static unsigned long long count_records(const char *p, size_t n)
+{
+    static const char rec[] = "\"event\":\"audit\"";
+    unsigned long long k = 0;
+    const char *end = p + n;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
+        k += memmem(p, len, rec, sizeof(rec) - 1) != NULL;
+        p += len + 1;
+    }
+    return k;
+}
+
+/* path -> path.1 -> ... -> path.keep (the oldest dropped), then a new path.
+ * The chain goes on in the new file. Under cmu. */
+static void rotate(struct kms_audit *a)
+{
+    char from[4200], to[4200];
+    unsigned keep = a->keep > 0 ? a->keep : 1;
+    for (unsigned i = keep; i > 1; i--) {
+        (void)snprintf(from, sizeof(from), "%s.%u", a->path, i - 1);
+        (void)snprintf(to, sizeof(to), "%s.%u", a->path, i);
+        (void)rename(from, to);
+    }
+    (void)snprintf(to, sizeof(to), "%s.1", a->path);
+    if (rename(a->path, to) != 0) {
+        kms_log(KMS_LOG_ERROR, "audit.rotate_failed", NULL, "file", a->path, "detail", strerror(errno), NULL);
+        return;
+    }
+    (void)close(a->fd);
+    a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    a->size = 0;
+    if (a->fd < 0)
+        kms_log(KMS_LOG_ERROR, "audit.rotate_failed", NULL, "file", a->path, "detail", strerror(errno), NULL);
+    else
+        kms_log(KMS_LOG_INFO, "audit.rotated", NULL, "file", a->path, "previous", to, NULL);
+}
+
+static void mark_written(struct kms_audit *a)
+{
+    a->written.seq = a->chain.seq;
+    memcpy(a->written.prev, a->chain.prev, sizeof(a->written.prev));
+    a->written.since_checkpoint = a->chain.since_checkpoint;
+}
+
+/* Writes what the chain holds. A failed write leaves the file as it was
+ * (a regular file is cut back to its last whole line); with refuse the
+ * lines wait for the next try, else they are dropped, the chain goes back
+ * to the file's end and an audit.lost line will say how many. Under cmu. */
+static void flush_out(struct kms_audit *a)
+{
+    if (a->out_len == 0) {
+        __atomic_store_n(&a->healthy, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (write_all(a, a->out, a->out_len) != 0) {
+        int e = errno;
+        if (a->regular && a->fd >= 0)
+            (void)!ftruncate(a->fd, (off_t)a->size);
+        unsigned long long records = count_records(a->out, a->out_len);
+        __atomic_add_fetch(&a->failures, a->refuse ? 1 : records, __ATOMIC_RELAXED);
+        if (!a->failing)
+            kms_log(KMS_LOG_ERROR, "audit.write_failed", NULL, "file", a->path[0] ? a->path : "stderr", "detail",
+                    strerror(e), "on_failure", a->refuse ? "refuse: audited requests get 503 until it is written"
+                                                         : "continue: the lines are lost and counted",
+                    NULL);
+        a->failing = 1;
+        if (!a->refuse) {
+            a->lost = a->lost_in_out + records; /* why: an audit.lost line among them is said again */
+            a->lost_in_out = 0;
+            a->chain.seq = a->written.seq;
+            memcpy(a->chain.prev, a->written.prev, sizeof(a->chain.prev));
+            a->chain.since_checkpoint = a->written.since_checkpoint;
+            a->out_len = 0;
+        }
+        __atomic_store_n(&a->healthy, a->refuse ? 0 : 1, __ATOMIC_RELAXED);
+        return;
+    }
+    a->size += a->out_len;
+    a->out_len = 0;
+    a->lost_in_out = 0;
+    mark_written(a);
+    __atomic_store_n(&a->healthy, 1, __ATOMIC_RELAXED);
+    if (a->failing)
+        kms_log(KMS_LOG_INFO, "audit.recovered", NULL, "file", a->path[0] ? a->path : "stderr", NULL);
+    a->failing = 0;
+    if (a->regular && a->max_size > 0 && a->size >= a->max_size) {
+        size_t n = kms_chain_checkpoint(&a->chain, a->out, OUT_CAP);
+        a->out_len = n;
+        if (n > 0 && write_all(a, a->out, n) == 0) {
+            a->size += n;
+            mark_written(a);
+            a->out_len = 0;
+        }
+        if (a->out_len == 0)
+            rotate(a);
+    }
+}
+
+/* Chains raw lines (each "{...}\n") into the pending output and writes it. */
+static void commit(struct kms_audit *a, const char *raw, size_t len)
+{
+    pthread_mutex_lock(&a->cmu);
+    while (len > 0) {
+        const char *nl = memchr(raw, '\n', len);
+        size_t n = nl != NULL ? (size_t)(nl - raw) + 1 : len;
+        if (a->lost > 0) {
+            size_t k = kms_chain_lost(&a->chain, a->lost, a->out + a->out_len, OUT_CAP - a->out_len);
+            a->out_len += k;
+            if (k > 0) {
+                a->lost_in_out = a->lost;
+                a->lost = 0;
+            }
+        }
+        size_t k = a->lost == 0 ? kms_chain_append(&a->chain, raw, n, a->out + a->out_len, OUT_CAP - a->out_len) : 0;
+        if (k == 0) {
+            a->lost++;
+            __atomic_add_fetch(&a->failures, 1, __ATOMIC_RELAXED);
+        }
+        a->out_len += k;
+        if (kms_chain_checkpoint_due(&a->chain))
+            a->out_len += kms_chain_checkpoint(&a->chain, a->out + a->out_len, OUT_CAP - a->out_len);
+        raw += n;
+        len -= n;
+    }
+    flush_out(a);
+    a->retry_ns = mono_ns() + RETRY_NS;
+    pthread_mutex_unlock(&a->cmu);
+}
+
+int kms_audit_ready(struct kms_audit *a)
+{
+    if (a == NULL || __atomic_load_n(&a->healthy, __ATOMIC_RELAXED))
+        return 1;
+    pthread_mutex_lock(&a->cmu);
+    if (mono_ns() >= a->retry_ns) {
+        flush_out(a);
+        a->retry_ns = mono_ns() + RETRY_NS;
+    }
+    int ok = __atomic_load_n(&a->healthy, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&a->cmu);
+    return ok;
 }
 
 static void *writer_main(void *arg)
@@ -90,7 +264,7 @@ static void *writer_main(void *arg)
         a->len = 0;
         pthread_cond_broadcast(&a->space);
         pthread_mutex_unlock(&a->mu);
-        write_lines(a, out, n);
+        commit(a, out, n);
         pthread_mutex_lock(&a->mu);
         a->spare = out;
         pthread_cond_broadcast(&a->space);
@@ -99,25 +273,68 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+static void free_audit(struct kms_audit *a)
+{
+    kms_chain_free(&a->chain);
+    free(a->buf);
+    free(a->spare);
+    free(a->out);
+    if (a->fd >= 0 && a->fd != STDERR_FILENO)
+        (void)close(a->fd);
+    free(a);
+}
+
 kms_rc kms_audit_open(const char *path, const char *node, unsigned flush_ms, struct kms_audit **out)
+{
+    struct kms_audit_options o = {.path = path, .node = node, .flush_ms = flush_ms};
+    return kms_audit_open_with(&o, out);
+}
+
+kms_rc kms_audit_open_with(const struct kms_audit_options *o, struct kms_audit **out)
 {
     *out = NULL;
     struct kms_audit *a = calloc(1, sizeof(*a));
     if (a == NULL)
         return KMS_ERR_NO_MEMORY;
     a->fd = STDERR_FILENO;
-    if (path != NULL && path[0] != '\0') {
-        a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-        if (a->fd < 0) {
-            free(a);
-            return kms_fail(KMS_ERR_IO, "cannot open audit file %s: %s", path, strerror(errno));
-        }
+    a->healthy = 1;
+    a->refuse = o->refuse;
+    a->max_size = o->max_size;
+    a->keep = o->keep;
+    (void)snprintf(a->node, sizeof(a->node), "%s", o->node ? o->node : "");
+    kms_rc rc = kms_chain_init(&a->chain, a->node, o->key, o->checkpoint_lines);
+    if (rc == KMS_OK && (a->out = malloc(OUT_CAP)) == NULL)
+        rc = KMS_ERR_NO_MEMORY;
+    if (rc == KMS_OK && o->path != NULL && o->path[0] != '\0') {
+        (void)snprintf(a->path, sizeof(a->path), "%s", o->path);
+        a->fd = open(o->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (a->fd < 0)
+            a->fd = open(o->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600); /* a device, a FIFO */
+        if (a->fd < 0)
+            rc = kms_fail(KMS_ERR_IO, "cannot open audit file %s: %s", o->path, strerror(errno));
     }
     struct stat st;
-    a->chunk = fstat(a->fd, &st) == 0 && S_ISREG(st.st_mode) ? FILE_CHUNK : PIPE_BUF;
-    (void)snprintf(a->node, sizeof(a->node), "%s", node ? node : "");
-    a->flush_ms = flush_ms;
-    if (flush_ms > 0) {
+    a->regular = rc == KMS_OK && fstat(a->fd, &st) == 0 && S_ISREG(st.st_mode);
+    a->chunk = a->regular ? FILE_CHUNK : PIPE_BUF;
+    if (rc == KMS_OK && a->regular) {
+        size_t cut = 0;
+        rc = kms_chain_resume(&a->chain, a->fd, &a->size, &cut);
+        if (rc == KMS_OK && cut > 0) {
+            char b[24];
+            (void)snprintf(b, sizeof(b), "%zu", cut);
+            kms_log(KMS_LOG_WARN, "audit.tail_cut", NULL, "file", a->path, "bytes", b, "detail",
+                    "the last line was unfinished (a crash while writing it)", NULL);
+        }
+    }
+    mark_written(a);
+    if (rc != KMS_OK) {
+        a->fd = a->fd == STDERR_FILENO ? -1 : a->fd;
+        free_audit(a);
+        return rc;
+    }
+    pthread_mutex_init(&a->cmu, NULL);
+    a->flush_ms = o->flush_ms;
+    if (o->flush_ms > 0) {
         a->buf = malloc(BUFFER_CAP);
         a->spare = malloc(BUFFER_CAP);
         int ok = a->buf != NULL && a->spare != NULL && pthread_mutex_init(&a->mu, NULL) == 0;
@@ -126,11 +343,8 @@ kms_rc kms_audit_open(const char *path, const char *node, unsigned flush_ms, str
         if (ok && pthread_create(&a->writer, NULL, writer_main, a) != 0)
             ok = 0;
         if (!ok) {
-            free(a->buf);
-            free(a->spare);
-            if (a->fd != STDERR_FILENO)
-                (void)close(a->fd);
-            free(a);
+            pthread_mutex_destroy(&a->cmu);
+            free_audit(a);
             return kms_fail(KMS_ERR_NO_MEMORY, "cannot start the audit writer");
         }
         a->has_writer = 1;
@@ -154,11 +368,16 @@ void kms_audit_close(struct kms_audit **pa)
         pthread_cond_destroy(&a->space);
         pthread_mutex_destroy(&a->mu);
     }
-    free(a->buf);
-    free(a->spare);
-    if (a->fd != STDERR_FILENO)
-        (void)close(a->fd);
-    free(a);
+    /* a last checkpoint, so the file's tail is covered by the key too */
+    pthread_mutex_lock(&a->cmu);
+    a->out_len += kms_chain_checkpoint(&a->chain, a->out + a->out_len, OUT_CAP - a->out_len);
+    flush_out(a);
+    if (a->out_len > 0)
+        kms_log(KMS_LOG_ERROR, "audit.unwritten_at_exit", NULL, "file", a->path, "detail",
+                "audit lines could not be written before exit", NULL);
+    pthread_mutex_unlock(&a->cmu);
+    pthread_mutex_destroy(&a->cmu);
+    free_audit(a);
     *pa = NULL;
 }
 
@@ -172,7 +391,7 @@ static void enqueue(struct kms_audit *a, const char *line, size_t len)
     }
     if (a->stop) { /* why: lines written during close go straight out */
         pthread_mutex_unlock(&a->mu);
-        write_lines(a, line, len);
+        commit(a, line, len);
         return;
     }
     memcpy(a->buf + a->len, line, len);
@@ -288,7 +507,7 @@ void kms_audit_write(struct kms_audit *a, const struct kms_audit_record *r)
     if (a->has_writer)
         enqueue(a, buf, l.used);
     else
-        write_lines(a, buf, l.used);
+        commit(a, buf, l.used);
 }
 
 uint64_t kms_audit_failures(const struct kms_audit *a)

@@ -51,6 +51,7 @@ static const char *const protocols[] = {"kmip1", "VAULT", "soft", NULL};
 static const char *const vault_auths[] = {"token", "azure", NULL};
 static const char *const cache_types[] = {"none", "local", "distributed", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const audit_failures[] = {"refuse", "continue", NULL};
 
 #define STR(d, desc) {T_STR, d, 0, 0, NULL, NULL, desc}
 #define INT(d, lo, hi, desc) {T_INT, d, lo, hi, NULL, NULL, desc}
@@ -158,6 +159,17 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_LOG_LEVEL] = ENUM("info", log_levels, "log level: debug, info, warn or error"),
     [KMS_CFG_AUDIT_FILE] = STR("", "audit log file (JSON lines); empty: audit lines go to the application log"),
     [KMS_CFG_AUDIT_FLUSH_MS] = INT("100", 0, 10000, "audit lines are written by a writer thread within this many ms; 0: one write per line"),
+    [KMS_CFG_AUDIT_ON_FAILURE] = ENUM("refuse", audit_failures,
+                                      "when audit lines cannot be written: refuse (audited requests get 503 and "
+                                      "touch no key until the lines are written) or continue (lines are lost and "
+                                      "counted)"),
+    [KMS_CFG_AUDIT_KEY] = SECRET("audit checkpoint key, sealed under the keystore password (make one with "
+                                 "'kmsctl audit key create --out FILE'; set kms.audit.key.file); unset: the "
+                                 "chain has no HMAC checkpoints"),
+    [KMS_CFG_AUDIT_CHECKPOINT_LINES] = INT("1000", 1, 1000000, "audit lines between two HMAC checkpoints"),
+    [KMS_CFG_AUDIT_MAX_SIZE] = INT("104857600", 0, 1099511627776LL, "rotate the audit file past this many bytes "
+                                                                    "(the chain goes on in the next file); 0: never"),
+    [KMS_CFG_AUDIT_KEEP] = INT("10", 1, 1000, "rotated audit files kept (kms.audit.file.1 is the newest)"),
     [KMS_CFG_NODE_NAME] = STR("", "node name in logs, audit and cluster heartbeats; empty: the host name"),
     [KMS_CFG_CONFIG_STRICT] = {T_BOOL, "false", 0, 0, NULL, NULL,
                                "refuse to start on unknown properties or KMS_* variables instead of warning"},

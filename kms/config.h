@@ -86,6 +86,11 @@
     X(LOG_LEVEL, "kms.log.level")                                                                \
     X(AUDIT_FILE, "kms.audit.file")                                                              \
     X(AUDIT_FLUSH_MS, "kms.audit.flush.ms")                                                      \
+    X(AUDIT_ON_FAILURE, "kms.audit.on_failure")                                                  \
+    X(AUDIT_KEY, "kms.audit.key")                                                                \
+    X(AUDIT_CHECKPOINT_LINES, "kms.audit.checkpoint.lines")                                      \
+    X(AUDIT_MAX_SIZE, "kms.audit.max.size")                                                      \
+    X(AUDIT_KEEP, "kms.audit.keep")                                                              \
     X(NODE_NAME, "kms.node.name")                                                                \
     X(CONFIG_STRICT, "kms.config.strict")
 

@@ -48,8 +48,9 @@ kms_rc kms_server_backend_probe(struct kms_server *s, time_t *checked)
 /* The parts that are not fully well, for anyone who asks: "backend" (its
  * probe failed: not ready), "cache" (Redis away: served from the local tier
  * and the backend), "keystore" (the last reload failed: the previous
- * generation still serves). */
-static void write_degraded(struct kms_jsonw *w, kms_rc backend, int cache_down, int reload_failed)
+ * generation still serves), "audit" (lines wait for a failing audit file:
+ * with kms.audit.on_failure=refuse, audited requests get 503). */
+static void write_degraded(struct kms_jsonw *w, kms_rc backend, int cache_down, int reload_failed, int audit_down)
 {
     kms_jsonw_key(w, "degraded");
     kms_jsonw_arr_begin(w);
@@ -59,6 +60,8 @@ static void write_degraded(struct kms_jsonw *w, kms_rc backend, int cache_down, 
         kms_jsonw_str(w, "cache");
     if (reload_failed)
         kms_jsonw_str(w, "keystore");
+    if (audit_down)
+        kms_jsonw_str(w, "audit");
     kms_jsonw_arr_end(w);
 }
 
@@ -121,7 +124,7 @@ int kms_health_ready_write(struct kms_server *s, struct kms_jsonw *w, int detail
 
     kms_jsonw_obj_begin(w);
     kms_jsonw_kv(w, "status", prc == KMS_OK ? "ready" : "not_ready");
-    write_degraded(w, prc, cache_down, rat != 0 && rrc != KMS_OK);
+    write_degraded(w, prc, cache_down, rat != 0 && rrc != KMS_OK, !kms_audit_ready(s->d.audit));
     if (!detail) {
         /* why: a caller without an admin certificate learns no path, alias,
          * node name or date (issue 15): those help an attacker, not a load balancer */

@@ -19,6 +19,7 @@
 #include "kms/audit.h"
 #include "kms/backend_select.h"
 #include "kms/cache.h"
+#include "kms/cluster_key.h"
 #include "kms/config.h"
 #include "kms/hierarchy.h"
 #include "kms/identity.h"
@@ -154,6 +155,37 @@ static const char *admin_address(struct kms_node *n)
     return strncmp(server, "127.", 4) == 0 ? server : "127.0.0.1";
 }
 
+/* The audit trail (kms.audit.*): its chain's checkpoint key is sealed under
+ * the keystore password, as the cluster key is. */
+static kms_rc open_audit(struct kms_node *n)
+{
+    struct kms_secret *key = NULL;
+    const char *text = kms_config_secret(n->cfg, KMS_CFG_AUDIT_KEY);
+    if (text != NULL && text[0] != '\0') {
+        char what[512];
+        (void)snprintf(what, sizeof(what), "kms.audit.key (%s)", kms_config_source(n->cfg, KMS_CFG_AUDIT_KEY));
+        KMS_GUARD(kms_cluster_key_open(text, kms_config_secret(n->cfg, KMS_CFG_KEYSTORE_PASSWORD), what, &key));
+    }
+    struct kms_audit_options o = {
+        .path = kms_config_str(n->cfg, KMS_CFG_AUDIT_FILE),
+        .node = n->name,
+        .flush_ms = (unsigned)kms_config_int(n->cfg, KMS_CFG_AUDIT_FLUSH_MS),
+        .refuse = strcmp(kms_config_str(n->cfg, KMS_CFG_AUDIT_ON_FAILURE), "refuse") == 0,
+        .max_size = (unsigned long long)kms_config_int(n->cfg, KMS_CFG_AUDIT_MAX_SIZE),
+        .keep = (unsigned)kms_config_int(n->cfg, KMS_CFG_AUDIT_KEEP),
+        .checkpoint_lines = (unsigned)kms_config_int(n->cfg, KMS_CFG_AUDIT_CHECKPOINT_LINES),
+        .key = key,
+    };
+    int signed_chain = key != NULL;
+    kms_rc rc = kms_audit_open_with(&o, &n->audit);
+    kms_secret_free(&key);
+    if (rc == KMS_OK && !signed_chain)
+        kms_log(KMS_LOG_WARN, "audit.unsigned", NULL, "detail",
+                "kms.audit.key is not set: the audit chain has no HMAC checkpoints, so whoever can write the file "
+                "can rewrite it whole (kmsctl audit key create)", NULL);
+    return rc;
+}
+
 /* kms.ratelimit.*: per node, or cluster-wide through the cache's Redis. */
 static kms_rc open_ratelimit(struct kms_node *n)
 {
@@ -197,8 +229,7 @@ kms_rc kms_node_start(struct kms_node *n)
         KMS_GUARD(sync_at_start(n));
     KMS_GUARD(kms_node_load_keystore(n));
     KMS_GUARD(kms_rolemap_parse(kms_config_str(n->cfg, KMS_CFG_AUTH_ROLES), &n->roles));
-    KMS_GUARD(kms_audit_open(kms_config_str(n->cfg, KMS_CFG_AUDIT_FILE), n->name,
-                             (unsigned)kms_config_int(n->cfg, KMS_CFG_AUDIT_FLUSH_MS), &n->audit));
+    KMS_GUARD(open_audit(n));
     KMS_GUARD(open_backend(n));
     KMS_GUARD(kms_hierarchy_new(n->backend, n->cache, kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &n->hierarchy));
     KMS_GUARD(open_ratelimit(n));

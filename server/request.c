@@ -119,6 +119,12 @@ static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_r
         if ((r->route->roles & (1u << r->conn->id.role)) == 0)
             return kms_fail(KMS_ERR_FORBIDDEN, "role %s may not %s %s", kms_role_name(r->conn->id.role), method,
                             r->route->pattern);
+        /* why before the handler: with kms.audit.on_failure=refuse a request
+         * that cannot be audited must touch no key */
+        if (r->route->op != NULL && !kms_audit_ready(s->d.audit))
+            return kms_request_reject(r, KMS_ERR_AUDIT_UNAVAILABLE, "",
+                                      "the audit trail cannot be written (kms.audit.on_failure=refuse): nothing "
+                                      "was done; retry later");
         if (s->d.ratelimit != NULL) {
             uint64_t retry_ms = 0;
             const struct kms_identity *id = &r->conn->id;

@@ -29,6 +29,7 @@ kms.keystore.password.file = $dir/pki/password.txt
 kms.hsm.protocol = soft
 kms.hsm.soft.file = $dir/soft-keys.bin
 kms.audit.file = /dev/full
+kms.audit.on_failure = continue
 PROPS
 "$kmsd" --config "$dir/kms.properties" 2>"$dir/kmsd.log" &
 pid=$!

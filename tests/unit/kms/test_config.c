@@ -922,7 +922,7 @@ Test(config, sample_file_matches_the_table)
     snprintf(path, sizeof(path), "%s/deploy/kms.properties.sample", src);
     FILE *f = fopen(path, "rb");
     cr_assert_not_null(f, "cannot open %s", path);
-    static char text[32768];
+    static char text[65536];
     size_t n = fread(text + 1, 1, sizeof(text) - 2, f);
     fclose(f);
     text[0] = '\n';

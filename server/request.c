@@ -23,6 +23,7 @@
  * past kms.server.connection.memory gets libmicrohttpd's own answer first. */
 #define URL_MAX 2048
 #define HEADERS_MAX 8192
+#define HEADER_FIELDS_MAX 64 /* SPEC §10: the header count is bounded too */
 /* A connection keeps its body buffer between requests up to this capacity. */
 #define BODY_KEEP 4096
 
@@ -83,11 +84,16 @@ static int is_json_type(const char *ct)
 
 /* First call for a request: route, authenticate, authorize, check the
  * announced body. Returns the error to answer with, or KMS_OK. */
+struct header_size {
+    size_t bytes, fields;
+};
+
 static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
-    size_t *sum = cls;
-    *sum += strlen(key) + (value != NULL ? strlen(value) : 0) + 4; /* ": " and CRLF */
+    struct header_size *sum = cls;
+    sum->bytes += strlen(key) + (value != NULL ? strlen(value) : 0) + 4; /* ": " and CRLF */
+    sum->fields++;
     return MHD_YES;
 }
 
@@ -98,11 +104,15 @@ static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_r
     if (url_len > URL_MAX)
         return kms_request_reject(r, KMS_ERR_URI_TOO_LONG, "", "the path is %zu bytes; at most %d are read",
                                   url_len, URL_MAX);
-    size_t headers = 0;
+    struct header_size headers = {0, 0};
     (void)MHD_get_connection_values(c, MHD_HEADER_KIND, add_header_size, &headers);
-    if (headers > HEADERS_MAX)
+    if (headers.bytes > HEADERS_MAX)
         return kms_request_reject(r, KMS_ERR_HEADERS_TOO_LARGE, "",
-                                  "the header fields are %zu bytes; at most %d are read", headers, HEADERS_MAX);
+                                  "the header fields are %zu bytes; at most %d are read", headers.bytes, HEADERS_MAX);
+    if (headers.fields > HEADER_FIELDS_MAX)
+        return kms_request_reject(r, KMS_ERR_HEADERS_TOO_LARGE, "",
+                                  "the request has %zu header fields; at most %d are read", headers.fields,
+                                  HEADER_FIELDS_MAX);
     int wrong_method = 0;
     r->route = kms_router_match(method, url, r->param, sizeof(r->param), &wrong_method);
     if (r->route == NULL)

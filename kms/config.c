@@ -52,6 +52,7 @@ static const char *const vault_auths[] = {"token", "azure", NULL};
 static const char *const cache_types[] = {"none", "local", "distributed", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const audit_failures[] = {"refuse", "continue", NULL};
+static const char *const crl_stale_modes[] = {"refuse", "accept", NULL};
 
 #define STR(d, desc) {T_STR, d, 0, 0, NULL, NULL, desc}
 #define INT(d, lo, hi, desc) {T_INT, d, lo, hi, NULL, NULL, desc}
@@ -154,6 +155,13 @@ static const struct row rows[KMS_CFG_COUNT] = {
                             "extra alias-prefix to role mappings: prefix=role,... with role backend, device or admin"},
     [KMS_CFG_AUTH_CRL_FILE] = STR("", "CRL file (PEM or DER) signed by a keystore CA; revoked client certificates "
                                       "are refused; reloaded with the keystore"),
+    [KMS_CFG_AUTH_CRL_URL] = STR("", "where to fetch CRLs (http:// or https://, comma-separated; \"cdp\": the "
+                                     "distribution points named by the keystore's certificates); they are verified "
+                                     "and written to kms.auth.crl.file, which then reloads. Empty: no fetching"),
+    [KMS_CFG_AUTH_CRL_REFRESH] = INT("300", 1, 86400, "seconds between two fetches of kms.auth.crl.url"),
+    [KMS_CFG_AUTH_CRL_STALE] = ENUM("refuse", crl_stale_modes,
+                                    "a CRL past its nextUpdate: refuse (the certificates of its issuer are refused "
+                                    "until a fresh CRL arrives: revocation fails closed) or accept (logged)"),
     [KMS_CFG_AUTH_EXPIRY_WARN_DAYS] = INT("30", 0, 3650, "warn (at start and daily) about certificates expiring "
                                                          "within this many days"),
     [KMS_CFG_LOG_LEVEL] = ENUM("info", log_levels, "log level: debug, info, warn or error"),
@@ -1229,6 +1237,10 @@ kms_rc kms_config_kmip_endpoint(const struct kms_config *c, char *host, size_t h
 
 static kms_rc cross_check(const struct kms_config *c)
 {
+    if (kms_config_str(c, KMS_CFG_AUTH_CRL_URL)[0] != '\0' && kms_config_str(c, KMS_CFG_AUTH_CRL_FILE)[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "kms.auth.crl.url (from %s) needs kms.auth.crl.file: the file where the "
+                                        "fetched CRLs are kept, and read again at start",
+                        kms_config_source(c, KMS_CFG_AUTH_CRL_URL));
     KMS_GUARD(cross_check_redis(c));
     const char *proto = c->v[KMS_CFG_HSM_PROTOCOL].str;
     const char *psrc = c->v[KMS_CFG_HSM_PROTOCOL].source;

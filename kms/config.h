@@ -82,6 +82,9 @@
     X(CLUSTER_KEYSTORE_KEEP, "kms.cluster.keystore.keep")                                        \
     X(AUTH_ROLES, "kms.auth.roles")                                                              \
     X(AUTH_CRL_FILE, "kms.auth.crl.file")                                                        \
+    X(AUTH_CRL_URL, "kms.auth.crl.url")                                                          \
+    X(AUTH_CRL_REFRESH, "kms.auth.crl.refresh")                                                  \
+    X(AUTH_CRL_STALE, "kms.auth.crl.stale")                                                      \
     X(AUTH_EXPIRY_WARN_DAYS, "kms.auth.expiry.warn.days")                                        \
     X(LOG_LEVEL, "kms.log.level")                                                                \
     X(AUDIT_FILE, "kms.audit.file")                                                              \

@@ -158,6 +158,7 @@ const char *kms_auth_status_name(enum kms_auth_status s)
     case KMS_AUTH_CA_ENTRY: return "ca_entry";
     case KMS_AUTH_NO_ROLE: return "no_role";
     case KMS_AUTH_REVOKED: return "revoked";
+    case KMS_AUTH_CRL_STALE: return "crl_stale";
     }
     return "unknown";
 }
@@ -181,6 +182,10 @@ const char *kms_auth_status_text(enum kms_auth_status s)
     case KMS_AUTH_REVOKED:
         return "the client certificate is in the keystore but is revoked by the CRL (kms.auth.crl.file); "
                "remove its entry or issue a new certificate";
+    case KMS_AUTH_CRL_STALE:
+        return "the CRL of the client certificate's issuer is past its nextUpdate, so whether the certificate "
+               "is revoked is not known (revocation fails closed): publish a new CRL or fix its fetching "
+               "(kms.auth.crl.url), or set kms.auth.crl.stale=accept";
     }
     return "refused";
 }
@@ -197,8 +202,10 @@ static void asn1_time_rfc3339(const ASN1_TIME *t, char *out, size_t cap, time_t 
     *as_time = timegm(&tm);
 }
 
-static int revoked(const STACK_OF(X509_CRL) *crls, X509 *cert)
+/* 1 revoked, 2 its issuer's CRL is stale (and it is not listed), 0 neither. */
+static int revoked(const STACK_OF(X509_CRL) *crls, X509 *cert, time_t now)
 {
+    int stale = 0;
     for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
         X509_CRL *crl = sk_X509_CRL_value(crls, i);
         X509_REVOKED *rev = NULL;
@@ -206,13 +213,42 @@ static int revoked(const STACK_OF(X509_CRL) *crls, X509 *cert)
             continue;
         if (X509_CRL_get0_by_cert(crl, &rev, cert) == 1)
             return 1;
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+        if (next != NULL && X509_cmp_time(next, &now) < 0)
+            stale = 1;
     }
-    return 0;
+    return stale ? 2 : 0;
+}
+
+int kms_crl_stale_count(const STACK_OF(X509_CRL) *crls, time_t now, time_t *earliest)
+{
+    int n = 0;
+    *earliest = 0;
+    for (int i = 0; crls != NULL && i < sk_X509_CRL_num(crls); i++) {
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(sk_X509_CRL_value(crls, i));
+        if (next == NULL)
+            continue;
+        struct tm tm;
+        if (ASN1_TIME_to_tm(next, &tm) == 1) {
+            time_t t = timegm(&tm);
+            if (*earliest == 0 || t < *earliest)
+                *earliest = t;
+        }
+        n += X509_cmp_time(next, &now) < 0;
+    }
+    return n;
 }
 
 void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap *m,
                          const STACK_OF(X509_CRL) *crls, const uint8_t *der, size_t len, time_t now,
                          struct kms_identity *out)
+{
+    kms_identity_decide_ex(ks, m, crls, der, len, now, 0, out);
+}
+
+void kms_identity_decide_ex(const struct kms_keystore *ks, const struct kms_rolemap *m,
+                            const STACK_OF(X509_CRL) *crls, const uint8_t *der, size_t len, time_t now,
+                            unsigned flags, struct kms_identity *out)
 {
     memset(out, 0, sizeof(*out));
     out->role = KMS_ROLE_NONE;
@@ -242,8 +278,9 @@ void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap
         out->status = KMS_AUTH_EXPIRED;
         return;
     }
-    if (crls != NULL && revoked(crls, cert)) {
-        out->status = KMS_AUTH_REVOKED;
+    int rv = crls != NULL ? revoked(crls, cert, now) : 0;
+    if (rv == 1 || (rv == 2 && !(flags & KMS_ID_ACCEPT_STALE_CRL))) {
+        out->status = rv == 1 ? KMS_AUTH_REVOKED : KMS_AUTH_CRL_STALE;
         return;
     }
     int is_ca = kms_ks_entry_is_ca(e);
@@ -271,6 +308,20 @@ static X509 *issuer_in(const struct kms_keystore *ks, const X509_NAME *issuer)
         }
     }
     return NULL;
+}
+
+int kms_crl_verify(const struct kms_keystore *ks, X509_CRL *crl, char *why, size_t cap)
+{
+    X509 *issuer = issuer_in(ks, X509_CRL_get_issuer(crl));
+    /* why: a CRL can only refuse, but an unverified one would let anyone who
+     * can write the file lock clients out; require the issuing CA's signature */
+    if (issuer != NULL && X509_CRL_verify(crl, X509_get0_pubkey(issuer)) == 1)
+        return 0;
+    char name[256];
+    X509_NAME_oneline(X509_CRL_get_issuer(crl), name, (int)sizeof(name));
+    ERR_clear_error();
+    (void)snprintf(why, cap, "of issuer %s is not signed by a CA of the keystore", name);
+    return -1;
 }
 
 kms_rc kms_crl_load(const char *path, const struct kms_keystore *ks, STACK_OF(X509_CRL) **out)
@@ -302,17 +353,10 @@ kms_rc kms_crl_load(const char *path, const struct kms_keystore *ks, STACK_OF(X5
         return kms_fail(KMS_ERR_CONFIG, "%s holds no CRL (PEM or DER)", path);
     }
     for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
-        X509_CRL *c = sk_X509_CRL_value(crls, i);
-        X509 *issuer = issuer_in(ks, X509_CRL_get_issuer(c));
-        /* why: a CRL can only refuse, but an unverified one would let anyone who
-         * can write the file lock clients out; require the issuing CA's signature */
-        if (issuer == NULL || X509_CRL_verify(c, X509_get0_pubkey(issuer)) != 1) {
-            char name[256];
-            X509_NAME_oneline(X509_CRL_get_issuer(c), name, (int)sizeof(name));
+        char why[320];
+        if (kms_crl_verify(ks, sk_X509_CRL_value(crls, i), why, sizeof(why)) != 0) {
             sk_X509_CRL_pop_free(crls, X509_CRL_free);
-            ERR_clear_error();
-            return kms_fail(KMS_ERR_CONFIG, "%s: CRL %d of issuer %s is not signed by a CA of the keystore", path,
-                            i + 1, name);
+            return kms_fail(KMS_ERR_CONFIG, "%s: CRL %d %s", path, i + 1, why);
         }
     }
     *out = crls;

@@ -24,7 +24,9 @@ enum kms_auth_status {
     KMS_AUTH_CA_ENTRY,
     KMS_AUTH_NO_ROLE,
     KMS_AUTH_REVOKED,
+    KMS_AUTH_CRL_STALE, /* its issuer's CRL is past nextUpdate (kms.auth.crl.stale=refuse) */
 };
+#define KMS_AUTH_LAST KMS_AUTH_CRL_STALE
 
 struct kms_identity {
     enum kms_auth_status status;
@@ -55,6 +57,18 @@ enum kms_role kms_rolemap_lookup(const struct kms_rolemap *m, const char *alias,
 void kms_identity_decide(const struct kms_keystore *ks, const struct kms_rolemap *m,
                          const STACK_OF(X509_CRL) *crls, const uint8_t *der, size_t len, time_t now,
                          struct kms_identity *out);
+/* kms_identity_decide with flags: KMS_ID_ACCEPT_STALE_CRL accepts a
+ * certificate whose issuer's CRL is past its nextUpdate (else such a
+ * certificate is KMS_AUTH_CRL_STALE: revocation fails closed). */
+#define KMS_ID_ACCEPT_STALE_CRL 1u
+void kms_identity_decide_ex(const struct kms_keystore *ks, const struct kms_rolemap *m,
+                            const STACK_OF(X509_CRL) *crls, const uint8_t *der, size_t len, time_t now,
+                            unsigned flags, struct kms_identity *out);
+/* How many of crls are past their nextUpdate at now (a CRL without one never
+ * is); *earliest: the earliest nextUpdate of them all (0 when none). */
+int kms_crl_stale_count(const STACK_OF(X509_CRL) *crls, time_t now, time_t *earliest);
+/* 0 when crl is signed by a CA of ks; else -1 and why names its issuer. */
+int kms_crl_verify(const struct kms_keystore *ks, X509_CRL *crl, char *why, size_t cap);
 
 /* Loads the CRLs of a PEM (one or more) or DER file (kms.auth.crl.file).
  * Each must be signed by a CA certificate entry of ks when ks names its

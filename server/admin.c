@@ -6,6 +6,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster/redis_cache.h"
 #include "common/buf.h"
@@ -18,6 +19,9 @@ static void gauges(struct kms_server *s, struct kms_metrics_gauges *g)
     struct kms_trust *t = kms_server_trust(s);
     g->keystore_generation = t->generation;
     g->earliest_not_after = (long long)t->earliest_not_after;
+    time_t next = 0;
+    g->crls_stale = kms_crl_stale_count(t->crls, time(NULL), &next);
+    g->crl_next_update = (long long)next;
     kms_trust_unref(&t);
     time_t checked;
     g->backend = s->d.backend_name;

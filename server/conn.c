@@ -198,8 +198,10 @@ void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, st
         }
     }
     struct kms_trust *t = kms_server_trust(s);
-    kms_identity_decide(t->ks, s->d.roles, t->crls, der, len, time(NULL), &conn->id);
+    kms_identity_decide_ex(t->ks, s->d.roles, t->crls, der, len, time(NULL),
+                           s->d.crl_accept_stale ? KMS_ID_ACCEPT_STALE_CRL : 0, &conn->id);
     conn->id_generation = t->generation;
+    conn->decided_at = time(NULL);
     kms_trust_unref(&t);
     conn->decided = 1;
     const struct kms_identity *id = &conn->id;

@@ -49,8 +49,11 @@ kms_rc kms_server_backend_probe(struct kms_server *s, time_t *checked)
  * probe failed: not ready), "cache" (Redis away: served from the local tier
  * and the backend), "keystore" (the last reload failed: the previous
  * generation still serves), "audit" (lines wait for a failing audit file:
- * with kms.audit.on_failure=refuse, audited requests get 503). */
-static void write_degraded(struct kms_jsonw *w, kms_rc backend, int cache_down, int reload_failed, int audit_down)
+ * with kms.audit.on_failure=refuse, audited requests get 503), "revocation"
+ * (a CRL is past its nextUpdate: its issuer's certificates are refused, or
+ * accepted with kms.auth.crl.stale=accept). */
+static void write_degraded(struct kms_jsonw *w, kms_rc backend, int cache_down, int reload_failed, int audit_down,
+                           int crls_stale)
 {
     kms_jsonw_key(w, "degraded");
     kms_jsonw_arr_begin(w);
@@ -62,6 +65,8 @@ static void write_degraded(struct kms_jsonw *w, kms_rc backend, int cache_down, 
         kms_jsonw_str(w, "keystore");
     if (audit_down)
         kms_jsonw_str(w, "audit");
+    if (crls_stale)
+        kms_jsonw_str(w, "revocation");
     kms_jsonw_arr_end(w);
 }
 
@@ -85,6 +90,15 @@ static void write_keystore(struct kms_jsonw *w, const struct kms_trust *t, time_
     kms_jsonw_kv(w, "loaded_at", loaded);
     kms_jsonw_key(w, "crls");
     kms_jsonw_int(w, t->crls ? sk_X509_CRL_num(t->crls) : 0);
+    time_t next = 0;
+    kms_jsonw_key(w, "crls_stale");
+    kms_jsonw_int(w, kms_crl_stale_count(t->crls, time(NULL), &next));
+    if (next != 0) {
+        char nu[32];
+        gmtime_r(&next, &tm);
+        strftime(nu, sizeof(nu), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        kms_jsonw_kv(w, "crl_next_update", nu);
+    }
     kms_jsonw_kv(w, "earliest_not_after", expiry);
     kms_jsonw_kv(w, "earliest_not_after_alias", t->earliest_alias);
     kms_jsonw_key(w, "last_reload");
@@ -124,7 +138,11 @@ int kms_health_ready_write(struct kms_server *s, struct kms_jsonw *w, int detail
 
     kms_jsonw_obj_begin(w);
     kms_jsonw_kv(w, "status", prc == KMS_OK ? "ready" : "not_ready");
-    write_degraded(w, prc, cache_down, rat != 0 && rrc != KMS_OK, !kms_audit_ready(s->d.audit));
+    struct kms_trust *tr = kms_server_trust(s);
+    time_t crl_next = 0;
+    int stale = kms_crl_stale_count(tr->crls, time(NULL), &crl_next);
+    kms_trust_unref(&tr);
+    write_degraded(w, prc, cache_down, rat != 0 && rrc != KMS_OK, !kms_audit_ready(s->d.audit), stale > 0);
     if (!detail) {
         /* why: a caller without an admin certificate learns no path, alias,
          * node name or date (issue 15): those help an attacker, not a load balancer */

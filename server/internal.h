@@ -31,6 +31,7 @@ struct kms_server {
     pthread_mutex_t trust_lock;
     struct kms_trust *trust;
     unsigned long generation; /* atomic copy of trust->generation */
+    long long crl_next_update; /* atomic: the earliest nextUpdate of trust->crls (0: none) */
     time_t reload_at;
     kms_rc reload_rc;
     char reload_detail[256];
@@ -53,6 +54,7 @@ struct kms_conn {
     int decided;
     int counted;                  /* its handshake has been counted in the metrics */
     unsigned long id_generation;  /* trust generation the identity was decided under */
+    time_t decided_at;
     struct kms_trust *tls;        /* generation whose certificate this connection's handshake used */
     struct kms_identity id;
     struct kms_buf body; /* reused for each request's body */

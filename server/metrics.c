@@ -27,8 +27,9 @@ static struct {
     struct histogram latency[KMS_METRICS_ROUTES];
     uint64_t handshakes[2]; /* full, resumed */
     uint64_t ticket_rotations;
-    uint64_t refused[KMS_AUTH_REVOKED + 1];
+    uint64_t refused[KMS_AUTH_LAST + 1];
     uint64_t closed[KMS_CLOSE_COUNT];
+    uint64_t crl_fetch[2]; /* failed, ok */
     uint64_t ks_rejected[KMS_KSGEN_INVALID + 1];
     uint64_t ks_cluster_generation;
 } m;
@@ -92,6 +93,11 @@ const char *kms_conn_close_name(enum kms_conn_close why)
     return (unsigned)why < KMS_CLOSE_COUNT ? names[why] : "unknown";
 }
 
+void kms_metrics_crl_fetch(int ok)
+{
+    add(&m.crl_fetch[ok ? 1 : 0], 1);
+}
+
 void kms_metrics_conn_closed(enum kms_conn_close why)
 {
     if ((unsigned)why < KMS_CLOSE_COUNT)
@@ -134,7 +140,7 @@ void kms_metrics_rate_limited(const char *alias, const char *budget)
 
 void kms_metrics_refused(enum kms_auth_status why)
 {
-    if ((unsigned)why <= KMS_AUTH_REVOKED)
+    if ((unsigned)why <= KMS_AUTH_LAST)
         add(&m.refused[why], 1);
 }
 
@@ -355,9 +361,19 @@ kms_rc kms_metrics_render(const struct kms_metrics_gauges *g, struct kms_buf *ou
                    (unsigned long long)get(&m.ticket_rotations)));
     KMS_GUARD(line(out, "# HELP kms_client_certificates_refused_total Refused client certificates by reason.\n"
                         "# TYPE kms_client_certificates_refused_total counter\n"));
-    for (int i = KMS_AUTH_NO_CERT; i <= KMS_AUTH_REVOKED; i++)
+    for (int i = KMS_AUTH_NO_CERT; i <= KMS_AUTH_LAST; i++)
         KMS_GUARD(line(out, "kms_client_certificates_refused_total{reason=\"%s\"} %llu\n",
                        kms_auth_status_name((enum kms_auth_status)i), (unsigned long long)get(&m.refused[i])));
+    KMS_GUARD(line(out, "# HELP kms_crl_stale CRLs in force past their nextUpdate (their issuers' certificates "
+                        "are refused unless kms.auth.crl.stale=accept).\n# TYPE kms_crl_stale gauge\nkms_crl_stale %d\n",
+                   g->crls_stale));
+    KMS_GUARD(line(out, "# HELP kms_crl_next_update_seconds The earliest nextUpdate of the CRLs in force (0: none).\n"
+                        "# TYPE kms_crl_next_update_seconds gauge\nkms_crl_next_update_seconds %lld\n",
+                   g->crl_next_update));
+    KMS_GUARD(line(out, "# HELP kms_crl_fetches_total Fetches of kms.auth.crl.url by result.\n"
+                        "# TYPE kms_crl_fetches_total counter\nkms_crl_fetches_total{result=\"ok\"} %llu\n"
+                        "kms_crl_fetches_total{result=\"failed\"} %llu\n",
+                   (unsigned long long)get(&m.crl_fetch[1]), (unsigned long long)get(&m.crl_fetch[0])));
     KMS_GUARD(line(out, "# HELP kms_rate_limited_total Requests refused with 429, by client certificate alias "
                         "and budget.\n# TYPE kms_rate_limited_total counter\n"));
     pthread_mutex_lock(&rl.lock);

@@ -53,7 +53,11 @@ struct kms_metrics_gauges {
     const char *backend; /* its kms.hsm.protocol */
     int backend_up;      /* the last readiness probe succeeded */
     uint64_t audit_failures;
+    int crls_stale;            /* CRLs in force past their nextUpdate */
+    long long crl_next_update; /* the earliest nextUpdate, unix seconds; 0: none */
 };
+/* A fetch of kms.auth.crl.url: ok (written or unchanged) or failed. */
+void kms_metrics_crl_fetch(int ok);
 
 /* Renders every metric into out (text format 0.0.4). */
 kms_rc kms_metrics_render(const struct kms_metrics_gauges *g, struct kms_buf *out) KMS_MUST_CHECK;

@@ -25,6 +25,7 @@
 #include "kms/identity.h"
 #include "kms/keystore.h"
 #include "kms/ratelimit.h"
+#include "server/crl_fetch.h"
 #include "server/keystore_sync.h"
 #include "server/metrics.h"
 #include "server/node.h"
@@ -33,6 +34,7 @@
 void kms_node_free(struct kms_node *n)
 {
     kms_ksync_free(&n->ksync);
+    kms_crl_fetch_stop(&n->crl_fetch);
     kms_server_stop(&n->server);
     kms_ratelimit_free(&n->ratelimit);
     kms_rl_redis_free(&n->rl_redis);
@@ -245,6 +247,7 @@ kms_rc kms_node_start(struct kms_node *n)
         .conn_per_address = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_PER_ADDRESS),
         .header_timeout_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_HEADER_TIMEOUT),
         .proxy_trusted = kms_config_str(n->cfg, KMS_CFG_SERVER_PROXY_TRUSTED),
+        .crl_accept_stale = strcmp(kms_config_str(n->cfg, KMS_CFG_AUTH_CRL_STALE), "accept") == 0,
         .ticket_lifetime_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_TLS_TICKET_LIFETIME),
         .ticket_rotation_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_TLS_TICKET_ROTATION),
         .ticket_secret = n->cluster_key,
@@ -266,6 +269,10 @@ kms_rc kms_node_start(struct kms_node *n)
     n->ks = NULL;
     n->crls = NULL;
     KMS_GUARD(kms_server_start(&d, &n->server));
+    const char *crl_url = kms_config_str(n->cfg, KMS_CFG_AUTH_CRL_URL);
+    if (crl_url[0] != '\0')
+        KMS_GUARD(kms_crl_fetch_start(n->server, crl_url, kms_config_str(n->cfg, KMS_CFG_AUTH_CRL_FILE),
+                                      (unsigned)kms_config_int(n->cfg, KMS_CFG_AUTH_CRL_REFRESH), &n->crl_fetch));
     if (n->ksync != NULL)
         KMS_GUARD(kms_ksync_listen(n->ksync));
     char port[16], admin[16];

@@ -31,6 +31,7 @@ struct kms_node {
     struct kms_ksync *ksync; /* distributed: the cluster's keystore generations (SPEC §11) */
     struct kms_ratelimit *ratelimit; /* kms.ratelimit.enabled */
     struct kms_rl_redis *rl_redis;   /* its cluster-wide buckets (distributed cache) */
+    struct kms_crl_fetch *crl_fetch; /* kms.auth.crl.url */
     const char *config_path; /* NULL: defaults and environment only */
     /* why: the server and the backend keep pointers into the configuration
      * they started with; a replaced one lives until exit */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "common/hex.h"
@@ -97,6 +98,14 @@ static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const
     return MHD_YES;
 }
 
+/* why: a CRL passing its nextUpdate changes what a decision would be
+ * without a reload; a connection decided before that is decided again. */
+static int crl_turned_stale(struct kms_server *s, const struct kms_conn *conn)
+{
+    long long next = __atomic_load_n(&s->crl_next_update, __ATOMIC_RELAXED);
+    return next != 0 && conn->decided_at < (time_t)next && time(NULL) >= (time_t)next;
+}
+
 static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_request *r, const char *url,
                     const char *method)
 {
@@ -120,7 +129,8 @@ static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_r
     if (r->route->roles != 0 || (r->route->identify && kms_conn_has_certificate(c))) {
         /* why: once per connection, and again only after a keystore or CRL
          * reload, so a revoked or removed client is refused on its next request */
-        if (!r->conn->decided || r->conn->id_generation != __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE))
+        if (!r->conn->decided || r->conn->id_generation != __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE) ||
+            crl_turned_stale(s, r->conn))
             kms_conn_decide_identity(s, c, r->conn, r->id);
     }
     if (r->route->roles != 0) {

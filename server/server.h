@@ -30,6 +30,7 @@ struct kms_server_deps {
     unsigned conn_per_address;  /* most connections from one client address; 0: no cap */
     unsigned header_timeout_s;  /* a request head must arrive within this; 0: 10 s */
     const char *proxy_trusted;  /* kms.server.proxy.trusted; NULL or "": no PROXY headers */
+    int crl_accept_stale;       /* kms.auth.crl.stale=accept */
     unsigned ticket_lifetime_s; /* TLS session tickets: how long one resumes (0: GnuTLS's default) */
     unsigned ticket_rotation_s; /* new ticket master key this often; 0: never */
     /* NULL: ticket master keys are random, per node. Else (a cluster): derived

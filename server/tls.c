@@ -172,6 +172,9 @@ void kms_server_install_trust(struct kms_server *s, struct kms_trust *t)
     pthread_mutex_lock(&s->trust_lock);
     struct kms_trust *old = s->trust;
     s->trust = t;
+    time_t next = 0;
+    (void)kms_crl_stale_count(t->crls, 0, &next);
+    __atomic_store_n(&s->crl_next_update, (long long)next, __ATOMIC_RELAXED);
     __atomic_store_n(&s->generation, t->generation, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&s->trust_lock);
     kms_trust_unref(&old);

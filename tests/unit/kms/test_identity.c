@@ -182,7 +182,77 @@ Test(identity, decisions_for_each_kind_of_certificate)
     cr_assert_eq(id.status, KMS_AUTH_NO_CERT);
 
     /* every refusal has operator words */
-    for (int s = KMS_AUTH_NO_CERT; s <= KMS_AUTH_REVOKED; s++)
+    for (int s = KMS_AUTH_NO_CERT; s <= KMS_AUTH_LAST; s++)
         cr_assert(strlen(kms_auth_status_text((enum kms_auth_status)s)) > 20);
+    teardown(&fx);
+}
+
+/* A CRL by issuer x (signed with key) updated `last` days ago, next update
+ * in `next` days, listing serial 1 when revoke is set. */
+static X509_CRL *make_crl(X509 *x, EVP_PKEY *key, long last, long next, int revoke)
+{
+    X509_CRL *crl = X509_CRL_new();
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, X509_get_subject_name(x));
+    ASN1_TIME *t = X509_gmtime_adj(NULL, last * 86400);
+    X509_CRL_set1_lastUpdate(crl, t);
+    X509_gmtime_adj(t, next * 86400);
+    X509_CRL_set1_nextUpdate(crl, t);
+    ASN1_TIME_free(t);
+    if (revoke) {
+        X509_REVOKED *r = X509_REVOKED_new();
+        ASN1_INTEGER *serial = ASN1_INTEGER_new();
+        ASN1_INTEGER_set(serial, 1);
+        X509_REVOKED_set_serialNumber(r, serial);
+        ASN1_INTEGER_free(serial);
+        ASN1_TIME *when = X509_gmtime_adj(NULL, -3600);
+        X509_REVOKED_set_revocationDate(r, when);
+        ASN1_TIME_free(when);
+        X509_CRL_add0_revoked(crl, r);
+    }
+    cr_assert(X509_CRL_sign(crl, key, EVP_sha256()) > 0);
+    return crl;
+}
+
+static enum kms_auth_status decide_with(struct fixture *fx, X509 *x, X509_CRL *crl, unsigned flags)
+{
+    STACK_OF(X509_CRL) *crls = sk_X509_CRL_new_null();
+    sk_X509_CRL_push(crls, crl);
+    unsigned char *der = NULL;
+    int len = i2d_X509(x, &der);
+    struct kms_identity id;
+    kms_identity_decide_ex(fx->ks, fx->m, crls, der, (size_t)len, time(NULL), flags, &id);
+    OPENSSL_free(der);
+    sk_X509_CRL_free(crls);
+    return id.status;
+}
+
+/* A CRL past its nextUpdate: its issuer's certificates are refused (fail
+ * closed) unless the caller accepts stale CRLs; a listed one stays revoked. */
+Test(identity, a_stale_crl_fails_closed_unless_accepted)
+{
+    struct fixture fx;
+    setup(&fx);
+    X509_CRL *stale = make_crl(fx.device, fx.keys[2], -2, -1, 0);
+    X509_CRL *fresh = make_crl(fx.device, fx.keys[2], -1, 7, 0);
+    X509_CRL *revoking = make_crl(fx.device, fx.keys[2], -2, -1, 1);
+    cr_assert_eq(decide_with(&fx, fx.device, fresh, 0), KMS_AUTH_OK);
+    cr_assert_eq(decide_with(&fx, fx.device, stale, 0), KMS_AUTH_CRL_STALE);
+    cr_assert_eq(decide_with(&fx, fx.device, stale, KMS_ID_ACCEPT_STALE_CRL), KMS_AUTH_OK);
+    cr_assert_eq(decide_with(&fx, fx.device, revoking, KMS_ID_ACCEPT_STALE_CRL), KMS_AUTH_REVOKED);
+    cr_assert_eq(decide_with(&fx, fx.backend, stale, 0), KMS_AUTH_OK, "another issuer's CRL says nothing");
+    STACK_OF(X509_CRL) *crls = sk_X509_CRL_new_null();
+    sk_X509_CRL_push(crls, fresh);
+    sk_X509_CRL_push(crls, stale);
+    time_t earliest = 0;
+    cr_assert_eq(kms_crl_stale_count(crls, time(NULL), &earliest), 1);
+    cr_assert(earliest < time(NULL) && earliest > time(NULL) - 2 * 86400, "the stale one's nextUpdate");
+    sk_X509_CRL_free(crls);
+    char why[256];
+    cr_assert_eq(kms_crl_verify(fx.ks, fresh, why, sizeof(why)), -1, "the device is no CA of the keystore");
+    cr_assert(strstr(why, "not signed by a CA of the keystore") != NULL, "%s", why);
+    X509_CRL_free(stale);
+    X509_CRL_free(fresh);
+    X509_CRL_free(revoking);
     teardown(&fx);
 }

@@ -53,6 +53,7 @@ static const char *const cache_types[] = {"none", "local", "distributed", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const audit_failures[] = {"refuse", "continue", NULL};
 static const char *const crl_stale_modes[] = {"refuse", "accept", NULL};
+static const char *const ocsp_modes[] = {"off", "soft", "hard", NULL};
 
 #define STR(d, desc) {T_STR, d, 0, 0, NULL, NULL, desc}
 #define INT(d, lo, hi, desc) {T_INT, d, lo, hi, NULL, NULL, desc}
@@ -162,6 +163,15 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_AUTH_CRL_STALE] = ENUM("refuse", crl_stale_modes,
                                     "a CRL past its nextUpdate: refuse (the certificates of its issuer are refused "
                                     "until a fresh CRL arrives: revocation fails closed) or accept (logged)"),
+    [KMS_CFG_AUTH_OCSP] = ENUM("off", ocsp_modes,
+                               "OCSP for client certificates when a connection's identity is decided: off, soft "
+                               "(no answer: accepted, logged) or hard (no answer: refused)"),
+    [KMS_CFG_AUTH_OCSP_URL] = STR("", "the OCSP responder (http:// or https://) for every client certificate; "
+                                      "empty: each certificate's own (AIA)"),
+    [KMS_CFG_AUTH_OCSP_TIMEOUT] = INT("2000", 100, 30000, "milliseconds an OCSP query may take"),
+    [KMS_CFG_AUTH_OCSP_REFRESH] = INT("300", 1, 86400, "seconds an OCSP answer is used at most (less when its "
+                                                       "nextUpdate is sooner); then it is asked again, in the "
+                                                       "background for certificates in use"),
     [KMS_CFG_AUTH_EXPIRY_WARN_DAYS] = INT("30", 0, 3650, "warn (at start and daily) about certificates expiring "
                                                          "within this many days"),
     [KMS_CFG_LOG_LEVEL] = ENUM("info", log_levels, "log level: debug, info, warn or error"),

@@ -85,6 +85,10 @@
     X(AUTH_CRL_URL, "kms.auth.crl.url")                                                          \
     X(AUTH_CRL_REFRESH, "kms.auth.crl.refresh")                                                  \
     X(AUTH_CRL_STALE, "kms.auth.crl.stale")                                                      \
+    X(AUTH_OCSP, "kms.auth.ocsp")                                                                \
+    X(AUTH_OCSP_URL, "kms.auth.ocsp.url")                                                        \
+    X(AUTH_OCSP_TIMEOUT, "kms.auth.ocsp.timeout.ms")                                             \
+    X(AUTH_OCSP_REFRESH, "kms.auth.ocsp.refresh")                                                \
     X(AUTH_EXPIRY_WARN_DAYS, "kms.auth.expiry.warn.days")                                        \
     X(LOG_LEVEL, "kms.log.level")                                                                \
     X(AUDIT_FILE, "kms.audit.file")                                                              \

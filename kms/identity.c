@@ -159,6 +159,7 @@ const char *kms_auth_status_name(enum kms_auth_status s)
     case KMS_AUTH_NO_ROLE: return "no_role";
     case KMS_AUTH_REVOKED: return "revoked";
     case KMS_AUTH_CRL_STALE: return "crl_stale";
+    case KMS_AUTH_OCSP_UNKNOWN: return "ocsp_unknown";
     }
     return "unknown";
 }
@@ -186,6 +187,9 @@ const char *kms_auth_status_text(enum kms_auth_status s)
         return "the CRL of the client certificate's issuer is past its nextUpdate, so whether the certificate "
                "is revoked is not known (revocation fails closed): publish a new CRL or fix its fetching "
                "(kms.auth.crl.url), or set kms.auth.crl.stale=accept";
+    case KMS_AUTH_OCSP_UNKNOWN:
+        return "kms.auth.ocsp=hard and the OCSP responder gave no answer saying the certificate is good "
+               "(down, unknown certificate, or a bad answer; the log says which)";
     }
     return "refused";
 }
@@ -308,6 +312,11 @@ static X509 *issuer_in(const struct kms_keystore *ks, const X509_NAME *issuer)
         }
     }
     return NULL;
+}
+
+X509 *kms_keystore_issuer_of(const struct kms_keystore *ks, X509 *cert)
+{
+    return issuer_in(ks, X509_get_issuer_name(cert));
 }
 
 int kms_crl_verify(const struct kms_keystore *ks, X509_CRL *crl, char *why, size_t cap)

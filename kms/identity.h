@@ -25,8 +25,9 @@ enum kms_auth_status {
     KMS_AUTH_NO_ROLE,
     KMS_AUTH_REVOKED,
     KMS_AUTH_CRL_STALE, /* its issuer's CRL is past nextUpdate (kms.auth.crl.stale=refuse) */
+    KMS_AUTH_OCSP_UNKNOWN, /* kms.auth.ocsp=hard and no answer said "good" */
 };
-#define KMS_AUTH_LAST KMS_AUTH_CRL_STALE
+#define KMS_AUTH_LAST KMS_AUTH_OCSP_UNKNOWN
 
 struct kms_identity {
     enum kms_auth_status status;
@@ -67,6 +68,8 @@ void kms_identity_decide_ex(const struct kms_keystore *ks, const struct kms_role
 /* How many of crls are past their nextUpdate at now (a CRL without one never
  * is); *earliest: the earliest nextUpdate of them all (0 when none). */
 int kms_crl_stale_count(const STACK_OF(X509_CRL) *crls, time_t now, time_t *earliest);
+/* The CA certificate of ks (an entry or in a chain) that issued cert, or NULL. */
+X509 *kms_keystore_issuer_of(const struct kms_keystore *ks, X509 *cert);
 /* 0 when crl is signed by a CA of ks; else -1 and why names its issuer. */
 int kms_crl_verify(const struct kms_keystore *ks, X509_CRL *crl, char *why, size_t cap);
 

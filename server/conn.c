@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 
 #include "common/log.h"
+#include "server/ocsp.h"
 #include "server/internal.h"
 #include "server/metrics.h"
 
@@ -183,6 +184,31 @@ int kms_conn_has_certificate(struct MHD_Connection *c)
            n > 0;
 }
 
+/* kms.auth.ocsp: the responder's word on an identity decided OK. */
+static void check_ocsp(struct kms_server *s, struct kms_trust *t, const uint8_t *der, size_t len,
+                       struct kms_conn *conn, const char *req_id)
+{
+    conn->ocsp_epoch = kms_ocsp_epoch(s->d.ocsp);
+    const unsigned char *p = der;
+    X509 *cert = d2i_X509(NULL, &p, (long)len);
+    if (cert == NULL)
+        return;
+    char why[512];
+    enum kms_ocsp_status st = kms_ocsp_check(s->d.ocsp, cert, kms_keystore_issuer_of(t->ks, cert),
+                                             conn->id.fingerprint, why, sizeof(why));
+    X509_free(cert);
+    if (st == KMS_OCSP_REVOKED) {
+        conn->id.status = KMS_AUTH_REVOKED;
+        conn->id.role = KMS_ROLE_NONE;
+    } else if (st == KMS_OCSP_UNKNOWN && s->d.ocsp_hard) {
+        conn->id.status = KMS_AUTH_OCSP_UNKNOWN;
+        conn->id.role = KMS_ROLE_NONE;
+    }
+    if (st == KMS_OCSP_UNKNOWN)
+        kms_log(s->d.ocsp_hard ? KMS_LOG_WARN : KMS_LOG_INFO, "auth.ocsp_unknown", req_id, "alias", conn->id.alias,
+                "detail", why, "kms.auth.ocsp", s->d.ocsp_hard ? "hard: refused" : "soft: accepted", NULL);
+}
+
 void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, struct kms_conn *conn,
                             const char *req_id)
 {
@@ -200,6 +226,8 @@ void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, st
     struct kms_trust *t = kms_server_trust(s);
     kms_identity_decide_ex(t->ks, s->d.roles, t->crls, der, len, time(NULL),
                            s->d.crl_accept_stale ? KMS_ID_ACCEPT_STALE_CRL : 0, &conn->id);
+    if (conn->id.status == KMS_AUTH_OK && s->d.ocsp != NULL)
+        check_ocsp(s, t, der, len, conn, req_id);
     conn->id_generation = t->generation;
     conn->decided_at = time(NULL);
     kms_trust_unref(&t);

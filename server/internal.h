@@ -55,6 +55,7 @@ struct kms_conn {
     int counted;                  /* its handshake has been counted in the metrics */
     unsigned long id_generation;  /* trust generation the identity was decided under */
     time_t decided_at;
+    unsigned long ocsp_epoch;     /* the OCSP answers' epoch it was decided under */
     struct kms_trust *tls;        /* generation whose certificate this connection's handshake used */
     struct kms_identity id;
     struct kms_buf body; /* reused for each request's body */

@@ -26,6 +26,7 @@
 #include "kms/keystore.h"
 #include "kms/ratelimit.h"
 #include "server/crl_fetch.h"
+#include "server/ocsp.h"
 #include "server/keystore_sync.h"
 #include "server/metrics.h"
 #include "server/node.h"
@@ -36,6 +37,7 @@ void kms_node_free(struct kms_node *n)
     kms_ksync_free(&n->ksync);
     kms_crl_fetch_stop(&n->crl_fetch);
     kms_server_stop(&n->server);
+    kms_ocsp_free(&n->ocsp);
     kms_ratelimit_free(&n->ratelimit);
     kms_rl_redis_free(&n->rl_redis);
     for (size_t i = 0; i < n->n_retired; i++)
@@ -235,6 +237,12 @@ kms_rc kms_node_start(struct kms_node *n)
     KMS_GUARD(open_backend(n));
     KMS_GUARD(kms_hierarchy_new(n->backend, n->cache, kms_config_str(n->cfg, KMS_CFG_HSM_MASTER_KEY), &n->hierarchy));
     KMS_GUARD(open_ratelimit(n));
+    const char *ocsp = kms_config_str(n->cfg, KMS_CFG_AUTH_OCSP);
+    if (strcmp(ocsp, "off") != 0)
+        KMS_GUARD(kms_ocsp_new(strcmp(ocsp, "hard") == 0 ? KMS_OCSP_HARD : KMS_OCSP_SOFT,
+                               kms_config_str(n->cfg, KMS_CFG_AUTH_OCSP_URL),
+                               (unsigned)kms_config_int(n->cfg, KMS_CFG_AUTH_OCSP_TIMEOUT),
+                               (unsigned)kms_config_int(n->cfg, KMS_CFG_AUTH_OCSP_REFRESH), &n->ocsp));
     struct kms_server_deps d = {
         .address = kms_config_str(n->cfg, KMS_CFG_SERVER_ADDRESS),
         .port = (uint16_t)kms_config_int(n->cfg, KMS_CFG_SERVER_PORT),
@@ -248,6 +256,8 @@ kms_rc kms_node_start(struct kms_node *n)
         .header_timeout_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_HEADER_TIMEOUT),
         .proxy_trusted = kms_config_str(n->cfg, KMS_CFG_SERVER_PROXY_TRUSTED),
         .crl_accept_stale = strcmp(kms_config_str(n->cfg, KMS_CFG_AUTH_CRL_STALE), "accept") == 0,
+        .ocsp = n->ocsp,
+        .ocsp_hard = strcmp(kms_config_str(n->cfg, KMS_CFG_AUTH_OCSP), "hard") == 0,
         .ticket_lifetime_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_TLS_TICKET_LIFETIME),
         .ticket_rotation_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_TLS_TICKET_ROTATION),
         .ticket_secret = n->cluster_key,

@@ -32,6 +32,7 @@ struct kms_node {
     struct kms_ratelimit *ratelimit; /* kms.ratelimit.enabled */
     struct kms_rl_redis *rl_redis;   /* its cluster-wide buckets (distributed cache) */
     struct kms_crl_fetch *crl_fetch; /* kms.auth.crl.url */
+    struct kms_ocsp *ocsp;           /* kms.auth.ocsp */
     const char *config_path; /* NULL: defaults and environment only */
     /* why: the server and the backend keep pointers into the configuration
      * they started with; a replaced one lives until exit */

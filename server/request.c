@@ -16,6 +16,7 @@
 #include "common/secret.h"
 #include "server/internal.h"
 #include "server/metrics.h"
+#include "server/ocsp.h"
 
 /* A refused request's body is read and dropped up to this many bytes so the
  * answer is not lost to a reset (see kms_request_on_request); past it the connection closes. */
@@ -130,7 +131,8 @@ static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_r
         /* why: once per connection, and again only after a keystore or CRL
          * reload, so a revoked or removed client is refused on its next request */
         if (!r->conn->decided || r->conn->id_generation != __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE) ||
-            crl_turned_stale(s, r->conn))
+            crl_turned_stale(s, r->conn) ||
+            (s->d.ocsp != NULL && r->conn->ocsp_epoch != kms_ocsp_epoch(s->d.ocsp)))
             kms_conn_decide_identity(s, c, r->conn, r->id);
     }
     if (r->route->roles != 0) {

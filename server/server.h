@@ -31,6 +31,8 @@ struct kms_server_deps {
     unsigned header_timeout_s;  /* a request head must arrive within this; 0: 10 s */
     const char *proxy_trusted;  /* kms.server.proxy.trusted; NULL or "": no PROXY headers */
     int crl_accept_stale;       /* kms.auth.crl.stale=accept */
+    struct kms_ocsp *ocsp;      /* kms.auth.ocsp; NULL: off */
+    int ocsp_hard;              /* kms.auth.ocsp=hard */
     unsigned ticket_lifetime_s; /* TLS session tickets: how long one resumes (0: GnuTLS's default) */
     unsigned ticket_rotation_s; /* new ticket master key this often; 0: never */
     /* NULL: ticket master keys are random, per node. Else (a cluster): derived

@@ -9,7 +9,7 @@
  * in force stays, until its nextUpdate passes (kms.auth.crl.stale). */
 #include "server/crl_fetch.h"
 
-#include <curl/curl.h>
+#include <curl/curl.h> /* curl_global_init */
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -21,6 +21,7 @@
 
 #include "common/file.h"
 #include "common/log.h"
+#include "server/http_client.h"
 #include "server/internal.h"
 #include "server/metrics.h"
 
@@ -39,68 +40,8 @@ struct kms_crl_fetch {
     int stop;
 };
 
-struct body {
-    char *p;
-    size_t len;
-    int over;
-};
-
-static size_t on_data(char *data, size_t size, size_t n, void *cls)
-{
-    struct body *b = cls;
-    size_t add = size * n;
-    if (b->len + add > CRL_MAX) {
-        b->over = 1;
-        return 0;
-    }
-    char *p = realloc(b->p, b->len + add + 1);
-    if (p == NULL)
-        return 0;
-    memcpy(p + b->len, data, add);
-    b->p = p;
-    b->len += add;
-    return add;
-}
-
-/* GET url into *b: 0, or -1 with why. */
-static int get(const char *url, struct body *b, char *why, size_t cap)
-{
-    CURL *c = curl_easy_init();
-    if (c == NULL) {
-        (void)snprintf(why, cap, "libcurl could not start");
-        return -1;
-    }
-    char err[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)FETCH_TIMEOUT_S);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    if (b->over) {
-        (void)snprintf(why, cap, "the answer is over 16 MiB");
-        return -1;
-    }
-    if (rc != CURLE_OK) {
-        (void)snprintf(why, cap, "%s", err[0] ? err : curl_easy_strerror(rc));
-        return -1;
-    }
-    if (status != 200) {
-        (void)snprintf(why, cap, "HTTP status %ld", status);
-        return -1;
-    }
-    return 0;
-}
-
 /* The CRLs of a PEM or DER body, appended to out. */
-static int parse(const struct body *b, STACK_OF(X509_CRL) *out)
+static int parse(const struct kms_http_body *b, STACK_OF(X509_CRL) *out)
 {
     BIO *bio = BIO_new_mem_buf(b->p, (int)b->len);
     if (bio == NULL)
@@ -115,7 +56,7 @@ static int parse(const struct body *b, STACK_OF(X509_CRL) *out)
     }
     ERR_clear_error();
     if (n == 0) {
-        const unsigned char *p = (const unsigned char *)b->p;
+        const unsigned char *p = b->p;
         crl = d2i_X509_CRL(NULL, &p, (long)b->len);
         if (crl != NULL && sk_X509_CRL_push(out, crl))
             n++;
@@ -180,10 +121,10 @@ static void fetch_once(struct kms_crl_fetch *f)
     }
     STACK_OF(X509_CRL) *crls = sk_X509_CRL_new_null();
     const char *failed = NULL;
-    char why[CURL_ERROR_SIZE + 320] = "";
+    char why[1024] = "";
     for (size_t i = 0; i < n && failed == NULL && crls != NULL; i++) {
-        struct body b = {NULL, 0, 0};
-        int got = get(urls[i], &b, why, sizeof(why));
+        struct kms_http_body b = {NULL, 0};
+        int got = kms_http_fetch(urls[i], NULL, NULL, 0, CRL_MAX, FETCH_TIMEOUT_S * 1000u, &b, why, sizeof(why));
         if (got == 0 && parse(&b, crls) <= 0) {
             got = -1;
             (void)snprintf(why, sizeof(why), "the answer holds no CRL (PEM or DER)");

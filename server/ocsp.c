@@ -3,7 +3,7 @@
  * delegated to, and be current (thisUpdate/nextUpdate, 5 min of clock skew). */
 #include "server/ocsp.h"
 
-#include <curl/curl.h>
+#include <curl/curl.h> /* curl_global_init */
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
 #include <pthread.h>
@@ -13,10 +13,11 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "server/http_client.h"
 
 #define ENTRIES 256
 #define ANSWER_MAX (64u << 10)
-#define RETRY_UNKNOWN_S 10 /* a responder that failed is asked again after this */
+#define RETRY_UNKNOWN_S 10 /* a responder that failed is asked again after this (or the refresh, if sooner) */
 #define SKEW_S 300
 
 struct entry {
@@ -38,26 +39,6 @@ struct kms_ocsp {
     int stop, started;
 };
 
-struct body {
-    unsigned char *p;
-    size_t len;
-};
-
-static size_t on_data(char *data, size_t size, size_t n, void *cls)
-{
-    struct body *b = cls;
-    size_t add = size * n;
-    if (b->len + add > ANSWER_MAX)
-        return 0;
-    unsigned char *p = realloc(b->p, b->len + add);
-    if (p == NULL)
-        return 0;
-    memcpy(p + b->len, data, add);
-    b->p = p;
-    b->len += add;
-    return add;
-}
-
 /* The responder of cert: the configured one, else the first http URL of its AIA. */
 static int responder(const struct kms_ocsp *o, X509 *cert, char *url, size_t cap)
 {
@@ -78,48 +59,12 @@ static int responder(const struct kms_ocsp *o, X509 *cert, char *url, size_t cap
     return found;
 }
 
-static int post(const struct kms_ocsp *o, const char *url, const unsigned char *req, size_t len, struct body *b,
-                char *why, size_t cap)
-{
-    CURL *c = curl_easy_init();
-    if (c == NULL) {
-        (void)snprintf(why, cap, "libcurl could not start");
-        return -1;
-    }
-    char err[CURL_ERROR_SIZE] = "";
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/ocsp-request");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, req);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(h);
-    if (rc != CURLE_OK) {
-        (void)snprintf(why, cap, "%s: %s", url, err[0] ? err : curl_easy_strerror(rc));
-        return -1;
-    }
-    if (status != 200) {
-        (void)snprintf(why, cap, "%s: HTTP status %ld", url, status);
-        return -1;
-    }
-    return 0;
-}
-
 /* Asks the responder: the status, and until when it holds. */
 static enum kms_ocsp_status ask(const struct kms_ocsp *o, X509 *cert, X509 *issuer, time_t *until, char *why,
                                 size_t cap)
 {
     time_t now = time(NULL);
-    *until = now + RETRY_UNKNOWN_S;
+    *until = now + (o->refresh_s < RETRY_UNKNOWN_S ? (time_t)o->refresh_s : RETRY_UNKNOWN_S);
     char url[512];
     if (issuer == NULL) {
         (void)snprintf(why, cap, "the keystore holds no certificate of its issuer, needed to ask and to check "
@@ -138,7 +83,7 @@ static enum kms_ocsp_status ask(const struct kms_ocsp *o, X509 *cert, X509 *issu
     X509_STORE *store = X509_STORE_new();
     STACK_OF(X509) *certs = sk_X509_new_null();
     unsigned char *der = NULL;
-    struct body b = {NULL, 0};
+    struct kms_http_body b = {NULL, 0};
     int len;
     if (id == NULL || req == NULL || store == NULL || certs == NULL ||
         OCSP_request_add0_id(req, OCSP_CERTID_dup(id)) == NULL || !OCSP_request_add1_nonce(req, NULL, -1) ||
@@ -146,7 +91,8 @@ static enum kms_ocsp_status ask(const struct kms_ocsp *o, X509 *cert, X509 *issu
         (void)snprintf(why, cap, "cannot build the OCSP request");
         goto done;
     }
-    if (post(o, url, der, (size_t)len, &b, why, cap) != 0)
+    if (kms_http_fetch(url, "application/ocsp-request", der, (size_t)len, ANSWER_MAX, o->timeout_ms, &b, why, cap) !=
+        0)
         goto done;
     const unsigned char *p = b.p;
     resp = d2i_OCSP_RESPONSE(NULL, &p, (long)b.len);
@@ -245,7 +191,8 @@ enum kms_ocsp_status kms_ocsp_check(struct kms_ocsp *o, X509 *cert, X509 *issuer
         enum kms_ocsp_status st = e->st;
         pthread_mutex_unlock(&o->mu);
         if (st == KMS_OCSP_UNKNOWN)
-            (void)snprintf(why, cap, "the responder could not say (asked less than %d s ago)", RETRY_UNKNOWN_S);
+            (void)snprintf(why, cap, "the responder could not say (asked less than %d s ago)",
+                           o->refresh_s < RETRY_UNKNOWN_S ? (int)o->refresh_s : RETRY_UNKNOWN_S);
         return st;
     }
     pthread_mutex_unlock(&o->mu);

@@ -69,9 +69,9 @@ rate() {
 within() { /usr/bin/python3 -c 'import sys; v,lo,hi=map(float,sys.argv[1:]); sys.exit(0 if lo <= v <= hi else 1)' "$@"; }
 
 # --- cluster-wide: a device over its budget, a backend beside it
-bench cmxDevice 6 6 "$tmp/device.json" &
+bench cmxDevice 5 6 "$tmp/device.json" &
 dpid=$!
-bench cmxBackend 6 2 "$tmp/backend.json"
+bench cmxBackend 5 2 "$tmp/backend.json"
 wait "$dpid"
 r=$(rate "$tmp/device.json")
 lo=$(/usr/bin/python3 -c "print($RATE * 0.9)") hi=$(/usr/bin/python3 -c "print($RATE * 1.1)")
@@ -110,7 +110,7 @@ done
 # --- Redis away: each node on its share (RATE / 3 nodes), still bounded
 "$lc" stop-redis "$dir" >/dev/null 2>&1
 sleep 1.5 # the leased tokens expire within a second
-bench cmxDevice 6 6 "$tmp/away.json"
+bench cmxDevice 4 6 "$tmp/away.json"
 r=$(rate "$tmp/away.json")
 lo=$(/usr/bin/python3 -c "print($RATE * 0.5)") hi=$(/usr/bin/python3 -c "print($RATE * 1.5)")
 within "$r" "$lo" "$hi" && ok "Redis stopped: each node on its share, $r unwraps/s served over the 3 (limit $RATE/s)" ||

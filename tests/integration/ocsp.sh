@@ -52,28 +52,7 @@ status() { # status CERT: GET /v1/whoami on a new connection
   curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$pki/rootCA.crt" --cert "$pki/$1.p12:$KMS_IT_PASSWORD" \
     --cert-type P12 "https://127.0.0.1:$KMS_IT_PORT/v1/whoami" || true
 }
-cat > "$dir.client.py" <<'PY'
-import os, socket, ssl, sys
-pki, port = sys.argv[1], int(sys.argv[2])
-c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-c.load_verify_locations(os.path.join(pki, "rootCA.crt"))
-c.load_cert_chain(os.path.join(pki, "cmxDevice20261122.crt"), os.path.join(pki, "cmxDevice20261122.key"))
-s = c.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1")
-for _ in sys.stdin:
-    try:
-        s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: kmsd\r\n\r\n")
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += s.recv(4096)
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
-        while len(rest) < n:
-            rest += s.recv(4096)
-        print(head.split(b" ")[1].decode(), flush=True)
-    except Exception:
-        print("closed", flush=True)
-PY
-coproc DEV { /usr/bin/python3 -u "$dir.client.py" "$pki" "$KMS_IT_PORT"; }
+coproc DEV { /usr/bin/python3 -u "$here/keepalive_client.py" "$pki" "$KMS_IT_PORT" cmxDevice20261122; }
 kept() { echo >&"${DEV[1]}"; local r; read -r -t 15 r <&"${DEV[0]}" || r=timeout; echo "$r"; }
 until_status() { # until_status WANT SECONDS CMD...: the seconds it took, or "never"
   local want=$1 limit=$2 start=$SECONDS; shift 2
@@ -107,7 +86,7 @@ s=$(status cmxDevice)
 [ "$s" = 401 ] && grep -q '"reason":"ocsp_unknown"' "$dir/kmsd.log" &&
   ok "hard: the responder down: the device is refused (ocsp_unknown)" || ko "hard with the responder down: $s"
 responder_start || ko "openssl ocsp did not start again"
-sleep 11 # why: kmsd asks again a responder that failed only after 10 s
+sleep 1.5 # why: kmsd asks a responder that failed again after kms.auth.ocsp.refresh (1 s here)
 [ "$(status cmxDevice20261122)" = 401 ] && grep -q '"reason":"revoked","detail"' "$dir/kmsd.log" &&
   ok "hard: the responder back: the revoked device is refused as revoked" ||
   ko "hard, responder back: $(status cmxDevice20261122)"

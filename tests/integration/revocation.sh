@@ -50,31 +50,9 @@ gencrl() { # gencrl OUT [ARGS]: a CRL of the intermediate CA
 }
 metric() { curl -s --max-time 5 "http://127.0.0.1:$KMS_IT_ADMIN_PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
-# A client that keeps one TLS connection and asks GET /v1/whoami on a line from stdin.
-cat > "$dir.client.py" <<'PY'
-import os, socket, ssl, sys
-pki, port = sys.argv[1], int(sys.argv[2])
-c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-c.load_verify_locations(os.path.join(pki, "rootCA.crt"))
-c.load_cert_chain(os.path.join(pki, "cmxDevice20261122.crt"), os.path.join(pki, "cmxDevice20261122.key"))
-s = c.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1")
-for _ in sys.stdin:
-    try:
-        s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: kmsd\r\n\r\n")
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += s.recv(4096)
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
-        while len(rest) < n:
-            rest += s.recv(4096)
-        print(head.split(b" ")[1].decode(), flush=True)
-    except Exception as e:
-        print("closed", flush=True)
-PY
 start_dev() {
   [ -n "${DEV_PID:-}" ] && { eval "exec ${DEV[1]}>&-"; wait "$DEV_PID" 2>/dev/null; }
-  coproc DEV { /usr/bin/python3 -u "$dir.client.py" "$pki" "$KMS_IT_PORT"; }
+  coproc DEV { /usr/bin/python3 -u "$here/keepalive_client.py" "$pki" "$KMS_IT_PORT" cmxDevice20261122; }
 }
 start_dev
 kept() { echo >&"${DEV[1]}"; local r; read -r -t 15 r <&"${DEV[0]}" || r=timeout; echo "$r"; }
@@ -91,8 +69,8 @@ until_status() { # until_status WANT SECONDS CMD...: the seconds it took, or "ne
 gencrl "$www/crl.pem" -crldays 30
 [ "$(kept)" = 200 ] && ok "the intermediate CA's device is served (kept-alive connection)" || ko "device before: $(kept)"
 
-# --- a CRL that goes stale in 4 s
-gencrl "$www/crl.pem" -crlsec 4
+# --- a CRL that goes stale in 3 s
+gencrl "$www/crl.pem" -crlsec 3
 t=$(until_status 401 20 kept) && grep -q '"reason":"crl_stale"' "$dir/kmsd.log" &&
   ok "past the CRL's nextUpdate the device is refused on its kept-alive connection (crl_stale, fail closed; ${t} s)" ||
   ko "stale CRL: the device still got $(kept) ($t)"
@@ -105,7 +83,7 @@ echo "$ready" | grep -q '"revocation"' && ok "readiness names it: $ready" || ko 
 # --- the CRL's server down: counted, still refused
 before=$(metric 'kms_crl_fetches_total{result="failed"}')
 http_stop
-sleep 3
+sleep 2
 after=$(metric 'kms_crl_fetches_total{result="failed"}')
 [ "${after:-0}" -gt "${before:-0}" ] && grep -q '"event":"crl.fetch_failed"' "$dir/kmsd.log" &&
   ok "the CRL's server down: fetch failures counted ($before -> $after) and logged" || ko "fetch failures $before -> $after"

@@ -1,0 +1,31 @@
+#!/usr/bin/python3
+"""One kept-alive mutual-TLS connection to kmsd for revocation tests: for each line read from stdin
+it sends GET /v1/whoami on that same connection and prints the HTTP status ("closed" once the
+server has closed it). Every read has a 10 s timeout.
+    keepalive_client.py PKI_DIR PORT CERT_NAME   (PKI_DIR/CERT_NAME.crt and .key)"""
+import os
+import socket
+import ssl
+import sys
+
+pki, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+c.load_verify_locations(os.path.join(pki, "rootCA.crt"))
+c.load_cert_chain(os.path.join(pki, name + ".crt"), os.path.join(pki, name + ".key"))
+s = c.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1")
+for _ in sys.stdin:
+    try:
+        s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: kmsd\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+        while len(rest) < n:
+            rest += s.recv(4096)
+        print(head.split(b" ")[1].decode(), flush=True)
+    except (OSError, ValueError, IndexError):
+        print("closed", flush=True)

@@ -1,6 +1,6 @@
 """Self-tests of the VAULT STAND-IN (not HashiCorp Vault).
 
-They check the stand-in against /work/shared/reference/vault-transit.md: the reference's
+They check the stand-in against ../shared/reference/vault-transit.md (beside the repository): the reference's
 known-answer ciphertexts and derivations byte for byte, error strings and status codes, batch
 semantics, token TTL/renewal, namespaces, Azure login through the IMDS stand-in, sealed
 behaviour. Run: /usr/bin/python3 -m unittest -v test_vault_standin (or ./run-tests.sh).

@@ -3,7 +3,7 @@
 
 A small HTTP(S) server that answers the subset of HashiCorp Vault's API that kmsd uses
 (Transit, token auth, Azure auth, sys/health) plus an Azure Instance Metadata Service
-(IMDS) stand-in, written from /work/shared/reference/vault-transit.md. It exists only so
+(IMDS) stand-in, written from ../shared/reference/vault-transit.md (beside the repository). It exists only so
 kmsd's Vault client can be tested on machines where no Vault server can be installed.
 See README.md next to this file for what it implements and what it does not.
 

@@ -47,7 +47,7 @@ kms_rc kms_chain_init(struct kms_audit_chain *c, const char *node, const struct 
     memset(c, 0, sizeof(*c));
     memcpy(c->prev, ZERO_HASH, sizeof(ZERO_HASH));
     c->every = every > 0 ? every : 1000;
-    (void)snprintf(c->node, sizeof(c->node), "%s", node ? node : "");
+    kms_json_escape(node ? node : "", c->node_json, sizeof(c->node_json));
     if (key != NULL)
         KMS_GUARD(kms_secret_from(kms_secret_cdata(key), kms_secret_len(key), &c->key));
     return KMS_OK;
@@ -160,23 +160,29 @@ int kms_chain_checkpoint_due(const struct kms_audit_chain *c)
     return c->key != NULL && c->since_checkpoint >= c->every;
 }
 
+/* One of kmsd's own lines in the chain ({ts, level, event, node, then
+ * fields: ",\"k\":v..." already JSON}), chained into out. */
+static size_t own_line(struct kms_audit_chain *c, const char *level, const char *event, const char *fields,
+                       char *out, size_t room)
+{
+    char ts[40], raw[512];
+    kms_log_timestamp(ts, sizeof(ts));
+    int n = snprintf(raw, sizeof(raw), "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\",\"node\":\"%s\"%s}\n", ts,
+                     level, event, c->node_json, fields);
+    if (n < 0 || (size_t)n >= sizeof(raw))
+        return 0;
+    return chain(c, raw, (size_t)n, out, room);
+}
+
 size_t kms_chain_checkpoint(struct kms_audit_chain *c, char *out, size_t room)
 {
     if (c->key == NULL || c->since_checkpoint == 0)
         return 0;
-    char mac[65], ts[40], raw[512];
+    char mac[65], fields[80];
     if (checkpoint_mac(c->key, (unsigned long long)c->seq + 1, c->prev, mac) != 0)
         return 0;
-    kms_log_timestamp(ts, sizeof(ts));
-    char node[260];
-    kms_json_escape(c->node, node, sizeof(node));
-    int n = snprintf(raw, sizeof(raw),
-                     "{\"ts\":\"%s\",\"level\":\"info\",\"event\":\"audit.checkpoint\",\"node\":\"%s\","
-                     "\"hmac\":\"%s\"}\n",
-                     ts, node, mac);
-    if (n < 0 || (size_t)n >= sizeof(raw))
-        return 0;
-    size_t w = chain(c, raw, (size_t)n, out, room);
+    (void)snprintf(fields, sizeof(fields), ",\"hmac\":\"%s\"", mac);
+    size_t w = own_line(c, "info", "audit.checkpoint", fields, out, room);
     if (w > 0)
         c->since_checkpoint = 0;
     return w;
@@ -184,15 +190,12 @@ size_t kms_chain_checkpoint(struct kms_audit_chain *c, char *out, size_t room)
 
 size_t kms_chain_lost(struct kms_audit_chain *c, unsigned long long lost, char *out, size_t room)
 {
-    char ts[40], raw[512], node[260];
-    kms_log_timestamp(ts, sizeof(ts));
-    kms_json_escape(c->node, node, sizeof(node));
-    int n = snprintf(raw, sizeof(raw),
-                     "{\"ts\":\"%s\",\"level\":\"warn\",\"event\":\"audit.lost\",\"node\":\"%s\",\"lines\":%llu}\n",
-                     ts, node, lost);
-    if (n < 0 || (size_t)n >= sizeof(raw))
-        return 0;
-    return kms_chain_append(c, raw, (size_t)n, out, room);
+    char fields[40];
+    (void)snprintf(fields, sizeof(fields), ",\"lines\":%llu", lost);
+    size_t w = own_line(c, "warn", "audit.lost", fields, out, room);
+    if (w > 0)
+        c->since_checkpoint++;
+    return w;
 }
 
 int kms_audit_verify_line(const char *line, size_t len, uint64_t *seq, char prev[65], const struct kms_secret *key,

@@ -17,7 +17,7 @@ struct kms_audit_chain {
     unsigned since_checkpoint;
     unsigned every;    /* lines between checkpoints */
     struct kms_secret *key; /* NULL: no checkpoints */
-    char node[128];
+    char node_json[260]; /* the node's name, JSON-escaped once */
 };
 
 kms_rc kms_chain_init(struct kms_audit_chain *c, const char *node, const struct kms_secret *key, unsigned every)

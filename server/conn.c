@@ -176,12 +176,28 @@ void kms_conn_flush_held(struct kms_conn *conn)
     }
 }
 
+/* The DER of the client's certificate: 1 with *der and *len, or 0 when it presented none. */
+static int peer_der(struct MHD_Connection *c, const uint8_t **der, size_t *len)
+{
+    *der = NULL;
+    *len = 0;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (ci == NULL || ci->tls_session == NULL)
+        return 0;
+    unsigned n = 0;
+    const gnutls_datum_t *peers = gnutls_certificate_get_peers(ci->tls_session, &n);
+    if (peers == NULL || n == 0)
+        return 0;
+    *der = peers[0].data;
+    *len = peers[0].size;
+    return 1;
+}
+
 int kms_conn_has_certificate(struct MHD_Connection *c)
 {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-    unsigned n = 0;
-    return ci != NULL && ci->tls_session != NULL && gnutls_certificate_get_peers(ci->tls_session, &n) != NULL &&
-           n > 0;
+    const uint8_t *der;
+    size_t len;
+    return peer_der(c, &der, &len);
 }
 
 /* kms.auth.ocsp: the responder's word on an identity decided OK. */
@@ -212,24 +228,17 @@ static void check_ocsp(struct kms_server *s, struct kms_trust *t, const uint8_t 
 void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, struct kms_conn *conn,
                             const char *req_id)
 {
-    const uint8_t *der = NULL;
-    size_t len = 0;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-    if (ci != NULL && ci->tls_session != NULL) {
-        unsigned n = 0;
-        const gnutls_datum_t *peers = gnutls_certificate_get_peers(ci->tls_session, &n);
-        if (peers != NULL && n > 0) {
-            der = peers[0].data;
-            len = peers[0].size;
-        }
-    }
+    const uint8_t *der;
+    size_t len;
+    (void)peer_der(c, &der, &len);
     struct kms_trust *t = kms_server_trust(s);
-    kms_identity_decide_ex(t->ks, s->d.roles, t->crls, der, len, time(NULL),
+    time_t now = time(NULL);
+    kms_identity_decide_ex(t->ks, s->d.roles, t->crls, der, len, now,
                            s->d.crl_accept_stale ? KMS_ID_ACCEPT_STALE_CRL : 0, &conn->id);
     if (conn->id.status == KMS_AUTH_OK && s->d.ocsp != NULL)
         check_ocsp(s, t, der, len, conn, req_id);
     conn->id_generation = t->generation;
-    conn->decided_at = time(NULL);
+    conn->decided_at = now;
     kms_trust_unref(&t);
     conn->decided = 1;
     const struct kms_identity *id = &conn->id;

@@ -9,7 +9,6 @@
  * in force stays, until its nextUpdate passes (kms.auth.crl.stale). */
 #include "server/crl_fetch.h"
 
-#include <curl/curl.h> /* curl_global_init */
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -208,7 +207,7 @@ kms_rc kms_crl_fetch_start(struct kms_server *s, const char *urls, const char *f
     f->refresh_s = refresh_s > 0 ? refresh_s : 300;
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->wake, NULL);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || pthread_create(&f->thread, NULL, fetch_main, f) != 0) {
+    if (kms_http_init() != 0 || pthread_create(&f->thread, NULL, fetch_main, f) != 0) {
         pthread_cond_destroy(&f->wake);
         pthread_mutex_destroy(&f->mu);
         free(f);

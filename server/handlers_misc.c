@@ -138,11 +138,9 @@ int kms_health_ready_write(struct kms_server *s, struct kms_jsonw *w, int detail
 
     kms_jsonw_obj_begin(w);
     kms_jsonw_kv(w, "status", prc == KMS_OK ? "ready" : "not_ready");
-    struct kms_trust *tr = kms_server_trust(s);
-    time_t crl_next = 0;
-    int stale = kms_crl_stale_count(tr->crls, time(NULL), &crl_next);
-    kms_trust_unref(&tr);
-    write_degraded(w, prc, cache_down, rat != 0 && rrc != KMS_OK, !kms_audit_ready(s->d.audit), stale > 0);
+    time_t crl_next;
+    int stale = kms_server_crls_stale(s, time(NULL), &crl_next);
+    write_degraded(w, prc, cache_down, rat != 0 && rrc != KMS_OK, !kms_audit_ready(s->d.audit), stale);
     if (!detail) {
         /* why: a caller without an admin certificate learns no path, alias,
          * node name or date (issue 15): those help an attacker, not a load balancer */

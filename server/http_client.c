@@ -2,9 +2,24 @@
 #include "server/http_client.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static CURLcode init_rc = CURLE_FAILED_INIT;
+
+static void init(void)
+{
+    init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int kms_http_init(void)
+{
+    (void)pthread_once(&init_once, init);
+    return init_rc == CURLE_OK ? 0 : -1;
+}
 
 struct sink {
     struct kms_http_body *b;

@@ -10,6 +10,11 @@ struct kms_http_body {
     size_t len;
 };
 
+/* libcurl's global set-up, once per process (its own init is not
+ * thread-safe in every build); what its users call before their threads
+ * start. 0, or -1 when libcurl cannot start. */
+int kms_http_init(void);
+
 /* GET url (content_type NULL), or POST req[0..req_len) as content_type.
  * 0 with the answer of a 200 in *out, else -1 and why (the URL and the
  * reason: curl's words, the status, or "over N bytes"). */

@@ -133,6 +133,9 @@ int kms_tls_on_certificate(gnutls_session_t session, const struct gnutls_cert_re
                            gnutls_pcert_st **certs, unsigned int *certs_length, gnutls_ocsp_data_st **ocsp,
                            unsigned int *ocsp_length, gnutls_privkey_t *privkey, unsigned int *flags);
 void kms_server_install_trust(struct kms_server *s, struct kms_trust *t);
+/* 1 when a CRL in force is past its nextUpdate at now; *next: the earliest
+ * nextUpdate (0: none). From the value install_trust keeps, no CRL walk. */
+int kms_server_crls_stale(struct kms_server *s, time_t now, time_t *next);
 
 /* conn.c: connections */
 void kms_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,

@@ -3,7 +3,6 @@
  * delegated to, and be current (thisUpdate/nextUpdate, 5 min of clock skew). */
 #include "server/ocsp.h"
 
-#include <curl/curl.h> /* curl_global_init */
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
 #include <pthread.h>
@@ -266,7 +265,7 @@ kms_rc kms_ocsp_new(enum kms_ocsp_mode mode, const char *url, unsigned timeout_m
     o->refresh_s = refresh_s > 0 ? refresh_s : 300;
     pthread_mutex_init(&o->mu, NULL);
     pthread_cond_init(&o->wake, NULL);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || pthread_create(&o->thread, NULL, refresh_main, o) != 0) {
+    if (kms_http_init() != 0 || pthread_create(&o->thread, NULL, refresh_main, o) != 0) {
         pthread_cond_destroy(&o->wake);
         pthread_mutex_destroy(&o->mu);
         free(o);

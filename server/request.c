@@ -100,11 +100,12 @@ static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const
 }
 
 /* why: a CRL passing its nextUpdate changes what a decision would be
- * without a reload; a connection decided before that is decided again. */
+ * without a reload; a connection decided before that (or at that very
+ * second, when it was not stale yet) is decided again, once. */
 static int crl_turned_stale(struct kms_server *s, const struct kms_conn *conn)
 {
-    long long next = __atomic_load_n(&s->crl_next_update, __ATOMIC_RELAXED);
-    return next != 0 && conn->decided_at < (time_t)next && time(NULL) >= (time_t)next;
+    time_t next;
+    return kms_server_crls_stale(s, time(NULL), &next) && conn->decided_at <= next;
 }
 
 static kms_rc admit(struct kms_server *s, struct MHD_Connection *c, struct kms_request *r, const char *url,

@@ -205,6 +205,12 @@ kms_rc kms_server_reload(struct kms_server *s, struct kms_keystore *ks, STACK_OF
     return KMS_OK;
 }
 
+int kms_server_crls_stale(struct kms_server *s, time_t now, time_t *next)
+{
+    *next = (time_t)__atomic_load_n(&s->crl_next_update, __ATOMIC_RELAXED);
+    return *next != 0 && now > *next; /* as kms_crl_stale_count counts: strictly past nextUpdate */
+}
+
 unsigned long kms_server_generation(struct kms_server *s) { return __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE); }
 
 time_t kms_server_earliest_expiry(struct kms_server *s, char *alias, size_t cap)

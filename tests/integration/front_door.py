@@ -26,11 +26,9 @@ import threading
 import time
 import urllib.request
 
-env = {}
-with open(sys.argv[1]) as f:
-    for line in f:
-        k, _, v = line.strip().partition("=")
-        env[k] = v
+import it_env
+
+env = it_env.load(sys.argv[1])
 PORT = int(env["KMS_IT_PORT"])
 ADMIN = int(env["KMS_IT_ADMIN_PORT"])
 PKI = env["KMS_IT_PKI"]

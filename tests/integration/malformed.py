@@ -15,11 +15,9 @@ import ssl
 import sys
 import time
 
-env = {}
-with open(sys.argv[1]) as f:
-    for line in f:
-        k, _, v = line.strip().partition("=")
-        env[k] = v
+import it_env
+
+env = it_env.load(sys.argv[1])
 PORT = int(env["KMS_IT_PORT"])
 PKI = env["KMS_IT_PKI"]
 PID = int(open(os.path.join(env["KMS_IT_DIR"], "kmsd.pid")).read())

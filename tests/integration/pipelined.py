@@ -22,19 +22,11 @@ import ssl
 import sys
 import time
 
+import it_env
+
 N = 20000  # why: about 6.5 MB of replies, more than kmsd's socket buffers take
 STALL_S = float(os.environ.get("PIPELINED_STALL_S", "2"))
 DEADLINE_S = 60 + STALL_S
-
-
-def load_env(path):
-    env = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.rstrip("\n").split("=", 1)
-                env[k] = v
-    return env
 
 
 def requests():
@@ -72,7 +64,7 @@ def read_reply(buf):
 
 
 def main():
-    env = load_env(sys.argv[1])
+    env = it_env.load(sys.argv[1])
     pki = env["KMS_IT_PKI"]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(os.path.join(pki, "rootCA.crt"))

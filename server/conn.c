@@ -241,6 +241,7 @@ void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, st
     conn->decided_at = now;
     kms_trust_unref(&t);
     conn->decided = 1;
+    kms_front_conn_decided(s, conn, conn->id.status == KMS_AUTH_OK ? der : NULL, len);
     const struct kms_identity *id = &conn->id;
     if (id->status == KMS_AUTH_OK) {
         kms_log(KMS_LOG_DEBUG, "auth.accepted", req_id, "alias", id->alias, "role", kms_role_name(id->role),
@@ -252,6 +253,23 @@ void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, st
                 id->subject[0] ? id->subject : NULL, "fingerprint", id->fingerprint[0] ? id->fingerprint : NULL,
                 "not_after", id->not_after[0] ? id->not_after : NULL, "peer", conn->peer, NULL);
     }
+}
+
+/* What deciding der again would say now, off the request path: the same
+ * rules as kms_conn_decide_identity, with OCSP answered from the cache only
+ * (the front thread must never wait for a responder). */
+enum kms_auth_status kms_conn_redecide(struct kms_server *s, struct kms_trust *t, const uint8_t *der, size_t len,
+                                       time_t now)
+{
+    struct kms_identity id;
+    kms_identity_decide_ex(t->ks, s->d.roles, t->crls, der, len, now,
+                           s->d.crl_accept_stale ? KMS_ID_ACCEPT_STALE_CRL : 0, &id);
+    if (id.status != KMS_AUTH_OK || s->d.ocsp == NULL)
+        return id.status;
+    enum kms_ocsp_status st = kms_ocsp_cached(s->d.ocsp, id.fingerprint);
+    if (st == KMS_OCSP_REVOKED)
+        return KMS_AUTH_REVOKED;
+    return st == KMS_OCSP_UNKNOWN && s->d.ocsp_hard ? KMS_AUTH_OCSP_UNKNOWN : KMS_AUTH_OK;
 }
 
 const struct kms_identity *kms_request_identity(const struct kms_request *r) { return &r->conn->id; }

@@ -4,8 +4,8 @@
  * and, when all of them came and their bytes differ from kms.auth.crl.file,
  * replaces that file atomically. The node's file watcher then reloads it as
  * any CRL change: new identity decisions use it, and kept-alive connections
- * are decided again on their next request (a revoked device is refused
- * within the interval, no restart). A failed fetch changes nothing: the file
+ * are decided again (a revoked device's is closed within the interval, no
+ * restart). A failed fetch changes nothing: the file
  * in force stays, until its nextUpdate passes (kms.auth.crl.stale). */
 #include "server/crl_fetch.h"
 

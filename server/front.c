@@ -3,8 +3,9 @@
  * know the client by: behind a load balancer named in
  * kms.server.proxy.trusted, the one its PROXY header gives (libmicrohttpd
  * reads no PROXY headers). The same thread keeps the request-head deadline
- * (kms.server.header.timeout) for every open connection: a connection
- * whose head is late is shut down, and libmicrohttpd closes it.
+ * (kms.server.header.timeout) for every open connection, and shuts down
+ * kept-alive connections whose certificate has become refused (revoked by a
+ * new CRL or OCSP answer, a stale CRL, removed from the keystore): conns.c.
  *
  * why one thread that polls, not a read per connection: a peer that sends
  * its PROXY header slowly (or not at all) must not hold up anyone else's
@@ -23,16 +24,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/addrlist.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "server/internal.h"
-#include "server/metrics.h"
+#include "server/front_int.h"
 #include "server/proxy.h"
 
 #define PENDING_MAX 256         /* connections waiting for their PROXY header */
 #define ACCEPT_BURST 64         /* accepts per wake-up, so pending headers are read in between */
-#define SWEEP_NS 250000000ull   /* head deadlines are checked this often */
+#define SWEEP_NS 250000000ull   /* head deadlines and kept-alive identities are checked this often */
 #define LOG_GAP_NS 1000000000ull /* at most one warning per second and reason */
 
 struct pending {
@@ -45,25 +44,8 @@ struct pending {
     uint8_t buf[KMS_PROXY_MAX];
 };
 
-struct kms_front {
-    int listen_fd;
-    int wake[2];
-    pthread_t thread;
-    int started;
-    int proxy; /* the trusted list is not empty */
-    struct kms_addrlist trusted;
-    uint64_t head_ns;
-    size_t npending;
-    struct pending *pending; /* PENDING_MAX */
-    uint64_t accept_pause_until; /* out of descriptors: accept again after this */
-    uint64_t last_log[KMS_CLOSE_COUNT];
-    uint64_t unlogged[KMS_CLOSE_COUNT];
-    /* the open connections (conn.c's notifications), for the head deadline */
-    pthread_mutex_t lock;
-    struct kms_conn *conns;
-};
 
-static void addr_text(const struct sockaddr *sa, char *out, size_t cap)
+void kms_front_addr_text(const struct sockaddr *sa, char *out, size_t cap)
 {
     out[0] = '\0';
     if (sa->sa_family == AF_INET)
@@ -75,7 +57,7 @@ static void addr_text(const struct sockaddr *sa, char *out, size_t cap)
 /* Counts a closed connection and warns, at most once a second per reason
  * (a flood must not become a flood of log lines); the warning says how many
  * went unlogged since the last one. */
-static void closed(struct kms_front *f, enum kms_conn_close why, const char *peer, const char *detail)
+void kms_front_closed(struct kms_front *f, enum kms_conn_close why, const char *peer, const char *detail)
 {
     kms_metrics_conn_closed(why);
     uint64_t now = kms_now_ns();
@@ -153,9 +135,9 @@ static void hand_over(struct kms_server *s, int fd, const struct sockaddr *sa, s
     if (MHD_add_connection(s->daemon, fd, sa, len) == MHD_YES)
         return;
     char peer[INET6_ADDRSTRLEN];
-    addr_text(sa, peer, sizeof(peer));
+    kms_front_addr_text(sa, peer, sizeof(peer));
     if (errno == ENFILE)
-        closed(s->front, KMS_CLOSE_LIMIT, peer,
+        kms_front_closed(s->front, KMS_CLOSE_LIMIT, peer,
                "kms.server.connection.limit or kms.server.connection.per.address reached");
     else
         kms_log(KMS_LOG_WARN, "conn.refused", NULL, "peer", peer, "detail", strerror(errno), NULL);
@@ -177,7 +159,7 @@ static int on_pending(struct kms_server *s, struct pending *p)
 {
     struct kms_front *f = s->front;
     char peer[INET6_ADDRSTRLEN];
-    addr_text((const struct sockaddr *)&p->peer, peer, sizeof(peer));
+    kms_front_addr_text((const struct sockaddr *)&p->peer, peer, sizeof(peer));
     uint8_t look[KMS_PROXY_MAX];
     size_t room = sizeof(p->buf) - p->got;
     ssize_t n = recv(p->fd, look, room, MSG_PEEK);
@@ -189,7 +171,7 @@ static int on_pending(struct kms_server *s, struct pending *p)
     }
     if (!p->trusted) {
         if (kms_proxy_may_start(look, (size_t)n)) {
-            closed(f, KMS_CLOSE_PROXY_UNTRUSTED, peer, "a PROXY header from an address not in kms.server.proxy.trusted");
+            kms_front_closed(f, KMS_CLOSE_PROXY_UNTRUSTED, peer, "a PROXY header from an address not in kms.server.proxy.trusted");
             close(p->fd);
             return 1;
         }
@@ -201,7 +183,7 @@ static int on_pending(struct kms_server *s, struct pending *p)
     char why[160];
     enum kms_proxy_result r = kms_proxy_parse(p->buf, p->got + (size_t)n, &h, why, sizeof(why));
     if (r == KMS_PROXY_INVALID) {
-        closed(f, KMS_CLOSE_PROXY_INVALID, peer, why);
+        kms_front_closed(f, KMS_CLOSE_PROXY_INVALID, peer, why);
         close(p->fd);
         return 1;
     }
@@ -242,8 +224,8 @@ static void accept_some(struct kms_server *s, uint64_t now)
         }
         if (f->npending == PENDING_MAX) {
             char text[INET6_ADDRSTRLEN];
-            addr_text((const struct sockaddr *)&peer, text, sizeof(text));
-            closed(f, KMS_CLOSE_BUSY, text, "256 connections are already waiting for their first bytes");
+            kms_front_addr_text((const struct sockaddr *)&peer, text, sizeof(text));
+            kms_front_closed(f, KMS_CLOSE_BUSY, text, "256 connections are already waiting for their first bytes");
             close(fd);
             continue;
         }
@@ -255,22 +237,6 @@ static void accept_some(struct kms_server *s, uint64_t now)
         p->deadline_ns = now + f->head_ns;
         p->trusted = kms_addrlist_match(&f->trusted, (const struct sockaddr *)&peer);
     }
-}
-
-/* Shuts down connections whose request head is late; libmicrohttpd then
- * reads the end of the stream and closes them (the descriptor stays its). */
-static void sweep(struct kms_front *f, uint64_t now)
-{
-    pthread_mutex_lock(&f->lock);
-    for (struct kms_conn *c = f->conns; c != NULL; c = c->next) {
-        uint64_t d = __atomic_load_n(&c->head_deadline_ns, __ATOMIC_RELAXED);
-        if (d == 0 || now < d)
-            continue;
-        __atomic_store_n(&c->head_deadline_ns, 0, __ATOMIC_RELAXED);
-        (void)shutdown(c->sock, SHUT_RDWR);
-        closed(f, KMS_CLOSE_HEAD_TIMEOUT, c->peer, "no complete request head within kms.server.header.timeout");
-    }
-    pthread_mutex_unlock(&f->lock);
 }
 
 static void *front_main(void *arg)
@@ -311,11 +277,11 @@ static void *front_main(void *arg)
                 done = on_pending(s, p);
             } else if (now >= p->deadline_ns) {
                 char peer[INET6_ADDRSTRLEN];
-                addr_text((const struct sockaddr *)&p->peer, peer, sizeof(peer));
+                kms_front_addr_text((const struct sockaddr *)&p->peer, peer, sizeof(peer));
                 if (p->trusted)
-                    closed(f, KMS_CLOSE_PROXY_TIMEOUT, peer, "no complete PROXY header within kms.server.header.timeout");
+                    kms_front_closed(f, KMS_CLOSE_PROXY_TIMEOUT, peer, "no complete PROXY header within kms.server.header.timeout");
                 else
-                    closed(f, KMS_CLOSE_HEAD_TIMEOUT, peer, "not a byte within kms.server.header.timeout");
+                    kms_front_closed(f, KMS_CLOSE_HEAD_TIMEOUT, peer, "not a byte within kms.server.header.timeout");
                 close(p->fd);
                 done = 1;
             }
@@ -325,7 +291,8 @@ static void *front_main(void *arg)
         if (pfd[0].fd >= 0 && (pfd[0].revents & POLLIN))
             accept_some(s, now);
         if (now >= next_sweep) {
-            sweep(f, now);
+            kms_front_sweep(f, now);
+            kms_front_recheck(s, f);
             next_sweep = now + SWEEP_NS;
         }
     }
@@ -374,48 +341,3 @@ void kms_front_free(struct kms_server *s)
     s->front = NULL;
 }
 
-void kms_front_conn_started(struct kms_server *s, struct kms_conn *conn, struct MHD_Connection *c)
-{
-    struct kms_front *f = s->front;
-    const union MHD_ConnectionInfo *fi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    const union MHD_ConnectionInfo *ai = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    conn->sock = fi != NULL ? fi->connect_fd : -1;
-    if (ai != NULL && ai->client_addr != NULL)
-        addr_text(ai->client_addr, conn->peer, sizeof(conn->peer));
-    conn->head_ns = f->head_ns;
-    /* why from the start: the TLS handshake and the first head share the deadline */
-    __atomic_store_n(&conn->head_deadline_ns, kms_now_ns() + f->head_ns, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&f->lock);
-    conn->prev = NULL;
-    conn->next = f->conns;
-    if (f->conns != NULL)
-        f->conns->prev = conn;
-    f->conns = conn;
-    pthread_mutex_unlock(&f->lock);
-}
-
-void kms_front_conn_closed(struct kms_server *s, struct kms_conn *conn)
-{
-    struct kms_front *f = s->front;
-    pthread_mutex_lock(&f->lock);
-    if (conn->prev != NULL)
-        conn->prev->next = conn->next;
-    else if (f->conns == conn)
-        f->conns = conn->next;
-    if (conn->next != NULL)
-        conn->next->prev = conn->prev;
-    conn->prev = conn->next = NULL;
-    pthread_mutex_unlock(&f->lock);
-}
-
-void kms_front_head_begins(struct kms_conn *conn)
-{
-    conn->awaiting_head = 0;
-    __atomic_store_n(&conn->head_deadline_ns, kms_now_ns() + conn->head_ns, __ATOMIC_RELAXED);
-}
-
-void kms_front_head_done(struct kms_conn *conn)
-{
-    conn->awaiting_head = 0;
-    __atomic_store_n(&conn->head_deadline_ns, 0, __ATOMIC_RELAXED);
-}

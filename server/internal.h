@@ -76,6 +76,10 @@ struct kms_conn {
     int awaiting_head;         /* a reply completed: the next bytes read start a request head */
     uint64_t head_ns;          /* kms.server.header.timeout */
     char peer[48];             /* the client's address: the PROXY header's behind a trusted balancer */
+    /* front.c: the certificate of an identity decided OK (under the front's
+     * lock), decided again when trust, CRL freshness or OCSP answers change */
+    uint8_t *ok_der;
+    size_t ok_der_len;
 };
 
 struct kms_request;
@@ -146,6 +150,9 @@ void kms_conn_flush_held(struct kms_conn *conn);
 void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, struct kms_conn *conn,
                               const char *req_id);
 int kms_conn_has_certificate(struct MHD_Connection *c); /* the client presented one */
+/* The status deciding der would give now, with OCSP from the cache only. */
+enum kms_auth_status kms_conn_redecide(struct kms_server *s, struct kms_trust *t, const uint8_t *der, size_t len,
+                                       time_t now);
 
 /* front.c: the listening socket, PROXY headers, the request-head deadline.
  * kms_front_start binds d->address:d->port (s->port: the port bound); MHD
@@ -157,6 +164,9 @@ void kms_front_free(struct kms_server *s);
 /* From the connection notifications: registry in, registry out. */
 void kms_front_conn_started(struct kms_server *s, struct kms_conn *conn, struct MHD_Connection *c);
 void kms_front_conn_closed(struct kms_server *s, struct kms_conn *conn);
+/* Records the certificate of an identity decided OK (der NULL: refused or
+ * none), so that the connection is closed once it would be refused. */
+void kms_front_conn_decided(struct kms_server *s, struct kms_conn *conn, const uint8_t *der, size_t len);
 /* A request head begins (its first bytes were read) or is complete. */
 void kms_front_head_begins(struct kms_conn *conn);
 void kms_front_head_done(struct kms_conn *conn);

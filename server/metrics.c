@@ -89,7 +89,8 @@ void kms_metrics_keystore_cluster_generation(uint64_t gen)
 const char *kms_conn_close_name(enum kms_conn_close why)
 {
     static const char *const names[KMS_CLOSE_COUNT] = {"head_timeout",  "limit",         "proxy_untrusted",
-                                                       "proxy_invalid", "proxy_timeout", "busy"};
+                                                       "proxy_invalid", "proxy_timeout", "busy",
+                                                       "identity_refused"};
     return (unsigned)why < KMS_CLOSE_COUNT ? names[why] : "unknown";
 }
 

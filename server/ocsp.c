@@ -162,7 +162,7 @@ static void store(struct kms_ocsp *o, const char *fp, X509 *cert, X509 *issuer, 
     pthread_mutex_lock(&o->mu);
     int found = 0;
     struct entry *e = slot(o, fp, &found);
-    if (found && e->st != st && (e->st == KMS_OCSP_REVOKED || st == KMS_OCSP_REVOKED))
+    if (found && e->st != st)
         __atomic_add_fetch(&o->epoch, 1, __ATOMIC_RELEASE);
     if (!found) {
         X509_free(e->cert);
@@ -198,6 +198,19 @@ enum kms_ocsp_status kms_ocsp_check(struct kms_ocsp *o, X509 *cert, X509 *issuer
     time_t until;
     enum kms_ocsp_status st = ask(o, cert, issuer, &until, why, cap);
     store(o, fp, cert, issuer, st, until);
+    return st;
+}
+
+enum kms_ocsp_status kms_ocsp_cached(struct kms_ocsp *o, const char *fp)
+{
+    pthread_mutex_lock(&o->mu);
+    enum kms_ocsp_status st = KMS_OCSP_GOOD;
+    for (size_t i = 0; i < ENTRIES; i++)
+        if (o->e[i].cert != NULL && strcmp(o->e[i].fp, fp) == 0) {
+            st = o->e[i].st;
+            break;
+        }
+    pthread_mutex_unlock(&o->mu);
     return st;
 }
 

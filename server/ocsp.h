@@ -1,8 +1,8 @@
 /* OCSP for client certificates (kms.auth.ocsp, issue 15): asked when a
  * connection's identity is decided, answers cached until their nextUpdate
  * (at most kms.auth.ocsp.refresh seconds), re-asked in the background so
- * that a kept-alive connection of a certificate found revoked is refused on
- * its next request. */
+ * that a kept-alive connection of a certificate found revoked is closed
+ * (front.c) within the refresh interval. */
 #ifndef KMS_SERVER_OCSP_H
 #define KMS_SERVER_OCSP_H
 
@@ -25,8 +25,12 @@ void kms_ocsp_free(struct kms_ocsp **o);
  * that cannot be asked or answers badly gives KMS_OCSP_UNKNOWN and why. */
 enum kms_ocsp_status kms_ocsp_check(struct kms_ocsp *o, X509 *cert, X509 *issuer, const char *fp, char *why,
                                     size_t cap);
-/* Bumped whenever a cached answer changes (a certificate found revoked):
- * connections decided under an older epoch are decided again. */
+/* The cached status of fp, never asking (KMS_OCSP_GOOD when nothing is
+ * cached): for deciding kept-alive connections again off the request path. */
+enum kms_ocsp_status kms_ocsp_cached(struct kms_ocsp *o, const char *fp);
+/* Bumped whenever a cached answer changes (a certificate found revoked, a
+ * responder that stopped answering): connections decided under an older
+ * epoch are decided again. */
 unsigned long kms_ocsp_epoch(const struct kms_ocsp *o);
 
 #endif

@@ -70,7 +70,7 @@ uint16_t kms_server_admin_port(const struct kms_server *s);
 /* Makes ks and crls (taken, also on failure) the next trust generation:
  * new handshakes present its server certificate, new identity decisions use
  * its certificate entries and CRLs, and connections decided under an older
- * generation are decided again on their next request. Connections and
+ * generation are decided again (front.c closes those now refused). Connections and
  * requests in flight are not disturbed. On failure (KMS_ERR_ALIAS_NOT_FOUND,
  * KMS_ERR_CRYPTO) the current generation stays in force. The outcome is
  * recorded for /health/ready either way (kms_server_note_reload). */

@@ -1,19 +1,41 @@
 #!/usr/bin/python3
 """One kept-alive mutual-TLS connection to kmsd for revocation tests: for each line read from stdin
 it sends GET /v1/whoami on that same connection and prints the HTTP status ("closed" once the
-server has closed it). Every read has a 10 s timeout.
+server has closed it). Every read has a 10 s timeout. A line "idle" sends nothing: it waits up to
+15 s for the server to close the connection and prints "closed N.N" (the seconds waited) or "open".
     keepalive_client.py PKI_DIR PORT CERT_NAME   (PKI_DIR/CERT_NAME.crt and .key)"""
 import os
 import socket
 import ssl
 import sys
+import time
 
 pki, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 c.load_verify_locations(os.path.join(pki, "rootCA.crt"))
 c.load_cert_chain(os.path.join(pki, name + ".crt"), os.path.join(pki, name + ".key"))
 s = c.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1")
-for _ in sys.stdin:
+def idle():
+    start = time.monotonic()
+    s.settimeout(0.2)
+    while time.monotonic() - start < 15:
+        try:
+            if not s.recv(4096):
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    else:
+        s.settimeout(10)
+        return "open"
+    return "closed %.1f" % (time.monotonic() - start)
+
+
+for line in sys.stdin:
+    if line.strip() == "idle":
+        print(idle(), flush=True)
+        continue
     try:
         s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: kmsd\r\n\r\n")
         buf = b""

@@ -46,6 +46,7 @@ static int check_sentinels(const char *v, char **canon, char *why, size_t cap);
 static int check_cluster_name(const char *v, char **canon, char *why, size_t cap);
 static int check_trusted(const char *v, char **canon, char *why, size_t cap);
 static int check_rates(const char *v, char **canon, char *why, size_t cap);
+static int check_rate(const char *v, char **canon, char *why, size_t cap);
 
 static const char *const protocols[] = {"kmip1", "VAULT", "soft", NULL};
 static const char *const vault_auths[] = {"token", "azure", NULL};
@@ -88,6 +89,10 @@ static const struct row rows[KMS_CFG_COUNT] = {
                                   "each device certificate's budgets, as kms.ratelimit.backend"},
     [KMS_CFG_RATELIMIT_ADMIN] = {T_STR, "other=20:40", 0, 0, NULL, check_rates,
                                  "each admin certificate's budgets, as kms.ratelimit.backend"},
+    [KMS_CFG_RATELIMIT_CONNECTIONS] = {T_STR, "100:200", 0, 0, NULL, check_rate,
+                                       "new connections per second from one client address (the PROXY "
+                                       "header's behind a trusted load balancer), rate[:burst], on each node, "
+                                       "before the TLS handshake; over it the connection is closed. Empty: none"},
     [KMS_CFG_TLS_TICKET_LIFETIME] = INT("3600", 1, 86400, "seconds a TLS session ticket resumes; its encryption key is re-derived as often"),
     [KMS_CFG_TLS_TICKET_ROTATION] = INT("43200", 0, 2592000, "seconds between new TLS session-ticket master keys; 0: one per process"),
     [KMS_CFG_ADMIN_ADDRESS] = STR("", "address of the admin listener (GET /metrics, plain HTTP); empty: "
@@ -352,6 +357,13 @@ static int check_rates(const char *v, char **canon, char *why, size_t cap)
     (void)canon;
     struct kms_rl_limit l[KMS_RL_BUDGETS];
     return kms_rl_parse(v, l, why, cap) == KMS_OK ? 0 : -1;
+}
+
+static int check_rate(const char *v, char **canon, char *why, size_t cap)
+{
+    (void)canon;
+    struct kms_rl_limit l;
+    return kms_rl_parse_limit(v, &l, why, cap) == KMS_OK ? 0 : -1;
 }
 
 static int check_address(const char *v, char **canon, char *why, size_t cap)

@@ -37,6 +37,7 @@
     X(RATELIMIT_BACKEND, "kms.ratelimit.backend")                                                \
     X(RATELIMIT_DEVICE, "kms.ratelimit.device")                                                  \
     X(RATELIMIT_ADMIN, "kms.ratelimit.admin")                                                    \
+    X(RATELIMIT_CONNECTIONS, "kms.ratelimit.connections")                                        \
     X(TLS_TICKET_LIFETIME, "kms.tls.ticket.lifetime")                                            \
     X(TLS_TICKET_ROTATION, "kms.tls.ticket.rotation")                                            \
     X(ADMIN_ADDRESS, "kms.admin.address")                                                        \

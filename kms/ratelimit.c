@@ -46,6 +46,43 @@ static kms_rc bad(char *why, size_t cap, const char *item, size_t len, const cha
     return KMS_ERR_CONFIG;
 }
 
+/* "rate[:burst]" (len bytes at num) into *out; item is what errors quote. */
+static kms_rc parse_limit(const char *num_text, size_t nlen, const char *item, size_t len, struct kms_rl_limit *out,
+                          char *why, size_t cap)
+{
+    char num[48];
+    if (nlen == 0 || nlen >= sizeof(num))
+        return bad(why, cap, item, len, "has no rate");
+    memcpy(num, num_text, nlen);
+    num[nlen] = '\0';
+    char *colon = strchr(num, ':');
+    if (colon != NULL)
+        *colon = '\0';
+    char *end = NULL;
+    double rate = strtod(num, &end);
+    if (end == num || *end != '\0' || !(rate > 0) || rate > 1e7)
+        return bad(why, cap, item, len, "has a rate that is not a number above 0 and at most 10000000 per second");
+    unsigned long burst = (unsigned long)ceil(rate);
+    if (colon != NULL) {
+        char *bend = NULL;
+        burst = strtoul(colon + 1, &bend, 10);
+        if (colon[1] < '0' || colon[1] > '9' || *bend != '\0' || burst < 1 || burst > 100000000ul)
+            return bad(why, cap, item, len, "has a burst that is not a whole number from 1 to 100000000");
+    }
+    out->rate = rate;
+    out->burst = (unsigned)burst;
+    return KMS_OK;
+}
+
+kms_rc kms_rl_parse_limit(const char *text, struct kms_rl_limit *out, char *why, size_t cap)
+{
+    memset(out, 0, sizeof(*out));
+    if (why != NULL && cap > 0)
+        why[0] = '\0';
+    size_t len = strlen(text);
+    return len == 0 ? KMS_OK : parse_limit(text, len, text, len, out, why, cap);
+}
+
 kms_rc kms_rl_parse(const char *text, struct kms_rl_limit out[KMS_RL_BUDGETS], char *why, size_t cap)
 {
     memset(out, 0, sizeof(*out) * KMS_RL_BUDGETS);
@@ -69,28 +106,7 @@ kms_rc kms_rl_parse(const char *text, struct kms_rl_limit out[KMS_RL_BUDGETS], c
         }
         if (budget < 0)
             return bad(why, cap, p, len, "names no budget: create, unwrap or other");
-        char num[48];
-        size_t nlen = len - (size_t)(eq + 1 - p);
-        if (nlen == 0 || nlen >= sizeof(num))
-            return bad(why, cap, p, len, "has no rate");
-        memcpy(num, eq + 1, nlen);
-        num[nlen] = '\0';
-        char *colon = strchr(num, ':');
-        if (colon != NULL)
-            *colon = '\0';
-        char *end = NULL;
-        double rate = strtod(num, &end);
-        if (end == num || *end != '\0' || !(rate > 0) || rate > 1e7)
-            return bad(why, cap, p, len, "has a rate that is not a number above 0 and at most 10000000 per second");
-        unsigned long burst = (unsigned long)ceil(rate);
-        if (colon != NULL) {
-            char *bend = NULL;
-            burst = strtoul(colon + 1, &bend, 10);
-            if (colon[1] < '0' || colon[1] > '9' || *bend != '\0' || burst < 1 || burst > 100000000ul)
-                return bad(why, cap, p, len, "has a burst that is not a whole number from 1 to 100000000");
-        }
-        out[budget].rate = rate;
-        out[budget].burst = (unsigned)burst;
+        KMS_GUARD(parse_limit(eq + 1, len - (size_t)(eq + 1 - p), p, len, &out[budget], why, cap));
         p += len;
     }
     return KMS_OK;

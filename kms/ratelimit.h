@@ -17,7 +17,9 @@
 #include "kms/identity.h"
 
 enum kms_rl_budget { KMS_RL_CREATE = 0, KMS_RL_UNWRAP, KMS_RL_OTHER, KMS_RL_BUDGETS };
-#define KMS_RL_ROLES 4 /* indexed by enum kms_role; KMS_ROLE_NONE has no limits */
+/* indexed by enum kms_role; KMS_ROLE_NONE: keys that are client addresses,
+ * not certificates (the front door's new connections, budget other) */
+#define KMS_RL_ROLES 4
 
 struct kms_rl_limit {
     double rate;    /* tokens per second; 0: not limited */
@@ -32,6 +34,9 @@ const char *kms_rl_budget_name(enum kms_rl_budget b); /* "create", "unwrap", "ot
  * failure why names the item. */
 kms_rc kms_rl_parse(const char *text, struct kms_rl_limit out[KMS_RL_BUDGETS], char *why, size_t cap)
     KMS_MUST_CHECK;
+
+/* Parses one limit, "rate[:burst]" as above; "" limits nothing. */
+kms_rc kms_rl_parse_limit(const char *text, struct kms_rl_limit *out, char *why, size_t cap) KMS_MUST_CHECK;
 
 /* The cluster-wide part. lease asks for up to want tokens of the bucket
  * named key (rate given as T_us, the microseconds per token, and tau_us,

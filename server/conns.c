@@ -24,7 +24,8 @@ void kms_front_sweep(struct kms_front *f, uint64_t now)
             continue;
         __atomic_store_n(&c->head_deadline_ns, 0, __ATOMIC_RELAXED);
         (void)shutdown(c->sock, SHUT_RDWR);
-        kms_front_closed(f, KMS_CLOSE_HEAD_TIMEOUT, c->peer, "no complete request head within kms.server.header.timeout");
+        kms_front_closed(f, KMS_CLOSE_HEAD_TIMEOUT, c->peer,
+                         "no complete request head within kms.server.header.timeout");
     }
     pthread_mutex_unlock(&f->lock);
 }

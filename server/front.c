@@ -90,6 +90,12 @@ kms_rc kms_front_listen(struct kms_server *s)
     f->head_ns = (uint64_t)(d->header_timeout_s > 0 ? d->header_timeout_s : 10) * 1000000000ull;
     if (f->proxy && (f->pending = calloc(PENDING_MAX, sizeof(*f->pending))) == NULL)
         return KMS_ERR_NO_MEMORY;
+    if (d->conn_rate.rate > 0) {
+        struct kms_rl_limit lim[KMS_RL_ROLES][KMS_RL_BUDGETS];
+        memset(lim, 0, sizeof(lim));
+        lim[KMS_ROLE_NONE][KMS_RL_OTHER] = d->conn_rate;
+        KMS_GUARD(kms_ratelimit_new(lim, NULL, &f->conn_rl));
+    }
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));
@@ -129,16 +135,27 @@ kms_rc kms_front_listen(struct kms_server *s)
     return KMS_OK;
 }
 
-/* libmicrohttpd takes the socket, and closes it when it refuses it. */
-static void hand_over(struct kms_server *s, int fd, const struct sockaddr *sa, socklen_t len)
+/* libmicrohttpd takes the socket, and closes it when it refuses it. A
+ * client address over kms.ratelimit.connections is closed here, before its
+ * TLS handshake costs anything; limited 0: a load balancer's own health
+ * check (PROXY LOCAL), never limited. */
+static void hand_over(struct kms_server *s, int fd, const struct sockaddr *sa, socklen_t len, int limited)
 {
-    if (MHD_add_connection(s->daemon, fd, sa, len) == MHD_YES)
-        return;
     char peer[INET6_ADDRSTRLEN];
     kms_front_addr_text(sa, peer, sizeof(peer));
+    uint64_t retry_ms;
+    if (limited && s->front->conn_rl != NULL &&
+        !kms_ratelimit_take(s->front->conn_rl, peer, KMS_ROLE_NONE, KMS_RL_OTHER, kms_now_ns(), &retry_ms)) {
+        kms_front_closed(s->front, KMS_CLOSE_RATE_LIMITED, peer,
+                         "this client address opens connections faster than kms.ratelimit.connections");
+        close(fd);
+        return;
+    }
+    if (MHD_add_connection(s->daemon, fd, sa, len) == MHD_YES)
+        return;
     if (errno == ENFILE)
         kms_front_closed(s->front, KMS_CLOSE_LIMIT, peer,
-               "kms.server.connection.limit or kms.server.connection.per.address reached");
+                         "kms.server.connection.limit or kms.server.connection.per.address reached");
     else
         kms_log(KMS_LOG_WARN, "conn.refused", NULL, "peer", peer, "detail", strerror(errno), NULL);
 }
@@ -171,11 +188,12 @@ static int on_pending(struct kms_server *s, struct pending *p)
     }
     if (!p->trusted) {
         if (kms_proxy_may_start(look, (size_t)n)) {
-            kms_front_closed(f, KMS_CLOSE_PROXY_UNTRUSTED, peer, "a PROXY header from an address not in kms.server.proxy.trusted");
+            kms_front_closed(f, KMS_CLOSE_PROXY_UNTRUSTED, peer,
+                             "a PROXY header from an address not in kms.server.proxy.trusted");
             close(p->fd);
             return 1;
         }
-        hand_over(s, p->fd, (const struct sockaddr *)&p->peer, p->peer_len);
+        hand_over(s, p->fd, (const struct sockaddr *)&p->peer, p->peer_len, 1);
         return 1;
     }
     memcpy(p->buf + p->got, look, (size_t)n);
@@ -197,9 +215,9 @@ static int on_pending(struct kms_server *s, struct pending *p)
     if (r == KMS_PROXY_NEED_MORE)
         return 0;
     if (h.local)
-        hand_over(s, p->fd, (const struct sockaddr *)&p->peer, p->peer_len);
+        hand_over(s, p->fd, (const struct sockaddr *)&p->peer, p->peer_len, 0);
     else
-        hand_over(s, p->fd, (const struct sockaddr *)&h.src, h.src_len);
+        hand_over(s, p->fd, (const struct sockaddr *)&h.src, h.src_len, 1);
     return 1;
 }
 
@@ -219,7 +237,7 @@ static void accept_some(struct kms_server *s, uint64_t now)
             return;
         }
         if (!f->proxy) {
-            hand_over(s, fd, (const struct sockaddr *)&peer, len);
+            hand_over(s, fd, (const struct sockaddr *)&peer, len, 1);
             continue;
         }
         if (f->npending == PENDING_MAX) {
@@ -279,7 +297,8 @@ static void *front_main(void *arg)
                 char peer[INET6_ADDRSTRLEN];
                 kms_front_addr_text((const struct sockaddr *)&p->peer, peer, sizeof(peer));
                 if (p->trusted)
-                    kms_front_closed(f, KMS_CLOSE_PROXY_TIMEOUT, peer, "no complete PROXY header within kms.server.header.timeout");
+                    kms_front_closed(f, KMS_CLOSE_PROXY_TIMEOUT, peer,
+                                     "no complete PROXY header within kms.server.header.timeout");
                 else
                     kms_front_closed(f, KMS_CLOSE_HEAD_TIMEOUT, peer, "not a byte within kms.server.header.timeout");
                 close(p->fd);
@@ -336,6 +355,7 @@ void kms_front_free(struct kms_server *s)
         if (f->wake[i] >= 0)
             close(f->wake[i]);
     pthread_mutex_destroy(&f->lock);
+    kms_ratelimit_free(&f->conn_rl);
     free(f->pending);
     free(f);
     s->front = NULL;

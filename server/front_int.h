@@ -30,6 +30,7 @@ struct kms_front {
     /* the open connections (conn.c's notifications), for the head deadline */
     pthread_mutex_t lock;
     struct kms_conn *conns;
+    struct kms_ratelimit *conn_rl; /* kms.ratelimit.connections, by client address; NULL: none */
     /* what kept-alive identities were last decided against (recheck) */
     unsigned long seen_generation, seen_ocsp_epoch;
     int seen_stale;

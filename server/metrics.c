@@ -90,7 +90,7 @@ const char *kms_conn_close_name(enum kms_conn_close why)
 {
     static const char *const names[KMS_CLOSE_COUNT] = {"head_timeout",  "limit",         "proxy_untrusted",
                                                        "proxy_invalid", "proxy_timeout", "busy",
-                                                       "identity_refused"};
+                                                       "identity_refused", "rate_limited"};
     return (unsigned)why < KMS_CLOSE_COUNT ? names[why] : "unknown";
 }
 

@@ -34,6 +34,7 @@ enum kms_conn_close {
     KMS_CLOSE_PROXY_TIMEOUT,    /* a trusted peer's PROXY header incomplete at the head deadline */
     KMS_CLOSE_BUSY,             /* too many connections waiting for their PROXY header */
     KMS_CLOSE_IDENTITY_REFUSED, /* a kept-alive connection whose certificate is refused now (revoked, ...) */
+    KMS_CLOSE_RATE_LIMITED,     /* a client address over kms.ratelimit.connections */
     KMS_CLOSE_COUNT
 };
 const char *kms_conn_close_name(enum kms_conn_close why);

@@ -207,6 +207,10 @@ static kms_rc open_ratelimit(struct kms_node *n)
         if (kms_rl_parse(kms_config_str(n->cfg, keys[role]), lim[role], why, sizeof(why)) != KMS_OK)
             return kms_fail(KMS_ERR_CONFIG, "%s: %s", kms_config_name(keys[role]), why);
     }
+    char why[160];
+    if (kms_rl_parse_limit(kms_config_str(n->cfg, KMS_CFG_RATELIMIT_CONNECTIONS), &n->conn_rate, why, sizeof(why)) !=
+        KMS_OK)
+        return kms_fail(KMS_ERR_CONFIG, "%s: %s", kms_config_name(KMS_CFG_RATELIMIT_CONNECTIONS), why);
     struct kms_rl_remote remote;
     int distributed = strcmp(kms_config_str(n->cfg, KMS_CFG_CACHE_TYPE), "distributed") == 0;
     if (distributed)
@@ -215,7 +219,7 @@ static kms_rc open_ratelimit(struct kms_node *n)
     kms_log(KMS_LOG_INFO, "ratelimit.enabled", NULL, "scope", distributed ? "cluster (Redis)" : "this node",
             "backend", kms_config_str(n->cfg, KMS_CFG_RATELIMIT_BACKEND), "device",
             kms_config_str(n->cfg, KMS_CFG_RATELIMIT_DEVICE), "admin", kms_config_str(n->cfg, KMS_CFG_RATELIMIT_ADMIN),
-            NULL);
+            "connections_per_address", kms_config_str(n->cfg, KMS_CFG_RATELIMIT_CONNECTIONS), NULL);
     return KMS_OK;
 }
 
@@ -255,6 +259,7 @@ kms_rc kms_node_start(struct kms_node *n)
         .conn_per_address = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_CONN_PER_ADDRESS),
         .header_timeout_s = (unsigned)kms_config_int(n->cfg, KMS_CFG_SERVER_HEADER_TIMEOUT),
         .proxy_trusted = kms_config_str(n->cfg, KMS_CFG_SERVER_PROXY_TRUSTED),
+        .conn_rate = n->conn_rate,
         .crl_accept_stale = strcmp(kms_config_str(n->cfg, KMS_CFG_AUTH_CRL_STALE), "accept") == 0,
         .ocsp = n->ocsp,
         .ocsp_hard = strcmp(kms_config_str(n->cfg, KMS_CFG_AUTH_OCSP), "hard") == 0,

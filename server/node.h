@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "common/error.h"
+#include "kms/ratelimit.h"
 
 #define KMS_NODE_HEARTBEAT_EVERY_S 5
 /* why: a stopped node's heartbeat stays listed (as silent) for this long, so
@@ -30,6 +31,7 @@ struct kms_node {
     struct kms_server *server;
     struct kms_ksync *ksync; /* distributed: the cluster's keystore generations (SPEC §11) */
     struct kms_ratelimit *ratelimit; /* kms.ratelimit.enabled */
+    struct kms_rl_limit conn_rate;   /* kms.ratelimit.connections, when enabled */
     struct kms_rl_redis *rl_redis;   /* its cluster-wide buckets (distributed cache) */
     struct kms_crl_fetch *crl_fetch; /* kms.auth.crl.url */
     struct kms_ocsp *ocsp;           /* kms.auth.ocsp */

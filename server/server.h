@@ -30,6 +30,7 @@ struct kms_server_deps {
     unsigned conn_per_address;  /* most connections from one client address; 0: no cap */
     unsigned header_timeout_s;  /* a request head must arrive within this; 0: 10 s */
     const char *proxy_trusted;  /* kms.server.proxy.trusted; NULL or "": no PROXY headers */
+    struct kms_rl_limit conn_rate; /* new connections per second per client address; rate 0: none */
     int crl_accept_stale;       /* kms.auth.crl.stale=accept */
     struct kms_ocsp *ocsp;      /* kms.auth.ocsp; NULL: off */
     int ocsp_hard;              /* kms.auth.ocsp=hard */

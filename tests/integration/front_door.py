@@ -7,6 +7,9 @@
 - a trusted peer without a header, a malformed header, a header cut short,
   and a header from anyone else: each closed and counted;
 - connections per client address capped (kms.server.connection.per.address=6);
+- new connections per client address limited (kms.ratelimit.connections=10:10),
+  by the PROXY header's address behind the balancer, before the handshake,
+  while another address and the balancer's own health checks are served;
 - request heads with a deadline (kms.server.header.timeout=2): 30 clients
   sending one header line every half second, and a silent TCP connection,
   are closed at the deadline while a normal client keeps its latency; an idle
@@ -218,6 +221,41 @@ while not ok and time.monotonic() < deadline:
         pass
 check(ok, "once its connections close, the client is served again")
 check(closed_count("limit") - before["limit"] >= 1, "kms_connections_closed_total{limit} counted the refusal")
+
+
+# --- new connections per client address: 10 a second, burst 10
+def served(src, header=b""):
+    try:
+        t = tls(connect(src, header))
+        ok = request(t, "GET", "/health/live")[0] == 200
+        t.close()
+        return ok
+    except (ssl.SSLError, ConnectionError, OSError):
+        return False
+
+
+def burst(n, src, header=lambda i: b""):
+    """n connections as fast as they go: (served, the most a 10/s burst-10 limit allows in the time taken)."""
+    start = time.monotonic()
+    ok = [served(src, header(i)) for i in range(n)]
+    return ok.count(True), 10 + int(10 * (time.monotonic() - start)) + 1
+
+
+before_rl = closed_count("rate_limited")
+got, most = burst(40, "127.0.4.1")
+check(10 <= got <= most and got < 40,
+      f"40 quick connections from one address: {got} served (burst 10, at most {most} in the time), the rest closed")
+got, most = burst(40, TRUSTED, lambda i: v2("127.0.4.2", 42000 + i))
+check(10 <= got <= most and got < 40,
+      f"the same through the balancer: limited by the PROXY header's address ({got} served, at most {most})")
+check(served("127.0.4.3") and served(TRUSTED, v2("127.0.4.4", 42100)),
+      "meanwhile other client addresses, direct and through the balancer, are served")
+local = [served(TRUSTED, v2("127.0.1.200", 42200 + i, local=True)) for i in range(15)]
+check(all(local), f"the balancer's own health checks (PROXY LOCAL) are never limited ({local.count(True)} of 15)")
+check(closed_count("rate_limited") - before_rl >= 2,
+      f"kms_connections_closed_total{{rate_limited}} counted them (+{closed_count('rate_limited') - before_rl})")
+time.sleep(1.1)
+check(served("127.0.4.1"), "a second later the first address is served again")
 
 
 # --- request heads with a deadline

@@ -106,6 +106,42 @@ Test(ratelimit, parse_budgets_rates_and_bursts)
     }
 }
 
+Test(ratelimit, parse_one_limit_for_connections_per_address)
+{
+    struct kms_rl_limit l;
+    char why[128];
+    cr_assert_eq(kms_rl_parse_limit("100:200", &l, why, sizeof(why)), KMS_OK, "%s", why);
+    cr_assert_float_eq(l.rate, 100, 1e-9);
+    cr_assert_eq(l.burst, 200);
+    cr_assert_eq(kms_rl_parse_limit("7.5", &l, why, sizeof(why)), KMS_OK, "%s", why);
+    cr_assert_eq(l.burst, 8, "the burst defaults to the rate rounded up");
+    cr_assert_eq(kms_rl_parse_limit("", &l, why, sizeof(why)), KMS_OK);
+    cr_assert_float_eq(l.rate, 0, 1e-9, "empty: not limited");
+    static const char *const bad[] = {"0", "-1", "x", "1:0", "1:", "connect=1", "1e9"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(kms_rl_parse_limit(bad[i], &l, why, sizeof(why)), KMS_ERR_CONFIG, "accepted %s", bad[i]);
+        cr_assert(strstr(why, bad[i]) != NULL, "'%s' not named in: %s", bad[i], why);
+    }
+}
+
+Test(ratelimit, addresses_have_buckets_of_their_own)
+{
+    struct kms_rl_limit lim[KMS_RL_ROLES][KMS_RL_BUDGETS];
+    memset(lim, 0, sizeof(lim));
+    lim[KMS_ROLE_NONE][KMS_RL_OTHER] = (struct kms_rl_limit){10, 3};
+    struct kms_ratelimit *rl = NULL;
+    cr_assert_eq(kms_ratelimit_new(lim, NULL, &rl), KMS_OK);
+    uint64_t retry = 0, now = 1000000000ull;
+    for (int i = 0; i < 3; i++)
+        cr_assert(kms_ratelimit_take(rl, "127.0.0.5", KMS_ROLE_NONE, KMS_RL_OTHER, now, &retry), "burst %d", i);
+    cr_assert_not(kms_ratelimit_take(rl, "127.0.0.5", KMS_ROLE_NONE, KMS_RL_OTHER, now, &retry));
+    cr_assert(retry >= 1 && retry <= 101, "retry %llu ms", (unsigned long long)retry);
+    cr_assert(kms_ratelimit_take(rl, "127.0.0.6", KMS_ROLE_NONE, KMS_RL_OTHER, now, &retry), "another address");
+    cr_assert(kms_ratelimit_take(rl, "127.0.0.5", KMS_ROLE_NONE, KMS_RL_OTHER, now + 100000000ull, &retry),
+              "a token a tenth of a second later");
+    kms_ratelimit_free(&rl);
+}
+
 Test(ratelimit, alone_a_burst_then_the_rate)
 {
     struct kms_ratelimit *rl = limiter("unwrap=10:5", NULL);

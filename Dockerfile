@@ -21,7 +21,7 @@ ARG KMS_BUILD_ID=unknown
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config libmicrohttpd-dev libgnutls28-dev libssl-dev \
-      libjansson-dev libcurl4-openssl-dev libhiredis-dev \
+      libjansson-dev libcurl4-openssl-dev libhiredis-dev libp11-kit-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./

@@ -1,6 +1,7 @@
 /* kmsctl hsm: check and manage the master-key backend that kms.properties
- * names (KMIP HSM, Vault Transit, or the soft development backend), so that
- * setting up a site needs no other KMIP or Vault tool. */
+ * names (KMIP HSM, Vault Transit, a PKCS#11 token, or the soft development
+ * backend), so that setting up a site needs no other KMIP, Vault or PKCS#11
+ * tool. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "cluster/redis_config.h"
 #include "common/log.h"
 #include "hsm/kmip/kmip_backend.h"
+#include "hsm/pkcs11/pkcs11_backend.h"
 #include "hsm/soft/soft.h"
 #include "hsm/vault/vault_backend.h"
 #include "kms/backend_select.h"
@@ -31,12 +33,17 @@ void kmsctl_hsm_usage(FILE *f)
             "The backend, the HSM address and kmsd's identity toward it come from kms.properties\n"
             "(--config FILE, else $KMS_CONFIG, else /etc/kmsd/kms.properties).\n\n"
             "Commands:\n"
-            "  status             reach the backend: KMIP versions and server information, or Vault health\n"
-            "                     and token state; exit 1 when it cannot be reached\n"
-            "  create-key NAME    create an AES-256 master key NAME (KMIP: Create + Activate, prints the UID)\n"
-            "  show NAME|UID      master key metadata (state, algorithm, versions) - never key material\n"
-            "  locate NAME        KMIP: the unique identifiers carrying Name NAME\n"
-            "  rotate NAME        Vault, soft: add a new version of NAME (old wrapped keys keep unwrapping);\n"
+            "  status             reach the backend: KMIP versions and server information, Vault health\n"
+            "                     and token state, or the PKCS#11 module, token and sessions; exit 1 when it\n"
+            "                     cannot be reached\n"
+            "  create-key NAME    create an AES-256 master key NAME (KMIP: Create + Activate, prints the UID;\n"
+            "                     PKCS#11: a token object labelled NAME, sensitive, never extractable)\n"
+            "  show NAME|UID      master key metadata (state, algorithm, versions; PKCS#11: every version's\n"
+            "                     attributes) - never key material\n"
+            "  locate NAME        KMIP: the unique identifiers carrying Name NAME; PKCS#11: the objects\n"
+            "                     labelled NAME (version, CKA_ID, handle)\n"
+            "  rotate NAME        Vault, soft, PKCS#11: add a new version of NAME (old wrapped keys keep\n"
+            "                     unwrapping);\n"
             "                     with kms.cache.type=distributed also invalidates the cluster cache (Redis\n"
             "                     generation +1, as POST /v1/cluster/cache/invalidate); exit 3 when the key\n"
             "                     was rotated but Redis could not be told\n");
@@ -53,6 +60,58 @@ static int fail(const char *what, kms_rc rc)
     fprintf(stderr, "kmsctl hsm: %s: %s (%s)\n", what, kms_error_detail()[0] ? kms_error_detail() : kms_error_message(rc),
             kms_error_code(rc));
     return KMSCTL_EXIT_ERROR;
+}
+
+static int pkcs11_status(struct kms_backend *b)
+{
+    struct kms_pkcs11_info in;
+    kms_rc rc = kms_pkcs11_info(b, &in);
+    if (rc != KMS_OK)
+        return fail("status", rc);
+    printf("module:    %s (%s, Cryptoki %u.%u)\n", in.library, in.module_description, in.cryptoki_major,
+           in.cryptoki_minor);
+    printf("token:     '%s' in slot %lu: %s %s, serial %s\n", in.label, in.slot, in.manufacturer, in.model, in.serial);
+    rc = b->ops->probe(b);
+    printf("sessions:  %u open of %u, logged in %s\n", in.sessions_open, in.sessions, rc == KMS_OK ? "yes" : "no");
+    if (rc != KMS_OK)
+        return fail("probe", rc);
+    printf("status:    ok\n");
+    return KMSCTL_EXIT_OK;
+}
+
+static const char *yes_no(int flag) { return flag == 1 ? "yes" : flag == 0 ? "no" : "unknown"; }
+
+/* Every version of a PKCS#11 master key, with the attributes that make it
+ * one (what pkcs11-tool --list-objects would show of it). */
+static int pkcs11_show(struct kms_backend *b, const char *name, int brief)
+{
+    struct kms_pkcs11_key keys[64];
+    size_t n = 0;
+    kms_rc rc = kms_pkcs11_key_versions(b, name, keys, KMS_ARRAY_LEN(keys), &n);
+    if (rc != KMS_OK)
+        return fail(brief ? "locate" : "show", rc);
+    if (n == 0) {
+        fprintf(stderr, "kmsctl hsm: no key labelled '%s' on the token\n", name);
+        return KMSCTL_EXIT_ERROR;
+    }
+    if (!brief)
+        printf("name:      %s\nbackend:   pkcs11\nversions:  %zu (current %u)\n", name, n, keys[n - 1].version);
+    for (size_t i = 0; i < n && i < KMS_ARRAY_LEN(keys); i++) {
+        const struct kms_pkcs11_key *k = &keys[i];
+        if (brief) {
+            printf("version %u  CKA_ID %s  handle %lu\n", k->version, k->id_hex[0] ? k->id_hex : "(none)", k->handle);
+            continue;
+        }
+        printf("version %u:\n  CKA_ID %s, handle %lu\n  CKA_KEY_TYPE %s, CKA_VALUE_LEN %ld\n", k->version,
+               k->id_hex[0] ? k->id_hex : "(none)", k->handle, k->aes == 1 ? "AES" : "not AES", k->value_len);
+        printf("  CKA_TOKEN %s, CKA_PRIVATE %s, CKA_SENSITIVE %s, CKA_EXTRACTABLE %s\n", yes_no(k->token),
+               yes_no(k->private_), yes_no(k->sensitive), yes_no(k->extractable));
+        printf("  CKA_ALWAYS_SENSITIVE %s, CKA_NEVER_EXTRACTABLE %s\n", yes_no(k->always_sensitive),
+               yes_no(k->never_extractable));
+        printf("  CKA_ENCRYPT %s, CKA_DECRYPT %s, CKA_WRAP %s, CKA_UNWRAP %s\n", yes_no(k->encrypt), yes_no(k->decrypt),
+               yes_no(k->wrap), yes_no(k->unwrap));
+    }
+    return KMSCTL_EXIT_OK;
 }
 
 static int status(struct kms_backend *b)
@@ -105,6 +164,8 @@ static int status(struct kms_backend *b)
                st.auth.renewable ? "renewable" : "not renewable", st.auth.ttl, st.auth.renewals, st.auth.logins);
         return st.health.sealed || !st.auth.valid ? KMSCTL_EXIT_ERROR : KMSCTL_EXIT_OK;
     }
+    if (b->ops->kind == KMS_BACKEND_PKCS11)
+        return pkcs11_status(b);
     kms_rc rc = b->ops->probe(b);
     if (rc != KMS_OK)
         return fail("probe", rc);
@@ -123,7 +184,9 @@ static int create_key(struct kms_backend *b, const char *name)
         printf("created AES-256 key '%s': unique identifier %s (Active)\n", name, uid);
         return KMSCTL_EXIT_OK;
     }
-    rc = b->ops->kind == KMS_BACKEND_VAULT ? kms_vault_create_key(b, name) : kms_soft_create_key(b, name);
+    rc = b->ops->kind == KMS_BACKEND_VAULT    ? kms_vault_create_key(b, name)
+         : b->ops->kind == KMS_BACKEND_PKCS11 ? kms_pkcs11_create_key(b, name)
+                                              : kms_soft_create_key(b, name);
     if (rc != KMS_OK)
         return fail("create-key", rc);
     printf("created master key '%s' (version 1)\n", name);
@@ -132,6 +195,8 @@ static int create_key(struct kms_backend *b, const char *name)
 
 static int show(struct kms_backend *b, const char *name)
 {
+    if (b->ops->kind == KMS_BACKEND_PKCS11)
+        return pkcs11_show(b, name, 0);
     struct kms_key_info info;
     memset(&info, 0, sizeof(info));
     kms_rc rc = b->ops->describe(b, name, &info);
@@ -153,6 +218,8 @@ static int show(struct kms_backend *b, const char *name)
 
 static int locate(struct kms_backend *b, const char *name)
 {
+    if (b->ops->kind == KMS_BACKEND_PKCS11)
+        return pkcs11_show(b, name, 1);
     if (b->ops->kind != KMS_BACKEND_KMIP) {
         fprintf(stderr, "kmsctl hsm: locate is a KMIP operation; this node's backend is %s\n", b->ops->name);
         return KMSCTL_EXIT_USAGE;
@@ -181,6 +248,8 @@ static int rotate(struct kms_backend *b, const char *name)
     }
     if (b->ops->kind == KMS_BACKEND_VAULT) {
         rc = kms_vault_rotate_key(b, name, &version);
+    } else if (b->ops->kind == KMS_BACKEND_PKCS11) {
+        rc = kms_pkcs11_rotate(b, name, &version);
     } else {
         rc = kms_soft_rotate(b, name);
         struct kms_master_ref ref;
@@ -267,7 +336,7 @@ int kmsctl_hsm_main(int argc, char **argv)
         code = fail("keystore", rc);
         goto out;
     }
-    rc = kms_backend_open_configured(cfg, ks, &b);
+    rc = kms_backend_open_for_admin(cfg, ks, &b);
     if (rc != KMS_OK) {
         code = fail("cannot open the backend", rc);
         goto out;

@@ -6,10 +6,10 @@
 #   install-deps.sh --test   also what the test suite needs
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libgnutls28-dev libssl-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev
-      openssl curl ca-certificates default-jre-headless python3)
+      libp11-kit-dev openssl curl ca-certificates default-jre-headless python3)
 if [ "${1:-}" = --test ]; then
   pkgs+=(libcriterion-dev clang libclang-rt-14-dev python3-cryptography python3-pykmip redis-server haproxy docker-compose
-        docker.io debootstrap prometheus systemd man-db)
+        docker.io debootstrap prometheus systemd man-db softhsm2 opensc)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

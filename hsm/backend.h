@@ -21,13 +21,15 @@ enum kms_backend_kind {
     KMS_BACKEND_SOFT = 1,
     KMS_BACKEND_KMIP = 2,
     KMS_BACKEND_VAULT = 3,
+    KMS_BACKEND_PKCS11 = 4,
 };
 
 #define KMS_MASTER_NAME_MAX 255
 #define KMS_BACKEND_CT_MAX 4096 /* largest ciphertext a backend may return */
 
 /* Which master key (and version) wrapped something. For KMIP the name is the
- * unique identifier and the version is 0; for soft and Vault, name + version. */
+ * unique identifier and the version is 0; for soft, Vault and PKCS#11, name
+ * (PKCS#11: the key objects' CKA_LABEL) + version. */
 struct kms_master_ref {
     char name[KMS_MASTER_NAME_MAX + 1];
     uint32_t version;
@@ -35,7 +37,7 @@ struct kms_master_ref {
 
 struct kms_key_info {
     char name[KMS_MASTER_NAME_MAX + 1];
-    const char *backend;     /* "soft", "kmip", "vault" (static) */
+    const char *backend;     /* "soft", "kmip", "vault", "pkcs11" (static) */
     uint32_t current_version;
     uint32_t min_version;    /* oldest version that still decrypts */
     char state[32];          /* "active", "deactivated", ... */

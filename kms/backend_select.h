@@ -18,12 +18,18 @@
  * with a detail naming the property or the peer. */
 kms_rc kms_backend_open_configured(const struct kms_config *cfg, const struct kms_keystore *ks,
                                    struct kms_backend **out) KMS_MUST_CHECK;
+/* As kms_backend_open_configured, for kmsctl hsm: a PKCS#11 token is opened
+ * without looking for kms.hsm.master.key (create-key makes it). */
+kms_rc kms_backend_open_for_admin(const struct kms_config *cfg, const struct kms_keystore *ks,
+                                  struct kms_backend **out) KMS_MUST_CHECK;
 
 /* What kmsd --check-config can tell without reaching the backend: for kmip1,
  * that ks holds kmsd's identity toward the HSM (the kms.keystore.alias
  * private-key entry) and a CA to verify the HSM with (a trusted CA entry or
  * kms.hsm.ca.file), read exactly as kms_backend_open_configured reads them.
- * soft and VAULT: KMS_OK. Errors as kms_backend_open_configured's. */
+ * pkcs11 (a local token): opens it as the node would - module, token, login,
+ * the master key fit to be one - and closes it. soft and VAULT: KMS_OK.
+ * Errors as kms_backend_open_configured's. */
 kms_rc kms_backend_check_configured(const struct kms_config *cfg, const struct kms_keystore *ks) KMS_MUST_CHECK;
 
 struct kms_backend_identity {

@@ -47,8 +47,9 @@ static int check_cluster_name(const char *v, char **canon, char *why, size_t cap
 static int check_trusted(const char *v, char **canon, char *why, size_t cap);
 static int check_rates(const char *v, char **canon, char *why, size_t cap);
 static int check_rate(const char *v, char **canon, char *why, size_t cap);
+static int check_slot(const char *v, char **canon, char *why, size_t cap);
 
-static const char *const protocols[] = {"kmip1", "VAULT", "soft", NULL};
+static const char *const protocols[] = {"kmip1", "VAULT", "pkcs11", "soft", NULL};
 static const char *const vault_auths[] = {"token", "azure", NULL};
 static const char *const cache_types[] = {"none", "local", "distributed", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
@@ -103,16 +104,18 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_KEYSTORE_PASSWORD] = SECRET("keystore password (or kms.keystore.password.file, a file holding it)"),
     [KMS_CFG_KEYSTORE_ALIAS] = STR("kmsclient", "keystore alias of the identity presented to the HSM (kmsClient)"),
     [KMS_CFG_HSM_PROTOCOL] = ENUM("kmip1", protocols,
-                                  "master-key backend: kmip1 (KMIP HSM), VAULT (Vault Transit) or soft (development)"),
+                                  "master-key backend: kmip1 (KMIP HSM), VAULT (Vault Transit), pkcs11 (a PKCS#11 "
+                                  "token) or soft (development)"),
     [KMS_CFG_HSM_SERVER_URL] = STR("", "KMIP HSM as host, host:port or https://host[:port] (kmip1), or the Vault address such as https://vault:8200 (VAULT)"),
     [KMS_CFG_HSM_SERVER_PORT] = INT("5696", 1, 65535, "HSM KMIP port"),
     [KMS_CFG_KMIP_SERVER_URL] = STR("", "legacy name of kms.hsm.server.url, used when that is unset"),
     [KMS_CFG_KMIP_SERVER_PORT] = INT("5696", 1, 65535, "legacy name of kms.hsm.server.port, used when that is unset"),
-    [KMS_CFG_HSM_MASTER_KEY] = STR("kms-master", "name of the master key in the HSM or Vault"),
+    [KMS_CFG_HSM_MASTER_KEY] = STR("kms-master", "name of the master key in the HSM or Vault (pkcs11: its CKA_LABEL)"),
     [KMS_CFG_HSM_SOFT_FILE] = STR("kms-soft-keys.bin", "sealed master-key file of the soft backend"),
     [KMS_CFG_HSM_POOL_SIZE] = INT("4", 1, 64, "persistent connections kept to the HSM (KMIP)"),
     [KMS_CFG_HSM_CONNECT_TIMEOUT] = INT("3000", 100, 120000, "milliseconds to connect (TCP + TLS) to the HSM or Vault"),
-    [KMS_CFG_HSM_TIMEOUT] = INT("10000", 100, 300000, "milliseconds one HSM or Vault request may take"),
+    [KMS_CFG_HSM_TIMEOUT] = INT("10000", 100, 300000, "milliseconds one HSM or Vault request may take (pkcs11: "
+                                                      "one token call, waiting for a free session included)"),
     [KMS_CFG_HSM_CA_FILE] = STR("", "PEM file of CAs trusted for the HSM/Vault server certificate; empty: the "
                                     "keystore's trusted CA entries"),
     [KMS_CFG_HSM_VAULT_NAMESPACE] = STR("", "Vault namespace (X-Vault-Namespace); empty for none"),
@@ -125,6 +128,14 @@ static const struct row rows[KMS_CFG_COUNT] = {
                                              "resource asked of the Azure instance metadata service for Vault login"),
     [KMS_CFG_HSM_VAULT_AZURE_IMDS] = STR("http://169.254.169.254",
                                          "Azure instance metadata service address (Azure auth)"),
+    [KMS_CFG_HSM_PKCS11_LIBRARY] = STR("", "pkcs11: path of the token's PKCS#11 module, loaded with dlopen "
+                                           "(SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"),
+    [KMS_CFG_HSM_PKCS11_TOKEN_LABEL] = STR("", "pkcs11: label of the token holding the master keys"),
+    [KMS_CFG_HSM_PKCS11_SLOT] = {T_STR, "", 0, 0, NULL, check_slot,
+                                 "pkcs11: slot id of the token (a whole number), when kms.hsm.pkcs11.token.label "
+                                 "is empty"},
+    [KMS_CFG_HSM_PKCS11_PIN] = SECRET("pkcs11: the token's user PIN, from kms.hsm.pkcs11.pin.file or "
+                                      "KMS_HSM_PKCS11_PIN; in clear in the properties file it is refused"),
     [KMS_CFG_CACHE_TYPE] = ENUM("none", cache_types,
                                 "customer-key cache: none, local (this node) or distributed (Redis, encrypted)"),
     [KMS_CFG_CACHE_CONFIG_FILE] = STR("", "properties file holding the distributed cache's kms.cache.* "
@@ -357,6 +368,18 @@ static int check_rates(const char *v, char **canon, char *why, size_t cap)
     (void)canon;
     struct kms_rl_limit l[KMS_RL_BUDGETS];
     return kms_rl_parse(v, l, why, cap) == KMS_OK ? 0 : -1;
+}
+
+static int check_slot(const char *v, char **canon, char *why, size_t cap)
+{
+    (void)canon;
+    size_t n = strlen(v);
+    int ok = n <= 19;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = v[i] >= '0' && v[i] <= '9';
+    if (!ok)
+        (void)snprintf(why, cap, "expected a slot id (a whole number), or nothing");
+    return ok ? 0 : -1;
 }
 
 static int check_rate(const char *v, char **canon, char *why, size_t cap)
@@ -1257,6 +1280,30 @@ kms_rc kms_config_kmip_endpoint(const struct kms_config *c, char *host, size_t h
     return KMS_OK;
 }
 
+/* kms.hsm.protocol=pkcs11: a module, a token, and a PIN that is not in
+ * clear in a properties file (SPEC §12). */
+static kms_rc cross_check_pkcs11(const struct kms_config *c, const char *psrc)
+{
+    if (c->v[KMS_CFG_HSM_PKCS11_LIBRARY].str[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "kms.hsm.protocol=pkcs11 (from %s) needs kms.hsm.pkcs11.library: the path of "
+                                        "the token's PKCS#11 module",
+                        psrc);
+    if (c->v[KMS_CFG_HSM_PKCS11_TOKEN_LABEL].str[0] == '\0' && c->v[KMS_CFG_HSM_PKCS11_SLOT].str[0] == '\0')
+        return kms_fail(KMS_ERR_CONFIG, "kms.hsm.protocol=pkcs11 (from %s) needs kms.hsm.pkcs11.token.label (or "
+                                        "kms.hsm.pkcs11.slot)",
+                        psrc);
+    const struct slot *pin = &c->v[KMS_CFG_HSM_PKCS11_PIN];
+    if (pin->secret == NULL)
+        return kms_fail(KMS_ERR_CONFIG, "kms.hsm.protocol=pkcs11 (from %s) needs the token's user PIN: "
+                                        "kms.hsm.pkcs11.pin.file (a file holding it) or KMS_HSM_PKCS11_PIN",
+                        psrc);
+    if (pin->source != NULL && strncmp(pin->source, "file ", 5) != 0 && strncmp(pin->source, "env ", 4) != 0)
+        return kms_fail(KMS_ERR_CONFIG, "kms.hsm.pkcs11.pin is in clear at %s: put the PIN in a file only kmsd can "
+                                        "read and name it with kms.hsm.pkcs11.pin.file (or set KMS_HSM_PKCS11_PIN)",
+                        pin->source);
+    return KMS_OK;
+}
+
 static kms_rc cross_check(const struct kms_config *c)
 {
     if (kms_config_str(c, KMS_CFG_AUTH_CRL_URL)[0] != '\0' && kms_config_str(c, KMS_CFG_AUTH_CRL_FILE)[0] == '\0')
@@ -1283,6 +1330,8 @@ static kms_rc cross_check(const struct kms_config *c)
         uint16_t port;
         KMS_GUARD(kms_config_kmip_endpoint(c, host, sizeof(host), &port));
     }
+    if (strcmp(proto, "pkcs11") == 0)
+        KMS_GUARD(cross_check_pkcs11(c, psrc));
     if (strcmp(c->v[KMS_CFG_HSM_VAULT_AUTH].str, "azure") == 0 && c->v[KMS_CFG_HSM_VAULT_AZURE_ROLE].str[0] == '\0')
         return kms_fail(KMS_ERR_CONFIG, "kms.hsm.vault.auth=azure (from %s) needs kms.hsm.vault.auth.azure.role",
                         c->v[KMS_CFG_HSM_VAULT_AUTH].source);

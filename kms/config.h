@@ -64,6 +64,10 @@
     X(HSM_VAULT_AZURE_PATH, "kms.hsm.vault.auth.azure.path")                                     \
     X(HSM_VAULT_AZURE_RESOURCE, "kms.hsm.vault.auth.azure.resource")                             \
     X(HSM_VAULT_AZURE_IMDS, "kms.hsm.vault.auth.azure.imds")                                     \
+    X(HSM_PKCS11_LIBRARY, "kms.hsm.pkcs11.library")                                              \
+    X(HSM_PKCS11_TOKEN_LABEL, "kms.hsm.pkcs11.token.label")                                      \
+    X(HSM_PKCS11_SLOT, "kms.hsm.pkcs11.slot")                                                    \
+    X(HSM_PKCS11_PIN, "kms.hsm.pkcs11.pin")                                                      \
     X(CACHE_TYPE, "kms.cache.type")                                                              \
     X(CACHE_CONFIG_FILE, "kms.distributed.cache.config.file")                                    \
     X(CACHE_TTL, "kms.cache.ttl")                                                                \

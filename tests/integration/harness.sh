@@ -5,8 +5,9 @@
 #        PKI (dev-pki.sh) + extra client certificates, the backend's peer, kms.properties,
 #        kmsd on 127.0.0.1:<free port>. BACKEND: soft (default); kmip (a real PyKMIP
 #        server, tests/stand-ins/pykmip); vault, vault-azure (the Vault stand-in,
-#        tests/stand-ins/vault, with token or Azure/IMDS auth). The master key is
-#        created with kmsctl hsm (KMIP) or the Vault API before kmsd starts.
+#        tests/stand-ins/vault, with token or Azure/IMDS auth); pkcs11 (a SoftHSM2
+#        token made in DIR/softhsm). The master key is created with kmsctl hsm
+#        (KMIP, PKCS#11) or the Vault API before kmsd starts.
 #   harness.sh restart DIR KMSD_BINARY
 #        stops kmsd by PID and starts it again on DIR's files (same port, keys, peer),
 #        with whatever KMS_* environment the caller sets now.
@@ -20,6 +21,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cmd=${1:?start|stop}
 dir=${2:?DIR}
+
+# SoftHSM2's module, as Debian installs it (the first that exists)
+SOFTHSM2_MODULE=
+for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so; do
+  [ -f "$m" ] && { SOFTHSM2_MODULE=$m; break; }
+done
+export SOFTHSM2_MODULE
 
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -116,6 +124,20 @@ backend_properties() { # the kms.properties lines of BACKEND, after starting its
         printf 'kms.hsm.vault.auth = azure\nkms.hsm.vault.auth.azure.role = %s\n' "$AZURE_ROLE"
         printf 'kms.hsm.vault.auth.azure.imds = %s\n' "$IMDS_ADDR"
       fi ;;
+    pkcs11)
+      # a real SoftHSM2 token of this run's own (its own SOFTHSM2_CONF and
+      # token directory); the PIN only in a file, as kmsd demands
+      mkdir -p "$dir/softhsm/tokens"
+      printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$dir/softhsm/tokens" \
+        > "$dir/softhsm/softhsm2.conf"
+      export SOFTHSM2_CONF="$dir/softhsm/softhsm2.conf"
+      head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/softhsm/pin"
+      chmod 600 "$dir/softhsm/pin"
+      softhsm2-util --init-token --free --label kmsd-it --so-pin 8765432187654321 --pin "$(cat "$dir/softhsm/pin")" \
+        >/dev/null
+      printf 'kms.hsm.protocol = pkcs11\nkms.hsm.pkcs11.library = %s\n' "$SOFTHSM2_MODULE"
+      printf 'kms.hsm.pkcs11.token.label = kmsd-it\nkms.hsm.pkcs11.pin.file = %s\n' "$dir/softhsm/pin"
+      printf 'kms.hsm.timeout.ms = 4000\n' ;;
     *) echo "harness: unknown backend $backend" >&2; exit 2 ;;
   esac
 }
@@ -142,7 +164,7 @@ start() {
     backend_properties "$backend" "$kmsctl"
   } > "$dir/kms.properties"
   echo "$backend" > "$dir/backend"
-  if [ "$backend" = kmip ]; then
+  if [ "$backend" = kmip ] || [ "$backend" = pkcs11 ]; then
     # the operator's way: kmsctl hsm, with kmsd's own configuration and identity
     KMS_CONFIG="$dir/kms.properties" "$kmsctl" hsm create-key kms-master > "$dir/create-key.out"
   fi
@@ -155,12 +177,15 @@ KMS_IT_PASSWORD=$(cat "$dir/pki/password.txt")
 KMS_IT_BACKEND=$backend
 KMS_IT_ADMIN_PORT=$admin_port
 ENV
+  [ "$backend" = pkcs11 ] && printf 'SOFTHSM2_CONF=%s\nSOFTHSM2_MODULE=%s\n' "$SOFTHSM2_CONF" "$SOFTHSM2_MODULE" >> "$dir/it.env"
   echo "harness: kmsd pid $(cat "$dir/kmsd.pid") on 127.0.0.1:$port"
 }
 
 launch() { # launch KMSD_BINARY PORT: kmsd on DIR's kms.properties, waited for
   local bin=$1 port=$2
   rm -f "$dir/kmsd.rc"
+  # a pkcs11 run's token lives under DIR (kmsd finds it through SOFTHSM2_CONF)
+  [ -f "$dir/softhsm/softhsm2.conf" ] && export SOFTHSM2_CONF="$dir/softhsm/softhsm2.conf"
   # The wrapper records kmsd's exit status for `stop`; kmsd's own PID is what we signal.
   # why ulimit -c: kmsd must turn core dumps off itself (process_hardening.sh checks it),
   # whatever limit it inherits

@@ -5,7 +5,10 @@
     and the CLI's output), directly or through a project header;
   - cli/ includes no internal header (*_int.h, server/internal.h): the tool
     uses the libraries' public headers only;
-  - no .c file under server/ is longer than 450 lines (one job per file).
+  - no .c file under server/ is longer than 450 lines (one job per file);
+  - PKCS#11 stays in hsm/pkcs11/ (issue 16: the backend interface is the one
+    seam): no other source reaches <p11-kit/pkcs11.h> or names a CKR_/CKA_/
+    CKM_ constant or a C_ function of the PKCS#11 API in its code.
 
 Prints each breach with the chain of includes that leads to it; exits 1 when
 there is one. Usage: tests/lint/layers.py [SOURCE_ROOT]"""
@@ -65,6 +68,19 @@ for path in sources("server", (".c",)):
         n = sum(1 for _ in f)
     if n > 450:
         breaches.append(f"{os.path.relpath(path, root)}: {n} lines (at most 450: split it by job)")
+code_only = re.compile(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"', re.S)
+p11_name = re.compile(r'\b(CK[RAMOKU]_[A-Z0-9_]+|C_(Initialize|Finalize|GetFunctionList|OpenSession|Login|'
+                      r'Encrypt|Decrypt|FindObjects|GetAttributeValue|GenerateKey)\w*)\b')
+for d in ("common", "kms", "hsm", "hsm/kmip", "hsm/soft", "hsm/vault", "cluster", "server", "cli"):
+    for path in sources(d):
+        chain = reaches(path, "p11-kit/pkcs11.h")
+        if chain:
+            breaches.append(f"{os.path.relpath(path, root)}: reaches p11-kit/pkcs11.h via {' -> '.join(chain)}")
+        with open(path, encoding="utf-8", errors="replace") as f:
+            # why without comments and strings: the words may be said, not used
+            m = p11_name.search(code_only.sub(" ", f.read()))
+        if m:
+            breaches.append(f"{os.path.relpath(path, root)}: names {m.group(1)} (PKCS#11 belongs in hsm/pkcs11/)")
 for b in breaches:
     print("layers:", b)
 print(f"layers: {len(breaches)} breach(es)")

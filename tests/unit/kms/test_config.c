@@ -461,7 +461,7 @@ Test(config, invalid_integers)
 Test(config, invalid_enums_bools_and_strings)
 {
     invalid("kms.cache.type=redis", "kms.cache.type", "redis", "expected one of none, local, distributed");
-    invalid("kms.hsm.protocol=kmip2", "kms.hsm.protocol", "kmip2", "kmip1, VAULT, soft");
+    invalid("kms.hsm.protocol=kmip2", "kms.hsm.protocol", "kmip2", "kmip1, VAULT, pkcs11, soft");
     invalid("kms.log.level=verbose", "kms.log.level", "verbose", "debug");
     invalid("kms.hsm.vault.auth=ldap", "kms.hsm.vault.auth", "ldap", "token, azure");
     invalid("kms.config.strict=maybe", "kms.config.strict", "maybe", "true or false");
@@ -609,6 +609,50 @@ Test(config, cross_field_checks)
     c = load_ok(NULL, azure_ok, NULL);
     cr_assert_str_eq(kms_config_str(c, KMS_CFG_HSM_VAULT_AUTH), "azure");
     kms_config_free(&c);
+}
+
+/* kms.hsm.protocol=pkcs11 (issue 16): a module, a token, and a PIN from a
+ * file or the environment - never in clear in the properties file. */
+Test(config, pkcs11_needs_module_token_and_a_pin_not_in_clear)
+{
+    char *const bare[] = {"KMS_HSM_PROTOCOL=pkcs11", NULL};
+    const char *want[] = {"kms.hsm.protocol=pkcs11", "kms.hsm.pkcs11.library", NULL};
+    load_fails(NULL, bare, KMS_ERR_CONFIG, want, NULL);
+
+    char *const no_token[] = {"KMS_HSM_PROTOCOL=pkcs11", "KMS_HSM_PKCS11_LIBRARY=/m.so", NULL};
+    const char *want2[] = {"kms.hsm.pkcs11.token.label", NULL};
+    load_fails(NULL, no_token, KMS_ERR_CONFIG, want2, NULL);
+
+    char *const no_pin[] = {"KMS_HSM_PROTOCOL=pkcs11", "KMS_HSM_PKCS11_LIBRARY=/m.so", "KMS_HSM_PKCS11_SLOT=3", NULL};
+    const char *want3[] = {"kms.hsm.pkcs11.pin.file", NULL};
+    load_fails(NULL, no_pin, KMS_ERR_CONFIG, want3, NULL);
+
+    write_props("kms.hsm.protocol=pkcs11\nkms.hsm.pkcs11.library=/m.so\nkms.hsm.pkcs11.token.label=t\n"
+                "kms.hsm.pkcs11.pin=31415926\n");
+    const char *want4[] = {"kms.hsm.pkcs11.pin is in clear", "kms.properties:4", "kms.hsm.pkcs11.pin.file", NULL};
+    const char *deny4[] = {"31415926", NULL};
+    load_fails(props_path, NULL, KMS_ERR_CONFIG, want4, deny4);
+
+    char pin_path[600];
+    snprintf(pin_path, sizeof(pin_path), "%s/pin", tmpdir);
+    write_at(pin_path, "31415926\n");
+    char props[900];
+    snprintf(props, sizeof(props), "kms.hsm.protocol=pkcs11\nkms.hsm.pkcs11.library=/m.so\n"
+                                   "kms.hsm.pkcs11.token.label=t\nkms.hsm.pkcs11.pin.file=%s\n", pin_path);
+    write_props(props);
+    struct kms_config *c = load_ok(props_path, NULL, NULL);
+    cr_assert_str_eq(kms_config_secret(c, KMS_CFG_HSM_PKCS11_PIN), "31415926");
+    kms_config_free(&c);
+
+    char *const env_pin[] = {"KMS_HSM_PROTOCOL=pkcs11", "KMS_HSM_PKCS11_LIBRARY=/m.so", "KMS_HSM_PKCS11_SLOT=3",
+                             "KMS_HSM_PKCS11_PIN=2718", NULL};
+    c = load_ok(NULL, env_pin, NULL);
+    cr_assert_str_eq(kms_config_str(c, KMS_CFG_HSM_PKCS11_SLOT), "3");
+    kms_config_free(&c);
+
+    char *const bad_slot[] = {"KMS_HSM_PKCS11_SLOT=-1", NULL};
+    const char *want5[] = {"kms.hsm.pkcs11.slot", NULL};
+    load_fails(NULL, bad_slot, KMS_ERR_CONFIG, want5, NULL);
 }
 
 Test(config, file_errors_keep_their_codes)

@@ -398,7 +398,8 @@ Test(wrapped, header_fields_checked, .timeout = 60)
     cr_assert_eq(parse_with_byte(&u, 2, KMS_BACKEND_SOFT), KMS_ERR_UNWRAP, "user key, backend-wrapped");
     cr_assert_eq(parse_with_byte(&u, 2, 0x81), KMS_ERR_UNWRAP, "unknown wrapper");
     cr_assert_eq(parse_with_byte(&c, 2, 0), KMS_ERR_UNWRAP, "wrapper 0");
-    cr_assert_eq(parse_with_byte(&c, 2, 4), KMS_ERR_UNWRAP, "wrapper 4");
+    cr_assert_eq(parse_with_byte(&c, 2, 5), KMS_ERR_UNWRAP, "wrapper 5");
+    cr_assert_eq(parse_with_byte(&c, 2, KMS_BACKEND_PKCS11), KMS_OK, "pkcs11");
     cr_assert_eq(parse_with_byte(&c, 2, KMS_BACKEND_KMIP), KMS_OK, "kmip");
     cr_assert_eq(parse_with_byte(&c, 2, KMS_WRAPPER_PARENT), KMS_ERR_UNWRAP, "customer, parent-wrapped");
     cr_assert_eq(parse_with_byte(&c, 1, KMS_LEVEL_USER), KMS_ERR_UNWRAP, "user, master-wrapped");
@@ -501,6 +502,7 @@ Test(wrapped, names, .timeout = 60)
     cr_assert_str_eq(kms_key_level_name(9), "unknown");
     cr_assert_str_eq(kms_wrapper_name(KMS_BACKEND_KMIP), "kmip");
     cr_assert_str_eq(kms_wrapper_name(KMS_BACKEND_VAULT), "vault");
+    cr_assert_str_eq(kms_wrapper_name(KMS_BACKEND_PKCS11), "pkcs11");
     cr_assert_str_eq(kms_wrapper_name(KMS_WRAPPER_PARENT), "parent");
     cr_assert_str_eq(kms_wrapper_name(0), "unknown");
     cr_assert(kms_master_name_valid("a"));

@@ -19,7 +19,7 @@
 #define DATA_MAX (KMS_BACKEND_CT_MAX - IV_LEN)
 #define VERSIONS_MAX 64
 #define CACHE_SLOTS 8
-#define CACHE_MS 30000 /* a version made by another process is used for new keys within this */
+#define CACHE_MS 5000 /* a version made by another process (kmsctl hsm rotate) is used for new keys within this */
 
 struct version {
     uint32_t version;

@@ -244,7 +244,9 @@ static kms_rc open_pkcs11(const struct kms_config *cfg, int check_master, struct
         .token_label = kms_config_str(cfg, KMS_CFG_HSM_PKCS11_TOKEN_LABEL),
         .slot = slot_of(kms_config_str(cfg, KMS_CFG_HSM_PKCS11_SLOT)),
         .pin = pin != NULL ? pin : "",
-        .sessions = (unsigned)kms_config_int(cfg, KMS_CFG_SERVER_THREADS),
+        .sessions = (unsigned)(kms_config_int(cfg, KMS_CFG_HSM_PKCS11_SESSIONS) > 0
+                                   ? kms_config_int(cfg, KMS_CFG_HSM_PKCS11_SESSIONS)
+                                   : kms_config_int(cfg, KMS_CFG_SERVER_THREADS)),
         .timeout_ms = (unsigned)kms_config_int(cfg, KMS_CFG_HSM_TIMEOUT),
     };
     KMS_GUARD(kms_pkcs11_backend_open(&o, out));

@@ -134,6 +134,8 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_HSM_PKCS11_SLOT] = {T_STR, "", 0, 0, NULL, check_slot,
                                  "pkcs11: slot id of the token (a whole number), when kms.hsm.pkcs11.token.label "
                                  "is empty"},
+    [KMS_CFG_HSM_PKCS11_SESSIONS] = INT("0", 0, 256, "pkcs11: sessions kept open on the token (one thread "
+                                                     "each); 0: one per worker thread (kms.server.threads)"),
     [KMS_CFG_HSM_PKCS11_PIN] = SECRET("pkcs11: the token's user PIN, from kms.hsm.pkcs11.pin.file or "
                                       "KMS_HSM_PKCS11_PIN; in clear in the properties file it is refused"),
     [KMS_CFG_CACHE_TYPE] = ENUM("none", cache_types,

@@ -68,6 +68,7 @@
     X(HSM_PKCS11_TOKEN_LABEL, "kms.hsm.pkcs11.token.label")                                      \
     X(HSM_PKCS11_SLOT, "kms.hsm.pkcs11.slot")                                                    \
     X(HSM_PKCS11_PIN, "kms.hsm.pkcs11.pin")                                                      \
+    X(HSM_PKCS11_SESSIONS, "kms.hsm.pkcs11.sessions")                                            \
     X(CACHE_TYPE, "kms.cache.type")                                                              \
     X(CACHE_CONFIG_FILE, "kms.distributed.cache.config.file")                                    \
     X(CACHE_TTL, "kms.cache.ttl")                                                                \

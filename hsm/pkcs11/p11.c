@@ -2,6 +2,7 @@
 #include "hsm/pkcs11/p11.h"
 
 #include <dlfcn.h>
+#include <openssl/crypto.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -17,20 +18,25 @@
 #define BACKOFF_MAX_MS 5000
 #define PIN_MAX 256
 
+/* One call waiting for, or on, a lane. The caller waits on cv; when it gives
+ * up on a call already running, the lane frees the job and its argument. */
+struct job {
+    struct job *next;
+    kms_p11_fn fn;
+    void *arg; /* kms_p11_job_new's */
+    size_t len;
+    pthread_cond_t cv;
+    int started, done, abandoned;
+    CK_RV rv;
+    kms_rc rc; /* KMS_OK: fn ran (rv); else why it could not */
+    char why[256];
+};
+
 struct lane {
     struct kms_p11 *p;
     pthread_t thread;
     int started;
     CK_SESSION_HANDLE session; /* CK_INVALID_HANDLE: none open */
-    pthread_cond_t cv;         /* a job posted, or a job done */
-    int busy;                  /* held by a caller, or running an abandoned job */
-    int posted, done, abandoned;
-    kms_p11_fn fn;
-    CK_RV rv;
-    kms_rc rc; /* KMS_OK: fn ran (rv); else why it could not */
-    char why[256];
-    struct kms_secret *buf; /* the job's argument, KMS_P11_JOB_MAX bytes */
-    size_t len;
 };
 
 struct kms_p11 {
@@ -43,7 +49,11 @@ struct kms_p11 {
     char label[33];
     unsigned timeout_ms;
     pthread_mutex_t mu;
-    pthread_cond_t lane_free;
+    /* calls not yet taken by a lane, oldest first: why one queue for all
+     * lanes: a lane that finishes takes the next call at once, without
+     * waiting for a caller's thread to wake up and hand it one */
+    struct job *head, *tail;
+    pthread_cond_t queued;
     struct lane *lanes;
     unsigned n;
     int stop;
@@ -205,39 +215,46 @@ static void close_session(struct lane *l)
     pthread_mutex_unlock(&l->p->mu);
 }
 
-/* Runs the posted job on the lane's thread: a session first if none, one
- * more try on a new session after a session error. */
-static void run_job(struct lane *l)
+/* Runs job on the lane's thread: a session first if none, one more try on
+ * a new session after a session error. */
+static void run_job(struct lane *l, struct job *job)
 {
     struct kms_p11 *p = l->p;
     char nb[32];
-    l->rc = KMS_OK;
-    l->why[0] = '\0';
+    job->rc = KMS_OK;
+    job->why[0] = '\0';
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (l->session == CK_INVALID_HANDLE && (l->rc = open_session(l, l->why, sizeof(l->why))) != KMS_OK)
+        if (l->session == CK_INVALID_HANDLE &&
+            (job->rc = open_session(l, job->why, sizeof(job->why))) != KMS_OK)
             return;
-        l->rv = l->fn(p->f, l->session, kms_secret_data(l->buf));
-        if (session_lost(l->rv) && attempt == 0) {
+        job->rv = job->fn(p->f, l->session, job->arg);
+        if (session_lost(job->rv) && attempt == 0) {
             close_session(l);
             continue;
         }
         break;
     }
-    if (session_lost(l->rv) || device_lost(l->rv)) {
+    if (session_lost(job->rv) || device_lost(job->rv)) {
         close_session(l);
         char e[128];
-        (void)snprintf(e, sizeof(e), "%s", kms_p11_rv_name(l->rv, nb, sizeof(nb)));
+        (void)snprintf(e, sizeof(e), "%s", kms_p11_rv_name(job->rv, nb, sizeof(nb)));
         pthread_mutex_lock(&p->mu);
         note_failure(p, e);
         pthread_mutex_unlock(&p->mu);
-        l->rc = KMS_ERR_BACKEND_UNAVAILABLE;
-        (void)snprintf(l->why, sizeof(l->why), "PKCS#11 token '%s' answered %s; its session is opened again", p->label,
-                       e);
+        job->rc = KMS_ERR_BACKEND_UNAVAILABLE;
+        (void)snprintf(job->why, sizeof(job->why), "PKCS#11 token '%s' answered %s; its session is opened again",
+                       p->label, e);
         return;
     }
     pthread_mutex_lock(&p->mu);
     p->degraded = 0;
     pthread_mutex_unlock(&p->mu);
+}
+
+static void job_free(struct job *job)
+{
+    pthread_cond_destroy(&job->cv);
+    free(job);
 }
 
 static void *lane_main(void *arg)
@@ -246,23 +263,25 @@ static void *lane_main(void *arg)
     struct kms_p11 *p = l->p;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!l->posted && !p->stop)
-            pthread_cond_wait(&l->cv, &p->mu);
-        if (!l->posted)
+        while (p->head == NULL && !p->stop)
+            pthread_cond_wait(&p->queued, &p->mu);
+        if (p->head == NULL)
             break;
-        l->posted = 0;
+        struct job *job = p->head;
+        p->head = job->next;
+        if (p->head == NULL)
+            p->tail = NULL;
+        job->started = 1;
         pthread_mutex_unlock(&p->mu);
-        run_job(l);
+        run_job(l, job);
         pthread_mutex_lock(&p->mu);
-        l->done = 1;
-        if (l->abandoned) {
+        job->done = 1;
+        if (job->abandoned) {
             /* why here: the caller gave up; nothing of its call may stay */
-            kms_wipe(kms_secret_data(l->buf), l->len);
-            l->abandoned = 0;
-            l->busy = 0;
-            pthread_cond_signal(&p->lane_free);
+            kms_p11_job_free(job->arg, job->len);
+            job_free(job);
         } else {
-            pthread_cond_broadcast(&l->cv);
+            pthread_cond_signal(&job->cv);
         }
     }
     pthread_mutex_unlock(&p->mu);
@@ -283,64 +302,82 @@ static struct timespec deadline_ts(unsigned ms)
     return ts;
 }
 
-kms_rc kms_p11_call(struct kms_p11 *p, const char *what, kms_p11_fn fn, void *arg, size_t len, CK_RV *rv)
+void *kms_p11_job_new(size_t len) { return OPENSSL_secure_zalloc(len); }
+
+void kms_p11_job_free(void *job, size_t len)
+{
+    if (job != NULL)
+        OPENSSL_secure_clear_free(job, len);
+}
+
+/* Under mu: takes job out of the queue (it was not started). */
+static void unqueue(struct kms_p11 *p, struct job *job)
+{
+    struct job **at = &p->head, *prev = NULL;
+    while (*at != NULL && *at != job) {
+        prev = *at;
+        at = &(*at)->next;
+    }
+    if (*at == NULL)
+        return;
+    *at = job->next;
+    if (p->tail == job)
+        p->tail = prev;
+}
+
+kms_rc kms_p11_call(struct kms_p11 *p, const char *what, kms_p11_fn fn, void **argp, size_t len, CK_RV *rv)
 {
     *rv = CKR_GENERAL_ERROR;
-    if (len > KMS_P11_JOB_MAX)
-        return kms_fail(KMS_ERR_INTERNAL, "pkcs11: %s: argument of %zu bytes", what, len);
+    struct job *job = calloc(1, sizeof(*job));
+    if (job == NULL)
+        return KMS_ERR_NO_MEMORY;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&job->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    job->fn = fn;
+    job->arg = *argp;
+    job->len = len;
     struct timespec until = deadline_ts(p->timeout_ms);
     pthread_mutex_lock(&p->mu);
-    struct lane *l = NULL;
-    while (l == NULL) {
-        for (unsigned i = 0; i < p->n && l == NULL; i++)
-            if (!p->lanes[i].busy)
-                l = &p->lanes[i];
-        if (l != NULL)
-            break;
-        if (pthread_cond_timedwait(&p->lane_free, &p->mu, &until) == ETIMEDOUT) {
-            pthread_mutex_unlock(&p->mu);
-            return kms_fail(KMS_ERR_BACKEND_TIMEOUT,
-                            "PKCS#11 token '%s': %s: none of its %u sessions came free within %u ms "
-                            "(kms.hsm.timeout.ms)",
-                            p->label, what, p->n, p->timeout_ms);
+    if (p->tail != NULL)
+        p->tail->next = job;
+    else
+        p->head = job;
+    p->tail = job;
+    pthread_cond_signal(&p->queued);
+    while (!job->done) {
+        if (pthread_cond_timedwait(&job->cv, &p->mu, &until) != ETIMEDOUT || job->done)
+            continue;
+        int started = job->started;
+        if (started) {
+            job->abandoned = 1; /* the lane frees the job and its argument once the call returns */
+            *argp = NULL;
+        } else {
+            unqueue(p, job);
         }
+        p->degraded = 1;
+        (void)snprintf(p->last_error, sizeof(p->last_error), "%s took longer than %u ms", what, p->timeout_ms);
+        pthread_mutex_unlock(&p->mu);
+        if (!started)
+            job_free(job);
+        kms_log(KMS_LOG_WARN, "backend.pkcs11.slow", NULL, "call", what, "detail",
+                started ? "the token did not answer within kms.hsm.timeout.ms; its session returns to the pool "
+                          "when the call ends"
+                        : "no session of the token came free within kms.hsm.timeout.ms",
+                NULL);
+        return kms_fail(KMS_ERR_BACKEND_TIMEOUT, "PKCS#11 token '%s': %s %s within %u ms (kms.hsm.timeout.ms)",
+                        p->label, what, started ? "did not return" : "found no free session", p->timeout_ms);
     }
-    l->busy = 1;
-    memcpy(kms_secret_data(l->buf), arg, len);
-    l->len = len;
-    l->fn = fn;
-    l->done = 0;
-    l->posted = 1;
-    pthread_cond_broadcast(&l->cv);
-    while (!l->done) {
-        if (pthread_cond_timedwait(&l->cv, &p->mu, &until) == ETIMEDOUT && !l->done) {
-            l->abandoned = 1; /* the lane wipes and frees itself once the call returns */
-            p->degraded = 1;
-            (void)snprintf(p->last_error, sizeof(p->last_error), "%s took longer than %u ms", what, p->timeout_ms);
-            pthread_mutex_unlock(&p->mu);
-            kms_log(KMS_LOG_WARN, "backend.pkcs11.slow", NULL, "call", what, "detail",
-                    "the token did not answer within kms.hsm.timeout.ms; its session returns to the pool when "
-                    "the call ends",
-                    NULL);
-            return kms_fail(KMS_ERR_BACKEND_TIMEOUT, "PKCS#11 token '%s': %s did not return within %u ms "
-                                                     "(kms.hsm.timeout.ms)",
-                            p->label, what, p->timeout_ms);
-        }
-    }
-    kms_rc rc = l->rc;
-    char why[256];
-    (void)snprintf(why, sizeof(why), "%s", l->why);
-    if (rc == KMS_OK) {
-        *rv = l->rv;
-        memcpy(arg, kms_secret_data(l->buf), len);
-    }
-    kms_wipe(kms_secret_data(l->buf), len);
-    l->busy = 0;
-    pthread_cond_signal(&p->lane_free);
     pthread_mutex_unlock(&p->mu);
-    if (rc != KMS_OK)
-        return kms_fail(rc, "%s: %s", what, why);
-    return KMS_OK;
+    kms_rc rc = job->rc;
+    if (rc == KMS_OK)
+        *rv = job->rv;
+    else
+        kms_fail(rc, "%s: %s", what, job->why);
+    job_free(job);
+    return rc;
 }
 
 int kms_p11_degraded(struct kms_p11 *p)
@@ -417,7 +454,7 @@ kms_rc kms_p11_open(const struct kms_p11_options *o, struct kms_p11 **out)
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->lane_free, &ca);
+    pthread_cond_init(&p->queued, &ca);
     (void)snprintf(p->library, sizeof(p->library), "%s", o->library != NULL ? o->library : "");
     p->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 10000;
     kms_rc rc = KMS_OK;
@@ -460,6 +497,16 @@ kms_rc kms_p11_open(const struct kms_p11_options *o, struct kms_p11 **out)
     p->initialized = rv == CKR_OK;
     if ((rc = find_slot(p, o)) != KMS_OK)
         goto fail;
+    /* why before any session: a token without AES-GCM (YubiHSM 2's module
+     * offers none) must be refused at start, not at the first request */
+    CK_MECHANISM_INFO mi;
+    rv = p->f->C_GetMechanismInfo(p->slot, CKM_AES_GCM, &mi);
+    if (rv != CKR_OK || (mi.flags & (CKF_ENCRYPT | CKF_DECRYPT)) != (CKF_ENCRYPT | CKF_DECRYPT)) {
+        rc = kms_fail(KMS_ERR_CONFIG, "%s: token '%s' does not offer CKM_AES_GCM for encryption and decryption (%s), "
+                                      "which kmsd wraps keys with (docs/pkcs11.md)",
+                      p->library, p->label, rv != CKR_OK ? kms_p11_rv_name(rv, nb, sizeof(nb)) : "flags lack them");
+        goto fail;
+    }
     p->n = o->sessions > 0 ? o->sessions : 1;
     if ((p->lanes = calloc(p->n, sizeof(*p->lanes))) == NULL) {
         rc = KMS_ERR_NO_MEMORY;
@@ -469,9 +516,6 @@ kms_rc kms_p11_open(const struct kms_p11_options *o, struct kms_p11 **out)
         struct lane *l = &p->lanes[i];
         l->p = p;
         l->session = CK_INVALID_HANDLE;
-        pthread_cond_init(&l->cv, &ca);
-        if ((rc = kms_secret_new(KMS_P11_JOB_MAX, &l->buf)) != KMS_OK)
-            goto fail;
     }
     /* the first session logs in: its failure (a wrong PIN) is the start's */
     char why[256];
@@ -515,8 +559,7 @@ void kms_p11_free(struct kms_p11 **pp)
     struct kms_p11 *p = *pp;
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
-    for (unsigned i = 0; p->lanes != NULL && i < p->n; i++)
-        pthread_cond_broadcast(&p->lanes[i].cv);
+    pthread_cond_broadcast(&p->queued);
     pthread_mutex_unlock(&p->mu);
     for (unsigned i = 0; p->lanes != NULL && i < p->n; i++) {
         struct lane *l = &p->lanes[i];
@@ -524,8 +567,6 @@ void kms_p11_free(struct kms_p11 **pp)
             pthread_join(l->thread, NULL); /* why: a call in flight ends first; the lane then closes its session */
         else
             close_session(l);
-        pthread_cond_destroy(&l->cv);
-        kms_secret_free(&l->buf);
     }
     free(p->lanes);
     if (p->initialized)
@@ -533,7 +574,7 @@ void kms_p11_free(struct kms_p11 **pp)
     if (p->dl != NULL)
         dlclose(p->dl);
     kms_secret_free(&p->pin);
-    pthread_cond_destroy(&p->lane_free);
+    pthread_cond_destroy(&p->queued);
     pthread_mutex_destroy(&p->mu);
     free(p);
     *pp = NULL;

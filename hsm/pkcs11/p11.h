@@ -4,11 +4,13 @@
  * and a pool of sessions ("lanes") kept open, one thread per session.
  *
  * why a thread per session: a PKCS#11 call cannot be interrupted. A caller
- * hands its call to a free lane and waits at most the configured timeout;
- * if the token is slower the caller gets KMS_ERR_BACKEND_TIMEOUT while the
- * lane finishes the call on its own, wipes what it held, and returns to the
- * pool. So no request waits on a slow token past its timeout, and a session
- * is never used by two calls at once.
+ * queues its call and waits at most the configured timeout; the first free
+ * lane takes it (a lane that finishes takes the next call at once). If the
+ * token is slower the caller gets KMS_ERR_BACKEND_TIMEOUT while the lane
+ * finishes the call on its own, wipes and frees the call's argument (which
+ * it owns from then on), and takes the next one. So no request waits on a
+ * slow token past its timeout, and a session is never used by two calls at
+ * once.
  *
  * A call that fails with a session or login error (CKR_SESSION_HANDLE_INVALID,
  * CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN) is tried once more on a new
@@ -25,8 +27,6 @@
 
 #include "common/error.h"
 #include "hsm/pkcs11/pkcs11_backend.h"
-
-#define KMS_P11_JOB_MAX 10240 /* bytes of a call's argument, copied into its lane */
 
 struct kms_p11_options {
     const char *library;     /* path of the module */
@@ -49,14 +49,20 @@ void kms_p11_free(struct kms_p11 **p);
 /* A call run on a lane's session, with arg (the lane's copy). */
 typedef CK_RV (*kms_p11_fn)(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, void *arg);
 
-/* Runs fn on a free lane with a copy of arg[0..len) (len <= KMS_P11_JOB_MAX),
- * copied back into arg when it ran. KMS_OK with *rv the call's result (which
- * may be an error of the call's own, such as a failed tag check), or:
- * KMS_ERR_BACKEND_TIMEOUT (no lane free, or no answer, within the timeout),
- * KMS_ERR_BACKEND_UNAVAILABLE (no session could be opened, or a device
- * error). what names the call in messages ("C_Decrypt"). The lane's copy is
- * wiped after every call. */
-kms_rc kms_p11_call(struct kms_p11 *p, const char *what, kms_p11_fn fn, void *arg, size_t len, CK_RV *rv)
+/* A call's argument: len zeroed bytes on the secure heap (it may hold key
+ * material), and its release (wiped). */
+void *kms_p11_job_new(size_t len);
+void kms_p11_job_free(void *job, size_t len);
+
+/* Runs fn on a free lane with *argp (from kms_p11_job_new, len bytes).
+ * KMS_OK with *rv the call's result (which may be an error of the call's
+ * own, such as a failed tag check), or: KMS_ERR_BACKEND_TIMEOUT (no lane
+ * free, or no answer, within the timeout), KMS_ERR_BACKEND_UNAVAILABLE (no
+ * session could be opened, or a device error). what names the call in
+ * messages ("C_Decrypt"). When the call is abandoned at the timeout, *argp
+ * becomes NULL: the lane owns the argument and frees it when the call ends;
+ * otherwise the caller still owns it. */
+kms_rc kms_p11_call(struct kms_p11 *p, const char *what, kms_p11_fn fn, void **argp, size_t len, CK_RV *rv)
     KMS_MUST_CHECK;
 
 /* 1 while the last attempt to open a session, or the last call, failed

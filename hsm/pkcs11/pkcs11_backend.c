@@ -16,7 +16,7 @@
 #define IV_LEN 12
 #define TAG_LEN 16
 #define AAD_MAX 1024
-#define DATA_MAX (KMS_BACKEND_CT_MAX - IV_LEN)
+#define DATA_MAX 2048 /* bytes in or out of one call: the API wraps at most 1024 */
 #define VERSIONS_MAX 64
 #define CACHE_SLOTS 8
 #define CACHE_MS 5000 /* a version made by another process (kmsctl hsm rotate) is used for new keys within this */
@@ -160,9 +160,11 @@ static CK_RV info_fn(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, void *arg)
 
 /* ---- the master keys on the token ----------------------------------------------- */
 
-static kms_rc call(struct p11_backend *k, const char *what, kms_p11_fn fn, void *arg, size_t len, CK_RV *rv)
+/* Runs fn with *job (kms_p11_job_new); a call abandoned at the timeout
+ * takes the job with it (*job becomes NULL: kms_p11_job_free takes that). */
+static kms_rc call(struct p11_backend *k, const char *what, kms_p11_fn fn, void **job, size_t len, CK_RV *rv)
 {
-    return kms_p11_call(k->p, what, fn, arg, len, rv);
+    return kms_p11_call(k->p, what, fn, job, len, rv);
 }
 
 static kms_rc token_error(const char *what, CK_RV rv, const char *name)
@@ -211,29 +213,32 @@ static void judge(const struct kms_pkcs11_key *key, char *problem, size_t cap)
 static kms_rc read_versions(struct p11_backend *k, const char *name, struct kms_pkcs11_key *keys, size_t *n)
 {
     *n = 0;
-    struct find_job *fj = calloc(1, sizeof(*fj));
-    if (fj == NULL)
+    struct find_job *fj = kms_p11_job_new(sizeof(*fj));
+    struct attr_job *aj = kms_p11_job_new(sizeof(*aj));
+    if (fj == NULL || aj == NULL) {
+        kms_p11_job_free(fj, sizeof(*fj));
+        kms_p11_job_free(aj, sizeof(*aj));
         return KMS_ERR_NO_MEMORY;
+    }
     (void)snprintf(fj->label, sizeof(fj->label), "%s", name);
     CK_RV rv;
-    kms_rc rc = call(k, "C_FindObjects", find_fn, fj, sizeof(*fj), &rv);
+    kms_rc rc = call(k, "C_FindObjects", find_fn, (void **)&fj, sizeof(*fj), &rv);
     if (rc == KMS_OK && rv != CKR_OK)
         rc = token_error("C_FindObjects", rv, name);
     if (rc == KMS_OK && fj->n > VERSIONS_MAX)
         rc = kms_fail(KMS_ERR_BACKEND, "PKCS#11: more than %d keys are labelled '%s'", VERSIONS_MAX, name);
     int unversioned = 0;
     for (CK_ULONG i = 0; rc == KMS_OK && i < fj->n; i++) {
-        struct attr_job aj;
-        memset(&aj, 0, sizeof(aj));
-        aj.h = fj->h[i];
-        rc = call(k, "C_GetAttributeValue", attr_fn, &aj, sizeof(aj), &rv);
+        memset(aj, 0, sizeof(*aj));
+        aj->h = fj->h[i];
+        rc = call(k, "C_GetAttributeValue", attr_fn, (void **)&aj, sizeof(*aj), &rv);
         if (rc == KMS_OK && rv != CKR_OK)
             rc = token_error("C_GetAttributeValue", rv, name);
         if (rc != KMS_OK)
             break;
         uint32_t version = 1;
-        if (aj.id_len == 4)
-            version = (uint32_t)aj.id[0] << 24 | (uint32_t)aj.id[1] << 16 | (uint32_t)aj.id[2] << 8 | aj.id[3];
+        if (aj->id_len == 4)
+            version = (uint32_t)aj->id[0] << 24 | (uint32_t)aj->id[1] << 16 | (uint32_t)aj->id[2] << 8 | aj->id[3];
         else
             unversioned++;
         if (version == 0 || unversioned > 1) {
@@ -246,9 +251,10 @@ static kms_rc read_versions(struct p11_backend *k, const char *name, struct kms_
             if (keys[j].version == version)
                 rc = kms_fail(KMS_ERR_BACKEND, "PKCS#11: two keys labelled '%s' are version %u (CKA_ID)", name,
                               version);
-        to_key(&aj, version, &keys[(*n)++]);
+        to_key(aj, version, &keys[(*n)++]);
     }
-    free(fj);
+    kms_p11_job_free(fj, sizeof(*fj));
+    kms_p11_job_free(aj, sizeof(*aj));
     if (rc != KMS_OK)
         return rc;
     /* oldest first */
@@ -284,32 +290,85 @@ static kms_rc load_keyset(struct p11_backend *k, const char *name, struct keyset
     return rc;
 }
 
-/* The versions of name: cached, else read (fresh: read whatever the cache holds). */
-static kms_rc keyset(struct p11_backend *k, const char *name, int fresh, struct keyset *out)
+/* Under mu: the cached keyset of name, or NULL. */
+static struct keyset *cached(struct p11_backend *k, const char *name, uint64_t now)
+{
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
+        if (k->cache[i].expires > now && strcmp(k->cache[i].name, name) == 0)
+            return &k->cache[i];
+    return NULL;
+}
+
+/* Reads the versions of name from the token into the cache (the slot
+ * holding name, else the one expiring first). */
+static kms_rc refresh(struct p11_backend *k, const char *name)
+{
+    struct keyset *ks = malloc(sizeof(*ks));
+    if (ks == NULL)
+        return KMS_ERR_NO_MEMORY;
+    kms_rc rc = load_keyset(k, name, ks);
+    if (rc == KMS_OK) {
+        pthread_mutex_lock(&k->mu);
+        size_t slot = 0;
+        for (size_t i = 0; i < CACHE_SLOTS; i++) {
+            if (strcmp(k->cache[i].name, name) == 0) {
+                slot = i;
+                break;
+            }
+            if (k->cache[i].expires < k->cache[slot].expires)
+                slot = i;
+        }
+        k->cache[slot] = *ks;
+        pthread_mutex_unlock(&k->mu);
+    }
+    free(ks);
+    return rc;
+}
+
+/* One version of name (version 0: the newest) as the cache has it, read
+ * from the token on a miss (or first, when fresh): *out (its version 0 when
+ * name has no such version) and *n, how many versions name has (0: none).
+ * why not a copy of the whole keyset: this runs for every wrap and unwrap. */
+static kms_rc find_version(struct p11_backend *k, const char *name, uint32_t version, int fresh, struct version *out,
+                           unsigned *n)
 {
     if (!kms_master_name_valid(name))
         return kms_fail(KMS_ERR_KEY_NOT_FOUND, "PKCS#11: invalid master key name");
-    uint64_t now = kms_now_ms();
-    pthread_mutex_lock(&k->mu);
-    for (size_t i = 0; i < CACHE_SLOTS && !fresh; i++)
-        if (k->cache[i].expires > now && strcmp(k->cache[i].name, name) == 0) {
-            *out = k->cache[i];
-            pthread_mutex_unlock(&k->mu);
+    memset(out, 0, sizeof(*out));
+    for (int attempt = fresh ? 1 : 0; attempt < 2; attempt++) {
+        if (attempt == 1)
+            KMS_GUARD(refresh(k, name));
+        pthread_mutex_lock(&k->mu);
+        const struct keyset *ks = cached(k, name, kms_now_ms());
+        int hit = 0;
+        if (ks != NULL) {
+            *n = ks->n;
+            for (unsigned i = 0; i < ks->n && !hit; i++)
+                if (version == 0 ? i == ks->n - 1 : ks->v[i].version == version) {
+                    *out = ks->v[i];
+                    hit = 1;
+                }
+        }
+        pthread_mutex_unlock(&k->mu);
+        /* why read again on a miss: a version made since (kmsctl hsm rotate on another host) */
+        if (hit || (ks != NULL && attempt == 1))
             return KMS_OK;
-        }
-    pthread_mutex_unlock(&k->mu);
-    KMS_GUARD(load_keyset(k, name, out));
-    pthread_mutex_lock(&k->mu);
-    size_t slot = 0;
-    for (size_t i = 0; i < CACHE_SLOTS; i++) {
-        if (strcmp(k->cache[i].name, name) == 0) {
-            slot = i;
-            break;
-        }
-        if (k->cache[i].expires < k->cache[slot].expires)
-            slot = i;
     }
-    k->cache[slot] = *out;
+    return KMS_OK;
+}
+
+/* The whole keyset of name, read from the token now (the admin paths). */
+static kms_rc keyset(struct p11_backend *k, const char *name, struct keyset *out)
+{
+    if (!kms_master_name_valid(name))
+        return kms_fail(KMS_ERR_KEY_NOT_FOUND, "PKCS#11: invalid master key name");
+    KMS_GUARD(refresh(k, name));
+    pthread_mutex_lock(&k->mu);
+    const struct keyset *ks = cached(k, name, kms_now_ms());
+    if (ks != NULL)
+        *out = *ks;
+    else
+        memset(out, 0, sizeof(*out));
     pthread_mutex_unlock(&k->mu);
     return KMS_OK;
 }
@@ -333,61 +392,53 @@ static kms_rc no_key(struct p11_backend *k, const char *name)
                     info.label, name, name);
 }
 
-/* The object of (name, version): usable, or why not. */
-static kms_rc object_of(struct p11_backend *k, const char *name, uint32_t version, CK_OBJECT_HANDLE *h)
+/* The usable object of (name, version; 0: the newest), or why not. */
+static kms_rc object_of(struct p11_backend *k, const char *name, uint32_t version, int fresh, struct version *v)
 {
-    struct keyset ks;
-    for (int fresh = 0; fresh < 2; fresh++) {
-        KMS_GUARD(keyset(k, name, fresh, &ks));
-        for (unsigned i = 0; i < ks.n; i++) {
-            if (ks.v[i].version != version)
-                continue;
-            if (!ks.v[i].usable)
-                return kms_fail(KMS_ERR_BACKEND, "PKCS#11: master key '%s' version %u %s", name, version,
-                                ks.v[i].problem);
-            *h = ks.v[i].h;
-            return KMS_OK;
-        }
-    }
-    return ks.n == 0 ? no_key(k, name)
-                     : kms_fail(KMS_ERR_KEY_NOT_FOUND, "PKCS#11: master key '%s' has no version %u", name, version);
+    unsigned n = 0;
+    KMS_GUARD(find_version(k, name, version, fresh, v, &n));
+    if (n == 0)
+        return no_key(k, name);
+    if (v->version == 0)
+        return kms_fail(KMS_ERR_KEY_NOT_FOUND, "PKCS#11: master key '%s' has no version %u", name, version);
+    if (!v->usable)
+        return kms_fail(KMS_ERR_BACKEND, "PKCS#11: master key '%s' version %u %s", name, v->version, v->problem);
+    return KMS_OK;
 }
 
 static kms_rc p11_resolve(struct kms_backend *b, const char *name, struct kms_master_ref *out)
 {
     struct p11_backend *k = (struct p11_backend *)b;
     memset(out, 0, sizeof(*out));
-    struct keyset ks;
-    KMS_GUARD(keyset(k, name, 0, &ks));
-    if (ks.n == 0)
-        return no_key(k, name);
-    const struct version *cur = &ks.v[ks.n - 1];
-    if (!cur->usable)
-        return kms_fail(KMS_ERR_BACKEND, "PKCS#11: master key '%s' version %u %s", name, cur->version, cur->problem);
+    struct version v;
+    KMS_GUARD(object_of(k, name, 0, 0, &v));
     (void)snprintf(out->name, sizeof(out->name), "%s", name);
-    out->version = cur->version;
+    out->version = v.version;
     return KMS_OK;
 }
 
-/* One GCM call; a key handle the token no longer knows is looked up again once. */
-static kms_rc gcm(struct p11_backend *k, const struct kms_master_ref *ref, struct gcm_job *j)
+/* One GCM call on *jp; a key handle the token no longer knows is looked up
+ * again once. A call abandoned at the timeout takes the job (*jp NULL). */
+static kms_rc gcm(struct p11_backend *k, const struct kms_master_ref *ref, struct gcm_job **jp)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
-        KMS_GUARD(object_of(k, ref->name, ref->version, &j->h));
+        struct version v;
+        KMS_GUARD(object_of(k, ref->name, ref->version, attempt, &v));
+        struct gcm_job *j = *jp;
+        j->h = v.h;
+        int decrypt = j->decrypt;
         CK_RV rv;
-        KMS_GUARD(call(k, j->decrypt ? "C_Decrypt" : "C_Encrypt", gcm_fn, j, sizeof(*j), &rv));
+        KMS_GUARD(call(k, decrypt ? "C_Decrypt" : "C_Encrypt", gcm_fn, (void **)jp, sizeof(*j), &rv));
         if (rv == CKR_OK)
             return KMS_OK;
-        if ((rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID) && attempt == 0) {
-            forget(k, ref->name);
+        if ((rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID) && attempt == 0)
             continue;
-        }
-        if (j->decrypt && (rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE ||
-                           rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED))
+        if (decrypt && (rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE ||
+                        rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED))
             /* why GENERAL_ERROR too: SoftHSM 2.6 answers a failed tag check with it */
             return kms_fail(KMS_ERR_UNWRAP, "PKCS#11: the ciphertext did not authenticate under '%s' version %u",
                             ref->name, ref->version);
-        return token_error(j->decrypt ? "C_Decrypt" : "C_Encrypt", rv, ref->name);
+        return token_error(decrypt ? "C_Decrypt" : "C_Encrypt", rv, ref->name);
     }
     return kms_fail(KMS_ERR_BACKEND, "PKCS#11: master key '%s' keeps changing its handle", ref->name);
 }
@@ -402,7 +453,7 @@ static kms_rc p11_encrypt(struct kms_backend *b, const struct kms_master_ref *re
         return kms_fail(KMS_ERR_INTERNAL, "pkcs11: ciphertext buffer of %zu bytes for %zu bytes", ct_cap, len);
     if (aad_len > AAD_MAX)
         return kms_fail(KMS_ERR_INTERNAL, "pkcs11: %zu bytes of associated data (at most %d)", aad_len, AAD_MAX);
-    struct gcm_job *j = calloc(1, sizeof(*j));
+    struct gcm_job *j = kms_p11_job_new(sizeof(*j));
     if (j == NULL)
         return KMS_ERR_NO_MEMORY;
     kms_rc rc = kms_random(j->iv, IV_LEN);
@@ -411,7 +462,7 @@ static kms_rc p11_encrypt(struct kms_backend *b, const struct kms_master_ref *re
     memcpy(j->in, kms_secret_cdata(pt), len);
     j->in_len = len;
     if (rc == KMS_OK)
-        rc = gcm(k, ref, j);
+        rc = gcm(k, ref, &j);
     if (rc == KMS_OK && j->out_len != len + TAG_LEN)
         rc = kms_fail(KMS_ERR_BACKEND, "PKCS#11: C_Encrypt gave %lu bytes for %zu (expected the data and a 16-byte "
                                        "tag)",
@@ -421,8 +472,7 @@ static kms_rc p11_encrypt(struct kms_backend *b, const struct kms_master_ref *re
         memcpy(ct + IV_LEN, j->out, j->out_len);
         *ct_len = IV_LEN + j->out_len;
     }
-    kms_wipe(j, sizeof(*j));
-    free(j);
+    kms_p11_job_free(j, sizeof(*j));
     return rc;
 }
 
@@ -435,7 +485,7 @@ static kms_rc p11_decrypt(struct kms_backend *b, const struct kms_master_ref *re
         return kms_fail(KMS_ERR_UNWRAP, "pkcs11: ciphertext of %zu bytes", ct_len);
     if (aad_len > AAD_MAX)
         return kms_fail(KMS_ERR_UNWRAP, "pkcs11: %zu bytes of associated data (at most %d)", aad_len, AAD_MAX);
-    struct gcm_job *j = calloc(1, sizeof(*j));
+    struct gcm_job *j = kms_p11_job_new(sizeof(*j));
     if (j == NULL)
         return KMS_ERR_NO_MEMORY;
     j->decrypt = 1;
@@ -444,13 +494,12 @@ static kms_rc p11_decrypt(struct kms_backend *b, const struct kms_master_ref *re
     j->aad_len = aad_len;
     memcpy(j->in, ct + IV_LEN, ct_len - IV_LEN);
     j->in_len = ct_len - IV_LEN;
-    kms_rc rc = gcm(k, ref, j);
+    kms_rc rc = gcm(k, ref, &j);
     if (rc == KMS_OK && j->out_len != ct_len - IV_LEN - TAG_LEN)
         rc = kms_fail(KMS_ERR_UNWRAP, "PKCS#11: C_Decrypt gave %lu bytes", (unsigned long)j->out_len);
     if (rc == KMS_OK)
         rc = kms_secret_from(j->out, j->out_len, pt);
-    kms_wipe(j, sizeof(*j));
-    free(j);
+    kms_p11_job_free(j, sizeof(*j));
     return rc;
 }
 
@@ -459,7 +508,7 @@ static kms_rc p11_describe(struct kms_backend *b, const char *name, struct kms_k
     struct p11_backend *k = (struct p11_backend *)b;
     memset(out, 0, sizeof(*out));
     struct keyset ks;
-    KMS_GUARD(keyset(k, name, 1, &ks));
+    KMS_GUARD(keyset(k, name, &ks));
     if (ks.n == 0)
         return no_key(k, name);
     (void)snprintf(out->name, sizeof(out->name), "%s", name);
@@ -475,15 +524,18 @@ static kms_rc p11_describe(struct kms_backend *b, const char *name, struct kms_k
 static kms_rc p11_probe(struct kms_backend *b)
 {
     struct p11_backend *k = (struct p11_backend *)b;
-    CK_SESSION_INFO si;
+    CK_SESSION_INFO *si = kms_p11_job_new(sizeof(*si));
+    if (si == NULL)
+        return KMS_ERR_NO_MEMORY;
     CK_RV rv;
-    KMS_GUARD(call(k, "C_GetSessionInfo", info_fn, &si, sizeof(si), &rv));
+    kms_rc rc = call(k, "C_GetSessionInfo", info_fn, (void **)&si, sizeof(*si), &rv);
     char nb[32];
-    if (rv != CKR_OK)
-        return kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "PKCS#11: C_GetSessionInfo: %s",
-                        kms_p11_rv_name(rv, nb, sizeof(nb)));
-    if (si.state == CKS_RO_PUBLIC_SESSION || si.state == CKS_RW_PUBLIC_SESSION)
-        return kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "PKCS#11: the session is not logged in");
+    if (rc == KMS_OK && rv != CKR_OK)
+        rc = kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "PKCS#11: C_GetSessionInfo: %s", kms_p11_rv_name(rv, nb, sizeof(nb)));
+    if (rc == KMS_OK && (si->state == CKS_RO_PUBLIC_SESSION || si->state == CKS_RW_PUBLIC_SESSION))
+        rc = kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "PKCS#11: the session is not logged in");
+    kms_p11_job_free(si, sizeof(*si));
+    KMS_GUARD(rc);
     if (kms_p11_degraded(k->p))
         return kms_fail(KMS_ERR_BACKEND_UNAVAILABLE, "PKCS#11: sessions are being opened again after an error");
     return KMS_OK;
@@ -562,14 +614,17 @@ kms_rc kms_pkcs11_key_versions(struct kms_backend *b, const char *name, struct k
 
 static kms_rc generate(struct p11_backend *k, const char *name, uint32_t version)
 {
-    struct gen_job j;
-    memset(&j, 0, sizeof(j));
-    (void)snprintf(j.label, sizeof(j.label), "%s", name);
+    struct gen_job *j = kms_p11_job_new(sizeof(*j));
+    if (j == NULL)
+        return KMS_ERR_NO_MEMORY;
+    (void)snprintf(j->label, sizeof(j->label), "%s", name);
     for (int i = 0; i < 4; i++)
-        j.id[i] = (uint8_t)(version >> (24 - 8 * i));
+        j->id[i] = (uint8_t)(version >> (24 - 8 * i));
     CK_RV rv;
-    KMS_GUARD(call(k, "C_GenerateKey", gen_fn, &j, sizeof(j), &rv));
+    kms_rc rc = call(k, "C_GenerateKey", gen_fn, (void **)&j, sizeof(*j), &rv);
+    kms_p11_job_free(j, sizeof(*j));
     forget(k, name);
+    KMS_GUARD(rc);
     return rv == CKR_OK ? KMS_OK : token_error("C_GenerateKey (CKM_AES_KEY_GEN)", rv, name);
 }
 
@@ -579,7 +634,7 @@ kms_rc kms_pkcs11_create_key(struct kms_backend *b, const char *name)
     if (k == NULL)
         return kms_fail(KMS_ERR_CONFIG, "not a PKCS#11 backend");
     struct keyset ks;
-    KMS_GUARD(keyset(k, name, 1, &ks));
+    KMS_GUARD(keyset(k, name, &ks));
     if (ks.n > 0)
         return kms_fail(KMS_ERR_CONFLICT, "PKCS#11: a key labelled '%s' exists already (version %u); kmsctl hsm "
                                           "rotate %s adds a version",
@@ -594,7 +649,7 @@ kms_rc kms_pkcs11_rotate(struct kms_backend *b, const char *name, uint32_t *vers
     if (k == NULL)
         return kms_fail(KMS_ERR_CONFIG, "not a PKCS#11 backend");
     struct keyset ks;
-    KMS_GUARD(keyset(k, name, 1, &ks));
+    KMS_GUARD(keyset(k, name, &ks));
     if (ks.n == 0)
         return no_key(k, name);
     if (ks.n >= VERSIONS_MAX)

@@ -13,6 +13,9 @@
  *                      down                      every session call and C_OpenSession answer
  *                                                CKR_DEVICE_ERROR until the file changes
  *                      slow MS [N]               the next N C_Encrypt/C_Decrypt wait MS first
+ *                      latency_us US             every C_Encrypt/C_Decrypt waits US microseconds
+ *                                                first, off the CPU: a network HSM's round trip
+ *                                                (tests/bench/pkcs11-unwrap.sh)
  *   P11SHIM_STATE    a file rewritten (atomically) whenever a session opens or
  *                    closes or a call is changed: "open=N opened=N closed=N injected=N"
  *
@@ -36,6 +39,7 @@ static struct stat control_seen;
 static CK_RV mode_rv;  /* CKR_OK: none */
 static int mode_down;  /* everything fails */
 static long mode_slow_ms;
+static long mode_latency_us;
 static long remaining; /* -1: every call */
 static unsigned long opened, closed, injected;
 
@@ -76,6 +80,7 @@ static void read_control(void)
     mode_rv = CKR_OK;
     mode_down = 0;
     mode_slow_ms = 0;
+    mode_latency_us = 0;
     remaining = -1;
     if (n < 1 || strcmp(word, "ok") == 0)
         return;
@@ -84,6 +89,8 @@ static void read_control(void)
     } else if (strcmp(word, "slow") == 0 && n >= 2) {
         mode_slow_ms = a;
         remaining = n >= 3 ? b : -1;
+    } else if (strcmp(word, "latency_us") == 0 && n >= 2) {
+        mode_latency_us = a;
     } else if (strcmp(word, "CKR_DEVICE_ERROR") == 0) {
         mode_rv = CKR_DEVICE_ERROR;
         remaining = n >= 2 ? a : -1;
@@ -124,10 +131,10 @@ static void maybe_slow(void)
 {
     pthread_mutex_lock(&mu);
     read_control();
-    long ms = mode_slow_ms > 0 && take() ? mode_slow_ms : 0;
+    long us = mode_slow_ms > 0 && take() ? mode_slow_ms * 1000 : mode_latency_us;
     pthread_mutex_unlock(&mu);
-    if (ms > 0) {
-        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    if (us > 0) {
+        struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
         while (nanosleep(&ts, &ts) != 0) {
         }
     }

@@ -14,6 +14,9 @@
 #        KMS_PKI_SERVER_NAMES="DNS:kms.example.com,IP:10.0.0.5" extra server SANs
 # Idempotent: an OUTDIR that already holds kms.jks is left as it is.
 set -euo pipefail
+# why: keytool's JVM spends most of a short run in its C2 compiler threads;
+# C1 alone with the serial collector takes about half the CPU
+keytool() { command keytool -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC "$@"; }
 
 out=${1:?usage: dev-pki.sh OUTDIR}
 keytype=${KMS_PKI_KEY:-ec}

@@ -29,6 +29,10 @@ for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libso
 done
 export SOFTHSM2_MODULE
 
+# why: keytool's JVM spends most of a short run in its C2 compiler threads;
+# C1 alone with the serial collector takes about half the CPU
+keytool() { command keytool -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC "$@"; }
+
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }

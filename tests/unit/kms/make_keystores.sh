@@ -31,6 +31,9 @@
 #   *.crt / *.der    the certificates (PEM / DER) for comparisons
 # With --openssl-only the keytool files are skipped (faster).
 set -eu
+# why: keytool's JVM spends most of these short runs in its C2 compiler threads;
+# C1 alone with the serial collector takes about half the CPU
+keytool() { command keytool -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC "$@"; }
 
 dir=$1
 pass=$2

@@ -9,6 +9,7 @@
 #include "cli/kmsctl.h"
 #include "common/secret.h"
 #include "kms/audit.h"
+#include "kms/audit_key.h"
 #include "kms/cluster_key.h"
 #include "kms/config.h"
 
@@ -30,8 +31,9 @@ void kmsctl_audit_usage(FILE *f)
                "Exit status: 0 the chain holds, 1 it breaks (or a file cannot be read), 2 usage.\n");
 }
 
-/* kms.audit.key of the configuration, opened with its keystore password:
- * 0 and *key (NULL when the configuration sets none), or an exit code. */
+/* The audit key of the configuration (kms.audit.key.alias in its keystore,
+ * or kms.audit.key opened with the keystore password): 0 and *key (NULL when
+ * the configuration sets none), or an exit code. */
 static int load_key(const char *config, int explicit_config, struct kms_secret **key)
 {
     *key = NULL;
@@ -44,18 +46,18 @@ static int load_key(const char *config, int explicit_config, struct kms_secret *
         fprintf(stderr, "kmsctl audit verify: %s: %s\n", path, kms_error_detail());
         return KMSCTL_EXIT_ERROR;
     }
-    const char *text = kms_config_secret(cfg, KMS_CFG_AUDIT_KEY);
-    if (text != NULL && text[0] != '\0') {
-        char what[600];
-        (void)snprintf(what, sizeof(what), "kms.audit.key (%s)", kms_config_source(cfg, KMS_CFG_AUDIT_KEY));
-        rc = kms_cluster_key_open(text, kms_config_secret(cfg, KMS_CFG_KEYSTORE_PASSWORD), what, key);
-        if (rc != KMS_OK) {
-            fprintf(stderr, "kmsctl audit verify: %s\n", kms_error_detail());
-            kms_config_free(&cfg);
-            return KMSCTL_EXIT_ERROR;
-        }
-    }
+    struct kms_keystore *ks = NULL;
+    if (kms_config_str(cfg, KMS_CFG_AUDIT_KEY_ALIAS)[0] != '\0')
+        rc = kms_keystore_load(kms_config_str(cfg, KMS_CFG_KEYSTORE_FILE),
+                               kms_config_secret(cfg, KMS_CFG_KEYSTORE_PASSWORD), &ks);
+    if (rc == KMS_OK)
+        rc = kms_audit_key_configured(cfg, ks, key);
+    kms_keystore_free(&ks);
     kms_config_free(&cfg);
+    if (rc != KMS_OK) {
+        fprintf(stderr, "kmsctl audit verify: %s\n", kms_error_detail());
+        return KMSCTL_EXIT_ERROR;
+    }
     return KMSCTL_EXIT_OK;
 }
 
@@ -142,13 +144,13 @@ static int cmd_verify(int nfiles, char **files, const char *config, int explicit
                st.lines == 0 ? " (none)" : from_start ? ", from the first line ever written"
                                                       : " (earlier lines are in files not given)");
         if (key != NULL)
-            printf("checkpoints: %u verified under kms.audit.key%s\n", st.checkpoints,
+            printf("checkpoints: %u verified under the audit key%s\n", st.checkpoints,
                    st.since_checkpoint > 0 ? "; the lines after the last one are covered by the hash chain only"
                                            : "");
         else
             printf("checkpoints: not verified (%s): the hash chain alone shows edits, not a rewrite of the whole "
                    "file\n",
-                   no_key ? "--no-key" : "the configuration sets no kms.audit.key");
+                   no_key ? "--no-key" : "the configuration sets no kms.audit.key or kms.audit.key.alias");
         if (st.unchained > 0)
             printf("%llu audit lines at the start predate the chain and were not checked\n", st.unchained);
     }

@@ -202,6 +202,9 @@ static const struct row rows[KMS_CFG_COUNT] = {
     [KMS_CFG_AUDIT_KEY] = SECRET("audit checkpoint key, sealed under the keystore password (make one with "
                                  "'kmsctl audit key create --out FILE'; set kms.audit.key.file); unset: the "
                                  "chain has no HMAC checkpoints"),
+    [KMS_CFG_AUDIT_KEY_ALIAS] = STR("", "alias of a secret-key entry of the keystore to use as the audit checkpoint "
+                                        "key (keytool -genseckey -keyalg HmacSHA256 -keysize 256, PKCS#12 "
+                                        "keystores); instead of kms.audit.key"),
     [KMS_CFG_AUDIT_CHECKPOINT_LINES] = INT("1000", 1, 1000000, "audit lines between two HMAC checkpoints"),
     [KMS_CFG_AUDIT_MAX_SIZE] = INT("104857600", 0, 1099511627776LL, "rotate the audit file past this many bytes "
                                                                     "(the chain goes on in the next file); 0: never"),
@@ -1313,6 +1316,10 @@ static kms_rc cross_check(const struct kms_config *c)
                                         "fetched CRLs are kept, and read again at start",
                         kms_config_source(c, KMS_CFG_AUTH_CRL_URL));
     KMS_GUARD(cross_check_redis(c));
+    if (c->v[KMS_CFG_AUDIT_KEY_ALIAS].str[0] != '\0' && c->v[KMS_CFG_AUDIT_KEY].secret != NULL)
+        return kms_fail(KMS_ERR_CONFIG, "kms.audit.key.alias (from %s) and kms.audit.key (from %s) both name the audit "
+                                        "key: set one",
+                        kms_config_source(c, KMS_CFG_AUDIT_KEY_ALIAS), kms_config_source(c, KMS_CFG_AUDIT_KEY));
     const char *proto = c->v[KMS_CFG_HSM_PROTOCOL].str;
     const char *psrc = c->v[KMS_CFG_HSM_PROTOCOL].source;
     if (c->v[KMS_CFG_HSM_SERVER_URL].str[0] == '\0') {

@@ -101,6 +101,7 @@
     X(AUDIT_FLUSH_MS, "kms.audit.flush.ms")                                                      \
     X(AUDIT_ON_FAILURE, "kms.audit.on_failure")                                                  \
     X(AUDIT_KEY, "kms.audit.key")                                                                \
+    X(AUDIT_KEY_ALIAS, "kms.audit.key.alias")                                                    \
     X(AUDIT_CHECKPOINT_LINES, "kms.audit.checkpoint.lines")                                      \
     X(AUDIT_MAX_SIZE, "kms.audit.max.size")                                                      \
     X(AUDIT_KEEP, "kms.audit.keep")                                                              \

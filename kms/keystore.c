@@ -217,6 +217,12 @@ kms_rc kms_ks_add_entry(struct kms_keystore *ks, char *alias, X509 *cert, STACK_
             goto out;
         }
     }
+    for (size_t i = 0; i < ks->nsecrets; i++) {
+        if (strcasecmp(ks->secrets[i].alias, alias) == 0) {
+            rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: alias '%s' is a secret-key entry already", ks->path, alias);
+            goto out;
+        }
+    }
     int n = i2d_X509(cert, &e.der);
     if (n <= 0) {
         rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: certificate of entry '%s' cannot be re-encoded", ks->path,
@@ -675,12 +681,59 @@ void kms_keystore_free(struct kms_keystore **ks)
     for (size_t i = 0; i < (*ks)->count; i++)
         entry_clear(&(*ks)->entries[i]);
     free((*ks)->entries);
+    for (size_t i = 0; i < (*ks)->nsecrets; i++) {
+        free((*ks)->secrets[i].alias);
+        ASN1_OBJECT_free((*ks)->secrets[i].alg);
+        kms_secret_free(&(*ks)->secrets[i].key);
+    }
+    free((*ks)->secrets);
     free((*ks)->path);
     free(*ks);
     *ks = NULL;
 }
 
+kms_rc kms_ks_add_secret(struct kms_keystore *ks, char *alias, ASN1_OBJECT *alg, struct kms_secret *key)
+{
+    kms_rc rc = KMS_OK;
+    if (alias == NULL)
+        rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: a secret-key entry has no alias (friendlyName)", ks->path);
+    for (size_t i = 0; rc == KMS_OK && i < ks->count; i++)
+        if (strcasecmp(ks->entries[i].alias, alias) == 0)
+            rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: alias '%s' names two entries", ks->path, alias);
+    for (size_t i = 0; rc == KMS_OK && i < ks->nsecrets; i++)
+        if (strcasecmp(ks->secrets[i].alias, alias) == 0)
+            rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: alias '%s' names two entries", ks->path, alias);
+    struct kms_ks_secret *v = NULL;
+    if (rc == KMS_OK && ks->count + ks->nsecrets >= KMS_KS_MAX_ENTRIES)
+        rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: more than %u entries", ks->path, KMS_KS_MAX_ENTRIES);
+    if (rc == KMS_OK && (v = realloc(ks->secrets, (ks->nsecrets + 1) * sizeof(*v))) == NULL)
+        rc = KMS_ERR_NO_MEMORY;
+    if (rc != KMS_OK) {
+        free(alias);
+        ASN1_OBJECT_free(alg);
+        kms_secret_free(&key);
+        return rc;
+    }
+    ks->secrets = v;
+    ks->secrets[ks->nsecrets++] = (struct kms_ks_secret){alias, alg, key};
+    return KMS_OK;
+}
+
 /* ---- accessors ---------------------------------------------------------- */
+
+kms_rc kms_keystore_secret_key(const struct kms_keystore *ks, const char *alias, struct kms_secret **out)
+{
+    *out = NULL;
+    for (size_t i = 0; i < ks->nsecrets; i++)
+        if (strcasecmp(ks->secrets[i].alias, alias) == 0)
+            return kms_secret_from(kms_secret_cdata(ks->secrets[i].key), kms_secret_len(ks->secrets[i].key), out);
+    return kms_fail(KMS_ERR_ALIAS_NOT_FOUND,
+                    "%s has no secret-key entry '%s' (make one with keytool -genseckey -alias %s -keyalg "
+                    "HmacSHA256 -keysize 256 into a PKCS#12 keystore)",
+                    ks->path, alias, alias);
+}
+
+size_t kms_keystore_secret_count(const struct kms_keystore *ks) { return ks->nsecrets; }
 
 enum kms_keystore_format kms_keystore_format(const struct kms_keystore *ks) { return ks->format; }
 

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/secret.h"
 
 enum kms_keystore_format { KMS_KEYSTORE_JKS, KMS_KEYSTORE_PKCS12, KMS_KEYSTORE_PEM };
 enum kms_ks_entry_type { KMS_KS_PRIVATE_KEY, KMS_KS_CERTIFICATE };
@@ -48,6 +49,12 @@ const struct kms_ks_entry *kms_keystore_entry(const struct kms_keystore *ks, siz
  * bytes must match exactly); NULL when absent. Aliases are unique under this
  * comparison (a file with duplicates is KMS_ERR_KEYSTORE_CORRUPT). */
 const struct kms_ks_entry *kms_keystore_find(const struct kms_keystore *ks, const char *alias);
+/* Secret-key entries (keytool -genseckey, PKCS#12 keystores only) are not
+ * entries of the kinds above: a copy of the key of alias (case-insensitive),
+ * else KMS_ERR_ALIAS_NOT_FOUND. */
+kms_rc kms_keystore_secret_key(const struct kms_keystore *ks, const char *alias, struct kms_secret **out)
+    KMS_MUST_CHECK;
+size_t kms_keystore_secret_count(const struct kms_keystore *ks);
 /* The certificate entry whose certificate DER is byte-for-byte der[0..len);
  * NULL when none (private-key entries' certificates are not pinned clients).
  * CA certificate entries are found too: check kms_ks_entry_is_ca before

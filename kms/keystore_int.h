@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/secret.h"
 #include "kms/keystore.h"
 
 #define KMS_KS_MAX_FILE (16u * 1024u * 1024u)
@@ -28,13 +29,29 @@ struct kms_ks_entry {
     int is_ca;
 };
 
+/* A secret-key entry (keytool -genseckey into a PKCS#12 keystore): not an
+ * entry of the certificate kind, so nothing that walks the entries sees it;
+ * kept to be read by alias (the audit checkpoint key) and written back. */
+struct kms_ks_secret {
+    char *alias;
+    ASN1_OBJECT *alg; /* the key's algorithm as Java named it (HmacSHA256, AES, ...) */
+    struct kms_secret *key;
+};
+
 struct kms_keystore {
     enum kms_keystore_format format;
     char *path;
     struct kms_ks_entry *entries;
     size_t count;
     size_t cap;
+    struct kms_ks_secret *secrets;
+    size_t nsecrets;
 };
+
+/* Appends a secret-key entry, taking alias, alg and key (also on failure);
+ * the alias must be new among entries and secrets. */
+kms_rc kms_ks_add_secret(struct kms_keystore *ks, char *alias, ASN1_OBJECT *alg, struct kms_secret *key)
+    KMS_MUST_CHECK;
 
 /* Appends an entry. Always takes ownership of alias (malloc'd), cert, chain
  * (may be NULL: empty) and key (NULL for certificate entries), also on

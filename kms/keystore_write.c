@@ -428,6 +428,41 @@ static int add_name(PKCS12_SAFEBAG *bag, const char *alias)
     return PKCS12_add_friendlyname_utf8(bag, alias, -1) == 1;
 }
 
+/* A secret-key entry as keytool writes it: a secret bag of type
+ * pkcs8ShroudedKeyBag holding the EncryptedPrivateKeyInfo of a
+ * PrivateKeyInfo (the key's algorithm, its raw bytes), named by
+ * friendlyName; keytool reads it back as a SecretKeyEntry. */
+static int add_secret(STACK_OF(PKCS12_SAFEBAG) **bags, const struct kms_ks_secret *s, const char *password)
+{
+    PKCS8_PRIV_KEY_INFO *p8 = PKCS8_PRIV_KEY_INFO_new();
+    unsigned char *raw = OPENSSL_secure_malloc(kms_secret_len(s->key));
+    ASN1_OBJECT *alg = OBJ_dup(s->alg);
+    int ok = p8 != NULL && raw != NULL && alg != NULL;
+    if (ok) {
+        memcpy(raw, kms_secret_cdata(s->key), kms_secret_len(s->key));
+        /* why: p8 takes raw (and alg) and wipes raw when freed */
+        ok = PKCS8_pkey_set0(p8, alg, 0, V_ASN1_UNDEF, NULL, raw, (int)kms_secret_len(s->key)) == 1;
+        if (ok)
+            raw = NULL, alg = NULL;
+    }
+    OPENSSL_secure_clear_free(raw, kms_secret_len(s->key));
+    ASN1_OBJECT_free(alg);
+    X509_SIG *sig = ok ? PKCS8_encrypt_ex(-1, EVP_aes_256_cbc(), password, -1, NULL, 0, P12_ITER, p8, NULL, NULL)
+                       : NULL;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    unsigned char *der = NULL;
+    int n = sig != NULL ? i2d_X509_SIG(sig, &der) : -1;
+    X509_SIG_free(sig);
+    PKCS12_SAFEBAG *bag = n > 0 ? PKCS12_SAFEBAG_create_secret(NID_pkcs8ShroudedKeyBag, V_ASN1_OCTET_STRING, der, n)
+                                : NULL;
+    OPENSSL_free(der);
+    if (bag == NULL || !add_name(bag, s->alias) || !sk_PKCS12_SAFEBAG_push(*bags, bag)) {
+        PKCS12_SAFEBAG_free(bag);
+        return 0;
+    }
+    return 1;
+}
+
 static kms_rc p12_write(const struct kms_keystore *ks, const char *password, struct obuf *b)
 {
     kms_rc rc = KMS_ERR_CRYPTO;
@@ -468,6 +503,9 @@ static kms_rc p12_write(const struct kms_keystore *ks, const char *password, str
                 goto out;
         }
     }
+    for (size_t i = 0; i < ks->nsecrets; i++)
+        if (!add_secret(&keybags, &ks->secrets[i], password))
+            goto out;
     if (sk_PKCS12_SAFEBAG_num(certbags) > 0 &&
         PKCS12_add_safe_ex(&safes, certbags, NID_aes_256_cbc, P12_ITER, password, NULL, NULL) != 1)
         goto out;
@@ -545,6 +583,11 @@ kms_rc kms_keystore_serialize(const struct kms_keystore *ks, const char *passwor
     if (ks->format != KMS_KEYSTORE_PEM && (password == NULL || password[0] == '\0'))
         return kms_fail(KMS_ERR_KEYSTORE_PASSWORD, "%s: writing a %s keystore needs a password", ks->path,
                         kms_keystore_format_name(ks->format));
+    if (ks->nsecrets > 0 && ks->format != KMS_KEYSTORE_PKCS12)
+        return kms_fail(KMS_ERR_KEYSTORE_FORMAT,
+                        "%s: a %s keystore cannot hold secret-key entries such as '%s' (the audit key): keep it as "
+                        "PKCS#12",
+                        ks->path, kms_keystore_format_name(ks->format), ks->secrets[0].alias);
     (void)kms_ks_legacy_provider(); /* why: makes sure the default provider is loaded */
     struct obuf b = {0};
     kms_rc rc;

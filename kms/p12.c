@@ -154,6 +154,56 @@ static kms_rc key_from_p8(struct p12 *p, const PKCS8_PRIV_KEY_INFO *p8, struct k
 
 static kms_rc walk_bags(struct p12 *p, const STACK_OF(PKCS12_SAFEBAG) *bags, int depth);
 
+/* A secret bag as keytool -genseckey writes it: a pkcs8ShroudedKeyBag whose
+ * PrivateKeyInfo holds the key's algorithm and its raw bytes. Other secret
+ * types are skipped (they hold nothing kmsd uses). */
+static kms_rc secret_bag(struct p12 *p, const PKCS12_SAFEBAG *bag, struct kms_ks_item *it)
+{
+    if (PKCS12_SAFEBAG_get_bag_nid(bag) != NID_pkcs8ShroudedKeyBag)
+        return KMS_OK;
+    const ASN1_TYPE *v = PKCS12_SAFEBAG_get0_bag_obj(bag);
+    if (v == NULL || v->type != V_ASN1_OCTET_STRING)
+        return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: the secret key in PKCS#12 bag %zu is damaged", p->ks->path,
+                        it->pos);
+    const unsigned char *der = ASN1_STRING_get0_data(v->value.octet_string);
+    X509_SIG *sig = d2i_X509_SIG(NULL, &der, ASN1_STRING_length(v->value.octet_string));
+    const X509_ALGOR *alg = NULL;
+    if (sig != NULL)
+        X509_SIG_get0(sig, &alg, NULL);
+    kms_rc rc = sig == NULL ? kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: the secret key in PKCS#12 bag %zu is damaged",
+                                       p->ks->path, it->pos)
+                            : kms_ks_pbe_check(p->ks, alg, "secret key");
+    PKCS8_PRIV_KEY_INFO *p8 = NULL;
+    if (rc == KMS_OK && (p8 = PKCS8_decrypt(sig, p->pw, p->pwlen)) == NULL)
+        rc = decrypt_failed(p, "secret key");
+    X509_SIG_free(sig);
+    const ASN1_OBJECT *obj = NULL;
+    const unsigned char *raw = NULL;
+    int rawlen = 0;
+    if (rc == KMS_OK && (PKCS8_pkey_get0(&obj, &raw, &rawlen, NULL, p8) != 1 || rawlen <= 0 || rawlen > 1024))
+        rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: the secret key in PKCS#12 bag %zu is empty or too long",
+                      p->ks->path, it->pos);
+    struct kms_secret *key = NULL;
+    ASN1_OBJECT *alg_dup = NULL;
+    if (rc == KMS_OK)
+        rc = kms_secret_from(raw, (size_t)rawlen, &key);
+    if (rc == KMS_OK && (alg_dup = OBJ_dup(obj)) == NULL)
+        rc = KMS_ERR_NO_MEMORY;
+    PKCS8_PRIV_KEY_INFO_free(p8); /* why: its ASN.1 free callback wipes the key octets */
+    if (rc == KMS_OK)
+        rc = bag_attributes(p, bag, it);
+    if (rc != KMS_OK) {
+        kms_secret_free(&key);
+        ASN1_OBJECT_free(alg_dup);
+        free(it->name);
+        it->name = NULL;
+        return rc;
+    }
+    char *alias = it->name;
+    it->name = NULL;
+    return kms_ks_add_secret(p->ks, alias, alg_dup, key);
+}
+
 static kms_rc one_bag(struct p12 *p, const PKCS12_SAFEBAG *bag, int depth)
 {
     struct kms_ks_item it = {.pos = ++p->bags};
@@ -191,8 +241,10 @@ static kms_rc one_bag(struct p12 *p, const PKCS12_SAFEBAG *bag, int depth)
             return kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: PKCS#12 safe contents nested more than %d deep",
                             p->ks->path, MAX_NESTING);
         return walk_bags(p, PKCS12_SAFEBAG_get0_safes(bag), depth + 1);
+    case NID_secretBag:
+        return secret_bag(p, bag, &it);
     default:
-        return KMS_OK; /* why: CRL and secret bags hold nothing kmsd uses */
+        return KMS_OK; /* why: CRL bags hold nothing kmsd uses */
     }
     if (rc == KMS_OK)
         rc = bag_attributes(p, bag, &it);

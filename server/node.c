@@ -17,6 +17,7 @@
 #include "common/secret.h"
 #include "common/version.h"
 #include "kms/audit.h"
+#include "kms/audit_key.h"
 #include "kms/backend_select.h"
 #include "kms/cache.h"
 #include "kms/cluster_key.h"
@@ -159,17 +160,12 @@ static const char *admin_address(struct kms_node *n)
     return strncmp(server, "127.", 4) == 0 ? server : "127.0.0.1";
 }
 
-/* The audit trail (kms.audit.*): its chain's checkpoint key is sealed under
- * the keystore password, as the cluster key is. */
+/* The audit trail (kms.audit.*): its chain's checkpoint key is a secret-key
+ * entry of the keystore, or sealed under the keystore password. */
 static kms_rc open_audit(struct kms_node *n)
 {
     struct kms_secret *key = NULL;
-    const char *text = kms_config_secret(n->cfg, KMS_CFG_AUDIT_KEY);
-    if (text != NULL && text[0] != '\0') {
-        char what[512];
-        (void)snprintf(what, sizeof(what), "kms.audit.key (%s)", kms_config_source(n->cfg, KMS_CFG_AUDIT_KEY));
-        KMS_GUARD(kms_cluster_key_open(text, kms_config_secret(n->cfg, KMS_CFG_KEYSTORE_PASSWORD), what, &key));
-    }
+    KMS_GUARD(kms_audit_key_configured(n->cfg, n->ks, &key));
     struct kms_audit_options o = {
         .path = kms_config_str(n->cfg, KMS_CFG_AUDIT_FILE),
         .node = n->name,
@@ -185,8 +181,8 @@ static kms_rc open_audit(struct kms_node *n)
     kms_secret_free(&key);
     if (rc == KMS_OK && !signed_chain)
         kms_log(KMS_LOG_WARN, "audit.unsigned", NULL, "detail",
-                "kms.audit.key is not set: the audit chain has no HMAC checkpoints, so whoever can write the file "
-                "can rewrite it whole (kmsctl audit key create)", NULL);
+                "kms.audit.key and kms.audit.key.alias are not set: the audit chain has no HMAC checkpoints, so "
+                "whoever can write the file can rewrite it whole (docs/audit.md)", NULL);
     return rc;
 }
 

@@ -8,7 +8,11 @@
 #     the next checkpoint gives it away (with --no-key it would pass);
 #   - the disk full with kms.audit.on_failure=refuse: creating a key answers
 #     503 audit_unavailable, the backend is not called, readiness names
-#     "audit"; space again: served, and the chain verifies whole.
+#     "audit"; space again: served, and the chain verifies whole;
+#   - the audit key as a secret-key entry of the keystore (keytool
+#     -genseckey, kms.audit.key.alias): kept by kmsctl keystore edits, its
+#     checkpoints verify, and not under another key; an alias the keystore
+#     lacks is refused at start.
 # Stops kmsd by PID and unmounts the tmpfs on exit. Prints "N passed, N failed".
 #   audit_chain.sh KMSD KMSCTL DIR
 set -u
@@ -148,3 +152,39 @@ out=$(verify $(files)) && ok "after the full disk the chain verifies whole: $(ec
   ko "verify after the full disk: $out"
 grep -q '"outcome":"audit_unavailable"' $(files) && ok "the refusals themselves are in the trail (written once space came back)" ||
   ko "no audit line for the refused requests"
+
+# --- the audit key as a secret-key entry of the keystore (kms.audit.key.alias)
+pid=
+export KS_PW=$pw
+keytool -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC -genseckey -alias kmsaudit -keyalg HmacSHA256 -keysize 256 \
+  -keystore "$dir/pki/kms.jks" -storepass:env KS_PW >/dev/null 2>&1 || ko "keytool -genseckey into the keystore"
+# a kmsctl edit of the keystore keeps the secret-key entry (keytool reads it back)
+out=$("$kmsctl" keystore import-cert extra-ca "$dir/pki/rootCA.crt" --config "$dir/kms.properties" 2>&1)
+keytool -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC -list -keystore "$dir/pki/kms.jks" -storepass:env KS_PW 2>&1 |
+  grep -q "^kmsaudit, .*SecretKeyEntry" && ok "kmsctl keystore import-cert keeps the secret-key entry (keytool lists it)" ||
+  ko "after kmsctl keystore import-cert: $out; $(keytool -list -keystore "$dir/pki/kms.jks" -storepass:env KS_PW 2>&1 | tail -3)"
+sed -e '/kms.audit.key.file/d' -e "s|^kms.audit.file = .*|kms.audit.file = $dir/alias-audit.log|" "$dir/kms.properties" \
+  > "$dir/alias.properties"
+echo "kms.audit.key.alias = kmsaudit" >> "$dir/alias.properties"
+out=$(KMS_AUDIT_KEY_ALIAS=nope timeout 20 "$kmsd" --config "$dir/alias.properties" 2>&1)
+echo "$out" | grep -q "kms.audit.key.alias .*has no secret-key entry 'nope'" && ok "an alias the keystore lacks: refused at start" ||
+  ko "wrong kms.audit.key.alias: $out"
+"$kmsd" --config "$dir/alias.properties" 2>"$dir/kmsd-alias.log" &
+pid=$!
+for _ in $(seq 100); do
+  curl -fsS --max-time 2 --cacert "$dir/pki/rootCA.crt" "https://127.0.0.1:$port/health/live" >/dev/null 2>&1 && break
+  kill -0 "$pid" 2>/dev/null || { ko "kmsd did not start with kms.audit.key.alias: $(tail -3 "$dir/kmsd-alias.log")"; exit 1; }
+  sleep 0.2
+done
+for i in $(seq 12); do create "alias-$i" >/dev/null; done
+kill -TERM "$pid"
+for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+pid=
+alias_files=$(for n in $(seq 40 -1 1); do f=$dir/alias-audit.log.$n; [ -f "$f" ] && echo "$f"; done; echo "$dir/alias-audit.log")
+out=$("$kmsctl" audit verify --config "$dir/alias.properties" $alias_files 2>&1)
+n=$(echo "$out" | sed -n 's/^checkpoints: \([0-9]*\) verified.*/\1/p')
+[ "${n:-0}" -ge 2 ] && ok "checkpoints under the keystore's secret key verify: $(echo "$out" | tr '\n' ' ')" ||
+  ko "verify with kms.audit.key.alias: $out"
+out=$("$kmsctl" audit verify --config "$dir/kms.properties" $alias_files 2>&1) &&
+  ko "the same file verified under the sealed key too: $out" ||
+  ok "under another key the first checkpoint fails (the keystore's key signed them): $(echo "$out" | head -1)"

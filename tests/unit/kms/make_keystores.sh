@@ -14,6 +14,7 @@
 # Files written into DIR:
 #   ks.jks           keytool -storetype jks
 #   ks-modern.p12    keytool, Java 17 default PKCS#12 (AES-256 + PBKDF2 + HMAC-SHA256)
+#   ks-secret.p12    ks-modern.p12 plus a secret-key entry (keytool -genseckey, HmacSHA256)
 #   ks-legacy.p12    keytool -J-Dkeystore.pkcs12.legacy (RC2-40 / 3DES / SHA-1)
 #   ossl-modern.p12  openssl pkcs12 -export
 #   ossl-legacy.p12  openssl pkcs12 -export -legacy
@@ -168,4 +169,8 @@ keytool -importkeystore -noprompt -srckeystore src.p12 -srcstoretype pkcs12 -src
     -srcalias kmsserver -destkeystore ks-keypass.jks -deststoretype jks -deststorepass:env KS_PASS \
     -destkeypass other-key-password >>keytool.log 2>&1
 kt pkcs12 ks-modern.p12
+# the same with a secret-key entry (the audit key, as an operator makes it)
+cp ks-modern.p12 ks-secret.p12
+keytool -genseckey -alias kmsaudit -keyalg HmacSHA256 -keysize 256 -keystore ks-secret.p12 -storetype pkcs12 \
+    -storepass:env KS_PASS >>keytool.log 2>&1
 kt pkcs12 ks-legacy.p12 -J-Dkeystore.pkcs12.legacy

@@ -7,6 +7,7 @@
  * (reproduced: the leak comes and goes with the .timeout attributes alone).
  * ctest's TIMEOUT (300 s per binary) still bounds a hang. */
 #include "kms/keystore.h"
+#include "kms/keystore_write.h"
 
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
@@ -256,6 +257,45 @@ Test(keystore, pkcs12_modern_from_keytool)
 {
     check_same_entries("ks-modern.p12", KMS_KEYSTORE_PKCS12, PASSWORD);
 }
+/* keytool -genseckey: a secret-key entry, read by alias, kept apart from the
+ * certificate entries, written back as keytool wrote it; a format that
+ * cannot hold it is refused rather than losing it. */
+Test(keystore, secret_key_entries_are_read_and_written_back)
+{
+    struct kms_keystore *ks = NULL, *plain = NULL, *back = NULL;
+    cr_assert_eq(load_fx("ks-secret.p12", PASSWORD, &ks), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(load_fx("ks-modern.p12", PASSWORD, &plain), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(kms_keystore_count(ks), kms_keystore_count(plain), "a secret key is no certificate entry");
+    cr_assert_eq(kms_keystore_secret_count(ks), 1);
+    cr_assert_eq(kms_keystore_secret_count(plain), 0);
+    struct kms_secret *k1 = NULL, *k2 = NULL;
+    cr_assert_eq(kms_keystore_secret_key(ks, "KMSAUDIT", &k1), KMS_OK, "aliases are case-insensitive");
+    cr_assert_eq(kms_secret_len(k1), 32, "HmacSHA256, 256 bits");
+    cr_assert_eq(kms_keystore_secret_key(ks, "nope", &k2), KMS_ERR_ALIAS_NOT_FOUND);
+    cr_assert(strstr(kms_error_detail(), "no secret-key entry 'nope'") != NULL, "%s", kms_error_detail());
+    uint8_t *der = NULL;
+    size_t len = 0;
+    cr_assert_eq(kms_keystore_serialize(ks, PASSWORD, &der, &len), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(kms_keystore_load_mem(der, len, "back.p12", PASSWORD, &back), KMS_OK, "%s", kms_error_detail());
+    cr_assert_eq(kms_keystore_secret_key(back, "kmsaudit", &k2), KMS_OK, "%s", kms_error_detail());
+    cr_assert(kms_secret_equal(k1, k2), "the same key after writing and reading back");
+    cr_assert_eq(kms_keystore_count(back), kms_keystore_count(ks));
+    free(der);
+    for (int f = 0; f < 2; f++) {
+        kms_keystore_set_format(ks, f == 0 ? KMS_KEYSTORE_JKS : KMS_KEYSTORE_PEM);
+        der = NULL;
+        cr_assert_eq(kms_keystore_serialize(ks, PASSWORD, &der, &len), KMS_ERR_KEYSTORE_FORMAT);
+        cr_assert_null(der);
+        cr_assert(strstr(kms_error_detail(), "cannot hold secret-key entries such as 'kmsaudit'") != NULL, "%s",
+                  kms_error_detail());
+    }
+    kms_secret_free(&k1);
+    kms_secret_free(&k2);
+    kms_keystore_free(&ks);
+    kms_keystore_free(&plain);
+    kms_keystore_free(&back);
+}
+
 Test(keystore, pkcs12_legacy_from_keytool)
 {
     check_same_entries("ks-legacy.p12", KMS_KEYSTORE_PKCS12, PASSWORD);

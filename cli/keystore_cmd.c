@@ -263,8 +263,12 @@ static int cmd_list(const struct options *o)
                                kms_ks_entry_type(e) == KMS_KS_PRIVATE_KEY ? "PrivateKeyEntry" : "trustedCertEntry",
                                "ca", kms_ks_entry_is_ca(e), "sha256", fp, "not_after", na));
         }
-        rc = print_json(json_pack("{s:s, s:s, s:o}", "keystore", kms_keystore_path(ks), "format",
-                                  kms_keystore_format_name(kms_keystore_format(ks)), "entries", arr));
+        json_t *secrets = json_array();
+        for (size_t i = 0; i < kms_keystore_secret_count(ks); i++)
+            json_array_append_new(secrets, json_string(kms_keystore_secret_alias(ks, i)));
+        rc = print_json(json_pack("{s:s, s:s, s:o, s:o}", "keystore", kms_keystore_path(ks), "format",
+                                  kms_keystore_format_name(kms_keystore_format(ks)), "entries", arr, "secret_keys",
+                                  secrets));
         kms_keystore_free(&ks);
         return rc;
     }
@@ -282,6 +286,9 @@ static int cmd_list(const struct options *o)
         format_time(X509_get0_notAfter(kms_ks_entry_cert(e)), na, sizeof(na));
         printf("%-*s  %-21s  SHA-256 %s  not after %s\n", width, kms_ks_entry_alias(e), entry_type(e), fp, na);
     }
+    for (size_t i = 0; i < kms_keystore_secret_count(ks); i++)
+        printf("%-*s  %-21s  (a key kmsd reads by alias, such as kms.audit.key.alias; never shown)\n", width,
+               kms_keystore_secret_alias(ks, i), "SecretKeyEntry");
     kms_keystore_free(&ks);
     return KMSCTL_EXIT_OK;
 }

@@ -735,6 +735,11 @@ kms_rc kms_keystore_secret_key(const struct kms_keystore *ks, const char *alias,
 
 size_t kms_keystore_secret_count(const struct kms_keystore *ks) { return ks->nsecrets; }
 
+const char *kms_keystore_secret_alias(const struct kms_keystore *ks, size_t i)
+{
+    return i < ks->nsecrets ? ks->secrets[i].alias : NULL;
+}
+
 enum kms_keystore_format kms_keystore_format(const struct kms_keystore *ks) { return ks->format; }
 
 const char *kms_keystore_format_name(enum kms_keystore_format f)

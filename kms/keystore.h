@@ -55,6 +55,8 @@ const struct kms_ks_entry *kms_keystore_find(const struct kms_keystore *ks, cons
 kms_rc kms_keystore_secret_key(const struct kms_keystore *ks, const char *alias, struct kms_secret **out)
     KMS_MUST_CHECK;
 size_t kms_keystore_secret_count(const struct kms_keystore *ks);
+/* The alias of secret-key entry i (< kms_keystore_secret_count). */
+const char *kms_keystore_secret_alias(const struct kms_keystore *ks, size_t i);
 /* The certificate entry whose certificate DER is byte-for-byte der[0..len);
  * NULL when none (private-key entries' certificates are not pinned clients).
  * CA certificate entries are found too: check kms_ks_entry_is_ca before

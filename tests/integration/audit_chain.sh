@@ -163,6 +163,8 @@ out=$("$kmsctl" keystore import-cert extra-ca "$dir/pki/rootCA.crt" --config "$d
 keytool -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC -list -keystore "$dir/pki/kms.jks" -storepass:env KS_PW 2>&1 |
   grep -q "^kmsaudit, .*SecretKeyEntry" && ok "kmsctl keystore import-cert keeps the secret-key entry (keytool lists it)" ||
   ko "after kmsctl keystore import-cert: $out; $(keytool -list -keystore "$dir/pki/kms.jks" -storepass:env KS_PW 2>&1 | tail -3)"
+"$kmsctl" keystore list --config "$dir/kms.properties" 2>&1 | grep -q "^kmsaudit *SecretKeyEntry" &&
+  ok "kmsctl keystore list shows it (never its value)" || ko "kmsctl keystore list: $("$kmsctl" keystore list --config "$dir/kms.properties" 2>&1 | tail -2)"
 sed -e '/kms.audit.key.file/d' -e "s|^kms.audit.file = .*|kms.audit.file = $dir/alias-audit.log|" "$dir/kms.properties" \
   > "$dir/alias.properties"
 echo "kms.audit.key.alias = kmsaudit" >> "$dir/alias.properties"

@@ -5,7 +5,6 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -222,9 +221,6 @@ static kms_rc open_vault(const struct kms_config *cfg, const struct kms_keystore
     return rc;
 }
 
-/* kms.hsm.protocol=pkcs11: the token, logged in, and its master key found
- * and fit to be one (AES-256, sensitive, not extractable), else a refusal
- * that names the step. A session per worker thread. */
 /* kms.hsm.pkcs11.slot, digits only (the config checked it): -1 when empty. */
 static long slot_of(const char *text)
 {
@@ -236,6 +232,10 @@ static long slot_of(const char *text)
     return v;
 }
 
+/* kms.hsm.protocol=pkcs11: the token, logged in, and (check_master) its
+ * master key found and fit to be one (AES-256, sensitive, not extractable),
+ * else a refusal that names the step. A session per worker thread, unless
+ * kms.hsm.pkcs11.sessions says otherwise. */
 static kms_rc open_pkcs11(const struct kms_config *cfg, int check_master, struct kms_backend **out)
 {
     const char *pin = kms_config_secret(cfg, KMS_CFG_HSM_PKCS11_PIN);

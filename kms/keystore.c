@@ -189,6 +189,15 @@ static void entry_clear(struct kms_ks_entry *e)
     memset(e, 0, sizeof(*e));
 }
 
+/* The secret-key entry of alias (case-insensitive), or NULL. */
+static const struct kms_ks_secret *find_secret(const struct kms_keystore *ks, const char *alias)
+{
+    for (size_t i = 0; i < ks->nsecrets; i++)
+        if (strcasecmp(ks->secrets[i].alias, alias) == 0)
+            return &ks->secrets[i];
+    return NULL;
+}
+
 kms_rc kms_ks_add_entry(struct kms_keystore *ks, char *alias, X509 *cert, STACK_OF(X509) *chain, EVP_PKEY *key)
 {
     struct kms_ks_entry e = {.alias = alias, .cert = cert, .chain = chain, .key = key};
@@ -217,11 +226,9 @@ kms_rc kms_ks_add_entry(struct kms_keystore *ks, char *alias, X509 *cert, STACK_
             goto out;
         }
     }
-    for (size_t i = 0; i < ks->nsecrets; i++) {
-        if (strcasecmp(ks->secrets[i].alias, alias) == 0) {
-            rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: alias '%s' is a secret-key entry already", ks->path, alias);
-            goto out;
-        }
+    if (find_secret(ks, alias) != NULL) {
+        rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: alias '%s' is a secret-key entry already", ks->path, alias);
+        goto out;
     }
     int n = i2d_X509(cert, &e.der);
     if (n <= 0) {
@@ -697,12 +704,8 @@ kms_rc kms_ks_add_secret(struct kms_keystore *ks, char *alias, ASN1_OBJECT *alg,
     kms_rc rc = KMS_OK;
     if (alias == NULL)
         rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: a secret-key entry has no alias (friendlyName)", ks->path);
-    for (size_t i = 0; rc == KMS_OK && i < ks->count; i++)
-        if (strcasecmp(ks->entries[i].alias, alias) == 0)
-            rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: alias '%s' names two entries", ks->path, alias);
-    for (size_t i = 0; rc == KMS_OK && i < ks->nsecrets; i++)
-        if (strcasecmp(ks->secrets[i].alias, alias) == 0)
-            rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: alias '%s' names two entries", ks->path, alias);
+    if (rc == KMS_OK && (kms_keystore_find(ks, alias) != NULL || find_secret(ks, alias) != NULL))
+        rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: alias '%s' names two entries", ks->path, alias);
     struct kms_ks_secret *v = NULL;
     if (rc == KMS_OK && ks->count + ks->nsecrets >= KMS_KS_MAX_ENTRIES)
         rc = kms_fail(KMS_ERR_KEYSTORE_CORRUPT, "%s: more than %u entries", ks->path, KMS_KS_MAX_ENTRIES);
@@ -724,9 +727,9 @@ kms_rc kms_ks_add_secret(struct kms_keystore *ks, char *alias, ASN1_OBJECT *alg,
 kms_rc kms_keystore_secret_key(const struct kms_keystore *ks, const char *alias, struct kms_secret **out)
 {
     *out = NULL;
-    for (size_t i = 0; i < ks->nsecrets; i++)
-        if (strcasecmp(ks->secrets[i].alias, alias) == 0)
-            return kms_secret_from(kms_secret_cdata(ks->secrets[i].key), kms_secret_len(ks->secrets[i].key), out);
+    const struct kms_ks_secret *s = find_secret(ks, alias);
+    if (s != NULL)
+        return kms_secret_from(kms_secret_cdata(s->key), kms_secret_len(s->key), out);
     return kms_fail(KMS_ERR_ALIAS_NOT_FOUND,
                     "%s has no secret-key entry '%s' (make one with keytool -genseckey -alias %s -keyalg "
                     "HmacSHA256 -keysize 256 into a PKCS#12 keystore)",

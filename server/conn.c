@@ -200,6 +200,23 @@ int kms_conn_has_certificate(struct MHD_Connection *c)
     return peer_der(c, &der, &len);
 }
 
+/* The certificate checks every decision makes, first or again: keystore,
+ * roles, CRLs (kms.auth.crl.stale). */
+static void decide(struct kms_server *s, struct kms_trust *t, const uint8_t *der, size_t len, time_t now,
+                   struct kms_identity *id)
+{
+    kms_identity_decide_ex(t->ks, s->d.roles, t->crls, der, len, now,
+                           s->d.crl_accept_stale ? KMS_ID_ACCEPT_STALE_CRL : 0, id);
+}
+
+/* What an OCSP status makes of an identity decided OK (kms.auth.ocsp=soft|hard). */
+static enum kms_auth_status ocsp_verdict(const struct kms_server *s, enum kms_ocsp_status st)
+{
+    if (st == KMS_OCSP_REVOKED)
+        return KMS_AUTH_REVOKED;
+    return st == KMS_OCSP_UNKNOWN && s->d.ocsp_hard ? KMS_AUTH_OCSP_UNKNOWN : KMS_AUTH_OK;
+}
+
 /* kms.auth.ocsp: the responder's word on an identity decided OK. */
 static void check_ocsp(struct kms_server *s, struct kms_trust *t, const uint8_t *der, size_t len,
                        struct kms_conn *conn, const char *req_id)
@@ -213,11 +230,9 @@ static void check_ocsp(struct kms_server *s, struct kms_trust *t, const uint8_t 
     enum kms_ocsp_status st = kms_ocsp_check(s->d.ocsp, cert, kms_keystore_issuer_of(t->ks, cert),
                                              conn->id.fingerprint, why, sizeof(why));
     X509_free(cert);
-    if (st == KMS_OCSP_REVOKED) {
-        conn->id.status = KMS_AUTH_REVOKED;
-        conn->id.role = KMS_ROLE_NONE;
-    } else if (st == KMS_OCSP_UNKNOWN && s->d.ocsp_hard) {
-        conn->id.status = KMS_AUTH_OCSP_UNKNOWN;
+    enum kms_auth_status verdict = ocsp_verdict(s, st);
+    if (verdict != KMS_AUTH_OK) {
+        conn->id.status = verdict;
         conn->id.role = KMS_ROLE_NONE;
     }
     if (st == KMS_OCSP_UNKNOWN)
@@ -233,8 +248,7 @@ void kms_conn_decide_identity(struct kms_server *s, struct MHD_Connection *c, st
     (void)peer_der(c, &der, &len);
     struct kms_trust *t = kms_server_trust(s);
     time_t now = time(NULL);
-    kms_identity_decide_ex(t->ks, s->d.roles, t->crls, der, len, now,
-                           s->d.crl_accept_stale ? KMS_ID_ACCEPT_STALE_CRL : 0, &conn->id);
+    decide(s, t, der, len, now, &conn->id);
     if (conn->id.status == KMS_AUTH_OK && s->d.ocsp != NULL)
         check_ocsp(s, t, der, len, conn, req_id);
     conn->id_generation = t->generation;
@@ -262,14 +276,10 @@ enum kms_auth_status kms_conn_redecide(struct kms_server *s, struct kms_trust *t
                                        time_t now)
 {
     struct kms_identity id;
-    kms_identity_decide_ex(t->ks, s->d.roles, t->crls, der, len, now,
-                           s->d.crl_accept_stale ? KMS_ID_ACCEPT_STALE_CRL : 0, &id);
+    decide(s, t, der, len, now, &id);
     if (id.status != KMS_AUTH_OK || s->d.ocsp == NULL)
         return id.status;
-    enum kms_ocsp_status st = kms_ocsp_cached(s->d.ocsp, id.fingerprint);
-    if (st == KMS_OCSP_REVOKED)
-        return KMS_AUTH_REVOKED;
-    return st == KMS_OCSP_UNKNOWN && s->d.ocsp_hard ? KMS_AUTH_OCSP_UNKNOWN : KMS_AUTH_OK;
+    return ocsp_verdict(s, kms_ocsp_cached(s->d.ocsp, id.fingerprint));
 }
 
 const struct kms_identity *kms_request_identity(const struct kms_request *r) { return &r->conn->id; }

@@ -142,22 +142,25 @@ kms_rc kms_front_listen(struct kms_server *s)
 static void hand_over(struct kms_server *s, int fd, const struct sockaddr *sa, socklen_t len, int limited)
 {
     char peer[INET6_ADDRSTRLEN];
-    kms_front_addr_text(sa, peer, sizeof(peer));
     uint64_t retry_ms;
-    if (limited && s->front->conn_rl != NULL &&
-        !kms_ratelimit_take(s->front->conn_rl, peer, KMS_ROLE_NONE, KMS_RL_OTHER, kms_now_ns(), &retry_ms)) {
-        kms_front_closed(s->front, KMS_CLOSE_RATE_LIMITED, peer,
-                         "this client address opens connections faster than kms.ratelimit.connections");
-        close(fd);
-        return;
+    if (limited && s->front->conn_rl != NULL) {
+        kms_front_addr_text(sa, peer, sizeof(peer));
+        if (!kms_ratelimit_take(s->front->conn_rl, peer, KMS_ROLE_NONE, KMS_RL_OTHER, kms_now_ns(), &retry_ms)) {
+            kms_front_closed(s->front, KMS_CLOSE_RATE_LIMITED, peer,
+                             "this client address opens connections faster than kms.ratelimit.connections");
+            close(fd);
+            return;
+        }
     }
     if (MHD_add_connection(s->daemon, fd, sa, len) == MHD_YES)
         return;
-    if (errno == ENFILE)
+    int e = errno;
+    kms_front_addr_text(sa, peer, sizeof(peer));
+    if (e == ENFILE)
         kms_front_closed(s->front, KMS_CLOSE_LIMIT, peer,
                          "kms.server.connection.limit or kms.server.connection.per.address reached");
     else
-        kms_log(KMS_LOG_WARN, "conn.refused", NULL, "peer", peer, "detail", strerror(errno), NULL);
+        kms_log(KMS_LOG_WARN, "conn.refused", NULL, "peer", peer, "detail", strerror(e), NULL);
 }
 
 static void drop_pending(struct kms_front *f, size_t i, int close_fd)

@@ -204,12 +204,9 @@ enum kms_ocsp_status kms_ocsp_check(struct kms_ocsp *o, X509 *cert, X509 *issuer
 enum kms_ocsp_status kms_ocsp_cached(struct kms_ocsp *o, const char *fp)
 {
     pthread_mutex_lock(&o->mu);
-    enum kms_ocsp_status st = KMS_OCSP_GOOD;
-    for (size_t i = 0; i < ENTRIES; i++)
-        if (o->e[i].cert != NULL && strcmp(o->e[i].fp, fp) == 0) {
-            st = o->e[i].st;
-            break;
-        }
+    int found = 0;
+    const struct entry *e = slot(o, fp, &found);
+    enum kms_ocsp_status st = found ? e->st : KMS_OCSP_GOOD;
     pthread_mutex_unlock(&o->mu);
     return st;
 }

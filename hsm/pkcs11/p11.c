@@ -289,19 +289,6 @@ static void *lane_main(void *arg)
     return NULL;
 }
 
-static struct timespec deadline_ts(unsigned ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 void *kms_p11_job_new(size_t len) { return OPENSSL_secure_zalloc(len); }
 
 void kms_p11_job_free(void *job, size_t len)
@@ -339,7 +326,9 @@ kms_rc kms_p11_call(struct kms_p11 *p, const char *what, kms_p11_fn fn, void **a
     job->fn = fn;
     job->arg = *argp;
     job->len = len;
-    struct timespec until = deadline_ts(p->timeout_ms);
+    /* why kms_now_ms: the job's condition variable waits on CLOCK_MONOTONIC, the one clock */
+    uint64_t due = kms_now_ms() + p->timeout_ms;
+    struct timespec until = {(time_t)(due / 1000u), (long)(due % 1000u) * 1000000L};
     pthread_mutex_lock(&p->mu);
     if (p->tail != NULL)
         p->tail->next = job;

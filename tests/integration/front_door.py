@@ -30,6 +30,7 @@ import time
 import urllib.request
 
 import it_env
+from it_net import waits_for_close
 
 env = it_env.load(sys.argv[1])
 PORT = int(env["KMS_IT_PORT"])
@@ -152,21 +153,6 @@ def create_customer(sock, site):
     status, _ = request(t, "POST", "/v1/customer-keys", {"site_id": site})
     t.close()
     return status
-
-
-def waits_for_close(sock, limit):
-    """Seconds until the server closes sock (reads nothing else), or None past limit."""
-    start = time.monotonic()
-    sock.settimeout(0.2)
-    while time.monotonic() - start < limit:
-        try:
-            if sock.recv(4096) == b"":
-                return time.monotonic() - start
-        except socket.timeout:
-            continue
-        except (ConnectionError, ssl.SSLError, OSError):
-            return time.monotonic() - start
-    return None
 
 
 # --- PROXY headers from the trusted load balancer

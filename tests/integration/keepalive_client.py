@@ -8,7 +8,8 @@ import os
 import socket
 import ssl
 import sys
-import time
+
+from it_net import waits_for_close
 
 pki, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -16,20 +17,9 @@ c.load_verify_locations(os.path.join(pki, "rootCA.crt"))
 c.load_cert_chain(os.path.join(pki, name + ".crt"), os.path.join(pki, name + ".key"))
 s = c.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1")
 def idle():
-    start = time.monotonic()
-    s.settimeout(0.2)
-    while time.monotonic() - start < 15:
-        try:
-            if not s.recv(4096):
-                break
-        except socket.timeout:
-            continue
-        except OSError:
-            break
-    else:
-        s.settimeout(10)
-        return "open"
-    return "closed %.1f" % (time.monotonic() - start)
+    took = waits_for_close(s, 15)
+    s.settimeout(10)
+    return "open" if took is None else "closed %.1f" % took
 
 
 for line in sys.stdin:

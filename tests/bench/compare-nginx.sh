@@ -9,7 +9,13 @@
 # tickets, a fixed 100-byte body), both on loopback. The servers are pinned to
 # CPU 1 and `kmsctl bench` to CPU 0. Each scenario runs REPETITIONS times (default
 # 3), kmsd and nginx interleaved, SECONDS measured (default 4) after 1 s of warm-up;
-# the table shows medians and the lowest ratio of a single repetition. Then the
+# the table shows medians and the lowest ratio of a single repetition, and each
+# server's CPU per request (utime+stime over the measured window / requests:
+# steadier than req/s on a shared host, and it does not depend on the load
+# generator keeping up). /health/live also runs against the libmicrohttpd
+# floor (tests/bench/mhd_floor.c: MHD + GnuTLS with kmsd's TLS settings and a
+# fixed reply, nothing else), pinned the same way: it shows what the HTTP and
+# TLS libraries cost on this host, apart from kmsd's own work. Then the
 # two-core rows (issue 14): kmsd restarted with 2 worker threads, nginx with 2
 # workers, nothing pinned, the load generator's 2 threads sharing the same cores.
 # Installs nginx-light from Debian when nginx is missing. Stops what it started by PID.
@@ -21,7 +27,9 @@ secs=${2:-4}
 reps=${3:-3}
 kmsd=$build/server/kmsd
 kmsctl=$build/cli/kmsctl
-[ -x "$kmsd" ] && [ -x "$kmsctl" ] || { echo "compare-nginx: build $build first (kmsd, kmsctl)" >&2; exit 2; }
+floor=$build/tests/integration/mhd_floor
+[ -x "$kmsd" ] && [ -x "$kmsctl" ] && [ -x "$floor" ] ||
+  { echo "compare-nginx: build $build first (kmsd, kmsctl, mhd_floor)" >&2; exit 2; }
 [ "$(nproc)" -ge 2 ] || { echo "compare-nginx: needs 2 CPUs (server on 1, bench on 0)" >&2; exit 2; }
 
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
@@ -33,7 +41,12 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 work=$(mktemp -d /tmp/compare-nginx-XXXXXX)
 nginx_pid=""
+floor_pid=""
 cleanup() {
+  if [ -n "$floor_pid" ]; then
+    kill -TERM "$floor_pid" 2>/dev/null || true
+    wait "$floor_pid" 2>/dev/null || true
+  fi
   if [ -n "$nginx_pid" ]; then
     kill -TERM "$nginx_pid" 2>/dev/null || true
     wait "$nginx_pid" 2>/dev/null || true
@@ -79,6 +92,19 @@ start_nginx() { # start_nginx CONF CPUS: nginx on CONF, pinned to CPUS, waited f
 }
 start_nginx "$work/nginx/nginx.conf" 1
 
+# the libmicrohttpd floor, same PKI and body, pinned to CPU 1
+fport=$(free_port)
+taskset -c 1 "$floor" "$fport" "$pki/kmsServer-chain.crt" "$pki/kmsServer.key" "$body" > "$work/floor.out" &
+floor_pid=$!
+deadline=$((SECONDS + 10))
+until grep -q ready "$work/floor.out" 2>/dev/null; do
+  if ! kill -0 "$floor_pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+    echo "compare-nginx: mhd_floor did not come up" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+
 # The workspace-key unwrap body: a real customer/user/workspace chain made by the
 # backend certificate; the same bytes go to both servers.
 api() { # api PATH JSON: POST as cmxBackend, prints the reply
@@ -108,21 +134,45 @@ args_of() { # args_of SCENARIO: the kmsctl bench arguments
   esac
 }
 
-run_phase() { # run_phase TAG PIN BENCH_THREADS SCENARIO...: each scenario REPS times, kmsd and nginx interleaved
+cpu_ticks() { # cpu_ticks PID: utime + stime of the process, all its threads, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+server_pid() { # server_pid SERVER: the process that serves (nginx: its one worker)
+  case "$1" in
+    kmsd) cat "$work/kmsd/kmsd.pid" ;;
+    floor) echo "$floor_pid" ;;
+    nginx) pgrep -P "$nginx_pid" | head -1 ;;
+  esac
+}
+# why the window starts 0.2 s after the warm-up and ends 0.2 s before the run
+# does: the ticks are read while the load is surely on
+window=$(awk -v s="$secs" 'BEGIN { print s - 0.4 }')
+run_phase() { # run_phase TAG PIN BENCH_THREADS SCENARIO...: each scenario REPS times, the servers interleaved
   local tag=$1 pin=$2 bthreads=$3; shift 3
-  local rep sc srv port
+  local rep sc srv port servers bench_pid c0 c1 spid out
   for rep in $(seq 1 "$reps"); do
     for sc in "$@"; do
-      for srv in kmsd nginx; do
-        port=$kport
-        [ "$srv" = nginx ] && port=$nport
+      servers="kmsd nginx"
+      [ -z "$tag" ] && [ "$sc" = health ] && servers="kmsd floor nginx"
+      for srv in $servers; do
+        case "$srv" in kmsd) port=$kport ;; floor) port=$fport ;; nginx) port=$nport ;; esac
+        out=$work/results/$tag$sc.$srv.$rep
         # shellcheck disable=SC2046
-        if ! taskset -c "$pin" "$kmsctl" bench --url "https://127.0.0.1:$port" --cert "$pki/cmxBackend.p12" \
+        taskset -c "$pin" "$kmsctl" bench --url "https://127.0.0.1:$port" --cert "$pki/cmxBackend.p12" \
           --password-file "$pki/password.txt" -c 16 -t "$bthreads" -d "$secs" -w 1 --json $(args_of "$sc") \
-          > "$work/results/$tag$sc.$srv.$rep.json"; then
-          echo "compare-nginx: $tag$sc on $srv (repetition $rep) failed" >&2
+          > "$out.json" &
+        bench_pid=$!
+        # CPU per request, one-core rows only (in the two-core rows nginx has 2 workers)
+        if [ -z "$tag" ]; then
+          spid=$(server_pid "$srv")
+          sleep 1.2
+          c0=$(cpu_ticks "$spid")
+          sleep "$window"
+          c1=$(cpu_ticks "$spid")
+          echo "$((c1 - c0)) $(getconf CLK_TCK) $window" > "$out.cpu"
         fi
-        echo "compare-nginx: $tag$sc $srv #$rep $(head -c 400 "$work/results/$tag$sc.$srv.$rep.json" 2>/dev/null)" >&2
+        wait "$bench_pid" || echo "compare-nginx: $tag$sc on $srv (repetition $rep) failed" >&2
+        echo "compare-nginx: $tag$sc $srv #$rep $(head -c 400 "$out.json" 2>/dev/null)" >&2
       done
     done
   done
@@ -174,4 +224,45 @@ for sc in scs:
     ke = sum(x["errors"] for x in k); ne = sum(x["errors"] for x in n)
     print(f"| {label[sc]} | {km:,.0f} | {nm:,.0f} | {ratio} | {low} | {p99:.2f} | {ke} | {ne} | "
           f"{' / '.join(f'{v:,.0f}' for v in kr)} | {' / '.join(f'{v:,.0f}' for v in nr)} |")
+
+def us_per_req(sc, srv):
+    """Server CPU per request in each repetition: ticks / CLK_TCK over the window, / requests in it."""
+    out = []
+    for r, x in enumerate(load(sc, srv), start=1):
+        try:
+            with open(f"{d}/{sc}.{srv}.{r}.cpu") as f:
+                ticks, hz, window = f.read().split()
+        except (OSError, ValueError):
+            continue
+        reqs = x["requests_per_s"] * float(window)
+        if reqs > 0:
+            out.append(int(ticks) / int(hz) / reqs * 1e6)
+    return out
+def med(v):
+    return statistics.median(v) if v else 0.0
+print()
+print("Server CPU per request (one-core rows; µs of utime+stime / requests, medians):")
+print()
+print("| scenario | kmsd µs/req | nginx µs/req | nginx/kmsd (CPU) |")
+print("|---|---|---|---|")
+for sc in scs:
+    if sc.startswith("2core-"):
+        continue
+    ku, nu = med(us_per_req(sc, "kmsd")), med(us_per_req(sc, "nginx"))
+    print(f"| {label[sc]} | {ku:.1f} | {nu:.1f} | {nu / ku if ku else 0:.2f} |")
+fl = load("health", "floor")
+if fl:
+    print()
+    print("The libmicrohttpd floor, /health/live (tests/bench/mhd_floor.c: MHD + GnuTLS, kmsd's TLS settings, a fixed reply):")
+    print()
+    print("| server | req/s (median) | µs CPU/req (median) | runs (req/s) |")
+    print("|---|---|---|---|")
+    rates = {}
+    for srv in ("kmsd", "floor", "nginx"):
+        r = [x["requests_per_s"] for x in load("health", srv)]
+        rates[srv] = med(r)
+        print(f"| {srv} | {med(r):,.0f} | {med(us_per_req('health', srv)):.1f} | {' / '.join(f'{v:,.0f}' for v in r)} |")
+    if rates["floor"] and rates["nginx"]:
+        print()
+        print(f"floor/nginx {rates['floor'] / rates['nginx']:.2f}, kmsd/floor {rates['kmsd'] / rates['floor']:.2f}")
 PY

@@ -221,17 +221,6 @@ static kms_rc open_vault(const struct kms_config *cfg, const struct kms_keystore
     return rc;
 }
 
-/* kms.hsm.pkcs11.slot, digits only (the config checked it): -1 when empty. */
-static long slot_of(const char *text)
-{
-    if (text[0] == '\0')
-        return -1;
-    long v = 0;
-    for (; *text >= '0' && *text <= '9' && v < 100000000000L; text++)
-        v = v * 10 + (*text - '0');
-    return v;
-}
-
 /* kms.hsm.protocol=pkcs11: the token, logged in, and (check_master) its
  * master key found and fit to be one (AES-256, sensitive, not extractable),
  * else a refusal that names the step. A session per worker thread, unless
@@ -242,7 +231,7 @@ static kms_rc open_pkcs11(const struct kms_config *cfg, int check_master, struct
     struct kms_pkcs11_options o = {
         .library = kms_config_str(cfg, KMS_CFG_HSM_PKCS11_LIBRARY),
         .token_label = kms_config_str(cfg, KMS_CFG_HSM_PKCS11_TOKEN_LABEL),
-        .slot = slot_of(kms_config_str(cfg, KMS_CFG_HSM_PKCS11_SLOT)),
+        .slot = kms_config_pkcs11_slot(cfg),
         .pin = pin != NULL ? pin : "",
         .sessions = (unsigned)(kms_config_int(cfg, KMS_CFG_HSM_PKCS11_SESSIONS) > 0
                                    ? kms_config_int(cfg, KMS_CFG_HSM_PKCS11_SESSIONS)

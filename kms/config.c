@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -375,16 +376,35 @@ static int check_rates(const char *v, char **canon, char *why, size_t cap)
     return kms_rl_parse(v, l, why, cap) == KMS_OK ? 0 : -1;
 }
 
+/* kms.hsm.pkcs11.slot: "" (-1) or a whole number up to LONG_MAX (a
+ * CK_SLOT_ID is an unsigned long); -2 for anything else. One parser for
+ * the check at load and the value the backend gets. */
+static long parse_slot(const char *v)
+{
+    if (v[0] == '\0')
+        return -1;
+    long slot = 0;
+    for (; *v != '\0'; v++) {
+        if (*v < '0' || *v > '9' || slot > (LONG_MAX - (*v - '0')) / 10)
+            return -2;
+        slot = slot * 10 + (*v - '0');
+    }
+    return slot;
+}
+
 static int check_slot(const char *v, char **canon, char *why, size_t cap)
 {
     (void)canon;
-    size_t n = strlen(v);
-    int ok = n <= 19;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = v[i] >= '0' && v[i] <= '9';
-    if (!ok)
-        (void)snprintf(why, cap, "expected a slot id (a whole number), or nothing");
-    return ok ? 0 : -1;
+    if (parse_slot(v) >= -1)
+        return 0;
+    (void)snprintf(why, cap, "expected a slot id (a whole number up to %ld), or nothing", LONG_MAX);
+    return -1;
+}
+
+long kms_config_pkcs11_slot(const struct kms_config *c)
+{
+    long slot = parse_slot(kms_config_str(c, KMS_CFG_HSM_PKCS11_SLOT));
+    return slot < -1 ? -1 : slot;
 }
 
 static int check_rate(const char *v, char **canon, char *why, size_t cap)

@@ -139,6 +139,8 @@ void kms_config_free(struct kms_config **c);
 const char *kms_config_str(const struct kms_config *c, enum kms_config_key key);
 long long kms_config_int(const struct kms_config *c, enum kms_config_key key);
 int kms_config_bool(const struct kms_config *c, enum kms_config_key key);
+/* kms.hsm.pkcs11.slot as a number, -1 when unset (the load checked its digits). */
+long kms_config_pkcs11_slot(const struct kms_config *c);
 /* Secret value (e.g. the keystore password), or NULL when unset. Borrowed;
  * lives on the secure heap and is wiped by kms_config_free. */
 const char *kms_config_secret(const struct kms_config *c, enum kms_config_key key);

@@ -648,7 +648,22 @@ Test(config, pkcs11_needs_module_token_and_a_pin_not_in_clear)
                              "KMS_HSM_PKCS11_PIN=2718", NULL};
     c = load_ok(NULL, env_pin, NULL);
     cr_assert_str_eq(kms_config_str(c, KMS_CFG_HSM_PKCS11_SLOT), "3");
+    cr_assert_eq(kms_config_pkcs11_slot(c), 3);
     kms_config_free(&c);
+
+    c = load_ok(props_path, NULL, NULL); /* by label: no slot */
+    cr_assert_eq(kms_config_pkcs11_slot(c), -1);
+    kms_config_free(&c);
+
+    /* the largest slot id passes whole; one more is refused, never cut short */
+    char *const top_slot[] = {"KMS_HSM_PROTOCOL=pkcs11", "KMS_HSM_PKCS11_LIBRARY=/m.so",
+                              "KMS_HSM_PKCS11_SLOT=9223372036854775807", "KMS_HSM_PKCS11_PIN=2718", NULL};
+    c = load_ok(NULL, top_slot, NULL);
+    cr_assert_eq(kms_config_pkcs11_slot(c), 9223372036854775807L);
+    kms_config_free(&c);
+    char *const over_slot[] = {"KMS_HSM_PKCS11_SLOT=9223372036854775808", NULL};
+    const char *want6[] = {"kms.hsm.pkcs11.slot", "whole number", NULL};
+    load_fails(NULL, over_slot, KMS_ERR_CONFIG, want6, NULL);
 
     char *const bad_slot[] = {"KMS_HSM_PKCS11_SLOT=-1", NULL};
     const char *want5[] = {"kms.hsm.pkcs11.slot", NULL};

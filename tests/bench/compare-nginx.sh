@@ -25,6 +25,7 @@ root=$(cd "$here/../.." && pwd)
 build=$(cd "${1:?usage: compare-nginx.sh BUILD_DIR [SECONDS] [REPETITIONS]}" && pwd)
 secs=${2:-4}
 reps=${3:-3}
+case "$secs" in ''|*[!0-9]*|0) echo "compare-nginx: SECONDS must be a whole number of at least 1" >&2; exit 2 ;; esac
 kmsd=$build/server/kmsd
 kmsctl=$build/cli/kmsctl
 floor=$build/tests/integration/mhd_floor
@@ -228,8 +229,10 @@ for sc in scs:
 def us_per_req(sc, srv):
     """Server CPU per request in each repetition: ticks / CLK_TCK over the window, / requests in it."""
     out = []
-    for r, x in enumerate(load(sc, srv), start=1):
+    for r in range(1, reps + 1):
         try:
+            with open(f"{d}/{sc}.{srv}.{r}.json") as f:
+                x = json.load(f)
             with open(f"{d}/{sc}.{srv}.{r}.cpu") as f:
                 ticks, hz, window = f.read().split()
         except (OSError, ValueError):

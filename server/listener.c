@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "server/internal.h"
+#include "server/tls_priorities.h"
 
 /* Frees what kms_server_start made before (or without) the daemon. */
 static void release(struct kms_server *s)
@@ -62,13 +63,7 @@ kms_rc kms_server_start(const struct kms_server_deps *d, struct kms_server **out
 
     struct MHD_OptionItem ops[12];
     size_t n = 0;
-    /* why: TLS 1.2 at least, and for 1.2 only forward-secret ECDHE with AEAD
-     * suites (SPEC §5, issue 15): NORMAL alone still offers CBC with HMAC
-     * (Lucky 13's family) and static-RSA key exchange */
-    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
-                                       (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:"
-                                               "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:"
-                                               "+ECDHE-ECDSA:+ECDHE-RSA"};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)KMS_TLS_PRIORITIES};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)kms_conn_notify, s};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)kms_request_on_completed, s};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)d->conn_timeout_s, NULL};

@@ -18,11 +18,10 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* why the same string: the floor must negotiate what kmsd negotiates
- * (server/listener.c), or the comparison measures a different cipher */
-#define FLOOR_PRIORITIES                                                                                               \
-    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:"    \
-    "+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA"
+#include "common/error.h"
+#include "common/file.h"
+#include "common/secret.h"
+#include "server/tls_priorities.h"
 
 static struct MHD_Response *fixed;
 
@@ -61,25 +60,16 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         gnutls_certificate_server_set_request(ci->tls_session, GNUTLS_CERT_REQUEST);
 }
 
-/* A PEM file, NUL-terminated, at most 64 KiB; NULL (and a message) otherwise. */
-static char *read_pem(const char *path)
+/* A PEM file, NUL-terminated (kms_file_read leaves a 0 after the bytes), at
+ * most 64 KiB; NULL and a message naming the file otherwise. */
+static char *read_pem(const char *path, const char *what, size_t *len)
 {
-    enum { MAX = 64 * 1024 };
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fprintf(stderr, "mhd_floor: cannot open %s\n", path);
+    uint8_t *buf = NULL;
+    if (kms_file_read(path, 64 * 1024, what, &buf, len, NULL) != KMS_OK) {
+        fprintf(stderr, "mhd_floor: %s\n", kms_error_detail());
         return NULL;
     }
-    char *buf = malloc(MAX + 1);
-    size_t n = buf != NULL ? fread(buf, 1, MAX + 1, f) : 0;
-    fclose(f);
-    if (buf == NULL || n == 0 || n > MAX) {
-        fprintf(stderr, "mhd_floor: %s is empty or larger than 64 KiB\n", path);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
+    return (char *)buf;
 }
 
 int main(int argc, char **argv)
@@ -94,8 +84,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "mhd_floor: PORT must be 1-65535, not \"%s\"\n", argv[1]);
         return 2;
     }
-    char *chain = read_pem(argv[2]);
-    char *key = read_pem(argv[3]);
+    size_t chain_len = 0, key_len = 0;
+    char *chain = read_pem(argv[2], "the server chain", &chain_len);
+    char *key = read_pem(argv[3], "the server key", &key_len);
     if (chain == NULL || key == NULL)
         return 2;
     fixed = MHD_create_response_from_buffer(strlen(argv[4]), argv[4], MHD_RESPMEM_PERSISTENT);
@@ -113,7 +104,7 @@ int main(int argc, char **argv)
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
         on_request, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_HTTPS_MEM_CERT, chain, MHD_OPTION_HTTPS_MEM_KEY, key,
-        MHD_OPTION_HTTPS_PRIORITIES, FLOOR_PRIORITIES, MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+        MHD_OPTION_HTTPS_PRIORITIES, KMS_TLS_PRIORITIES, MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
     if (d == NULL) {
         fprintf(stderr, "mhd_floor: libmicrohttpd did not start on 127.0.0.1:%lu\n", port);
@@ -126,6 +117,7 @@ int main(int argc, char **argv)
     MHD_stop_daemon(d);
     MHD_destroy_response(fixed);
     free(chain);
+    kms_wipe(key, key_len);
     free(key);
     return 0;
 }
